@@ -1,0 +1,1 @@
+//! Workspace-level live tests, benchmarks and examples live beside this file.
