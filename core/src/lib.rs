@@ -1,1 +1,42 @@
-//! x
+//! The rate-limiting algorithms of redlimit, pure: no Redis, no async, no clock reads.
+//!
+//! A caller reads its clock once, looks up the stored [`Limiter`] (if any), and asks a
+//! [`Policy`] to decide a [`Request`]. It gets back a [`Decision`] and, when the request
+//! changed something, the new limiter to store. The Redis module and the client's
+//! in-memory fallback both run exactly this code.
+//!
+//! ```
+//! use redlimit_core::{Policy, Request, RetryAfter, Timestamp, TokenBucket};
+//!
+//! // 3 tokens, one more every second.
+//! let policy = Policy::TokenBucket(TokenBucket::new(3, 1, 1_000).unwrap());
+//! let mut now = Timestamp::from_millis(1_700_000_000_000);
+//! let mut stored = None;
+//! for _ in 0..3 {
+//!     let outcome = policy.decide(stored.as_ref(), now, Request::new(1)).unwrap();
+//!     assert!(outcome.decision.allowed);
+//!     stored = outcome.update;
+//! }
+//! let denied = policy.decide(stored.as_ref(), now, Request::new(1)).unwrap();
+//! assert!(!denied.decision.allowed);
+//! let RetryAfter::After(wait) = denied.decision.retry_after else { unreachable!() };
+//! assert_eq!(wait.as_millis(), 1_000);
+//! now = now.plus_micros(1_000_000);
+//! assert!(policy.decide(stored.as_ref(), now, Request::new(1)).unwrap().decision.allowed);
+//! ```
+
+mod decision;
+mod encoding;
+mod error;
+mod limiter;
+mod throttle;
+mod time;
+mod token_bucket;
+
+pub use decision::{Decision, Outcome, Request, RetryAfter};
+pub use encoding::{DecodeError, ENCODING_VERSION};
+pub use error::ArgumentError;
+pub use limiter::{Algorithm, Limiter, Policy, WrongAlgorithm};
+pub use throttle::{Throttle, ThrottleState, redis_cell_seconds};
+pub use time::{Timestamp, ceil_millis};
+pub use token_bucket::{BucketState, TokenBucket};

@@ -1,0 +1,212 @@
+//! Token bucket with continuous refill and optional reservation (`MAXWAIT`).
+//!
+//! Exact integer arithmetic: one token is `refill_ms * 1000` *units* and every
+//! microsecond adds `refill_tokens` units, so a level is an exact rational number of
+//! tokens with denominator `refill_ms * 1000`. The state keeps the *deficit* (units
+//! missing from a full bucket) and when it was measured.
+
+use crate::decision::{Decision, Outcome, Request, RetryAfter};
+use crate::error::{ArgumentError, at_most, positive};
+use crate::time::{Timestamp, ceil_micros};
+use core::time::Duration;
+
+/// The largest amount of units a bucket or a borrowing may span: keeps every state in `u64`.
+const MAX_UNITS: u128 = 1 << 62;
+/// Microseconds per millisecond.
+const MICROS_PER_MS: u128 = 1_000;
+
+/// A token bucket policy: at most `capacity` tokens, `refill_tokens` more every `refill_ms`.
+///
+/// ```
+/// use redlimit_core::TokenBucket;
+/// let policy = TokenBucket::new(10, 1, 1_000).unwrap();
+/// assert_eq!(policy.capacity(), 10);
+/// assert!(TokenBucket::new(0, 1, 1_000).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TokenBucket {
+    capacity: u64,
+    refill_tokens: u64,
+    refill_ms: u64,
+}
+
+/// What a token bucket remembers between requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BucketState {
+    /// Units missing from a full bucket at `at` (above `capacity` tokens when borrowing).
+    pub deficit: u64,
+    /// When `deficit` was measured.
+    pub at: Timestamp,
+}
+
+impl TokenBucket {
+    /// A policy, checked so that every decision computes exactly in 64-bit state.
+    ///
+    /// # Errors
+    /// A zero argument, or `capacity * refill_ms` above 2^62 / 1000.
+    pub fn new(capacity: u64, refill_tokens: u64, refill_ms: u64) -> Result<Self, ArgumentError> {
+        let refill_ms = positive("refill_ms", refill_ms)?;
+        let max_capacity =
+            u64::try_from(MAX_UNITS / (u128::from(refill_ms) * MICROS_PER_MS)).unwrap_or(u64::MAX);
+        if max_capacity == 0 {
+            return Err(ArgumentError::new(
+                "refill_ms",
+                format!("at most {}", MAX_UNITS / MICROS_PER_MS),
+            ));
+        }
+        let capacity = positive("capacity", capacity)?;
+        let capacity = at_most("capacity", capacity, max_capacity).map_err(|_| {
+            ArgumentError::new(
+                "capacity",
+                format!("at most {max_capacity} when refill_ms is {refill_ms}"),
+            )
+        })?;
+        let refill_tokens = positive("refill_tokens", refill_tokens)?;
+        Ok(Self {
+            capacity,
+            refill_tokens,
+            refill_ms,
+        })
+    }
+
+    /// The most tokens the bucket holds.
+    #[must_use]
+    pub const fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Tokens added every `refill_ms`.
+    #[must_use]
+    pub const fn refill_tokens(&self) -> u64 {
+        self.refill_tokens
+    }
+
+    /// The refill period in milliseconds.
+    #[must_use]
+    pub const fn refill_ms(&self) -> u64 {
+        self.refill_ms
+    }
+
+    /// Checks a `MAXWAIT` for this policy: the borrowing it allows must stay computable.
+    ///
+    /// # Errors
+    /// When `max_wait_ms` of refill exceeds 2^62 units.
+    pub fn check_max_wait(&self, max_wait_ms: u64) -> Result<u64, ArgumentError> {
+        let max = MAX_UNITS / (u128::from(self.refill_tokens) * MICROS_PER_MS);
+        at_most(
+            "MAXWAIT",
+            max_wait_ms,
+            u64::try_from(max).unwrap_or(u64::MAX),
+        )
+    }
+
+    /// Units in one token.
+    fn unit(&self) -> u128 {
+        u128::from(self.refill_ms) * MICROS_PER_MS
+    }
+
+    /// Units in a full bucket.
+    fn full(&self) -> u128 {
+        u128::from(self.capacity) * self.unit()
+    }
+
+    /// The deepest deficit a request may leave behind: a full bucket plus what
+    /// `max_wait_ms` of refill repays.
+    fn floor(&self, max_wait_ms: u64) -> u128 {
+        let borrow = u128::from(max_wait_ms) * MICROS_PER_MS * u128::from(self.refill_tokens);
+        self.full() + borrow.min(MAX_UNITS)
+    }
+
+    /// Time for the refill to cover `units`, rounded up to whole microseconds.
+    fn time_to_refill(&self, units: u128) -> Duration {
+        ceil_micros(units, u128::from(self.refill_tokens))
+    }
+
+    /// The deficit of `previous` at `now`, in this policy's units, and the time it is
+    /// measured at (never earlier than the stored one: a clock that moved back grants nothing).
+    fn deficit_at(
+        &self,
+        previous: Option<(&Self, &BucketState)>,
+        now: Timestamp,
+    ) -> (u128, Timestamp) {
+        let Some((policy, state)) = previous else {
+            return (0, now);
+        };
+        let deficit = rescale(u128::from(state.deficit), policy.unit(), self.unit());
+        let refilled = u128::from(now.micros_since(state.at)) * u128::from(self.refill_tokens);
+        (deficit.saturating_sub(refilled), now.max(state.at))
+    }
+
+    /// Decides `request` at `now` against the bucket left by `previous` (`None`: a full bucket).
+    #[must_use]
+    pub fn decide(
+        &self,
+        previous: Option<(&Self, &BucketState)>,
+        now: Timestamp,
+        request: Request,
+    ) -> Outcome<BucketState> {
+        let (deficit, at) = self.deficit_at(previous, now);
+        let need = u128::from(request.cost) * self.unit();
+        let floor = self.floor(request.max_wait_ms);
+        let after = deficit + need;
+        if after > floor {
+            let retry_after = if need > floor {
+                RetryAfter::Never
+            } else {
+                RetryAfter::After(self.time_to_refill(after - floor))
+            };
+            let decision = self.decision(false, deficit, retry_after);
+            return Outcome {
+                decision,
+                update: None,
+            };
+        }
+        let retry_after = match after.checked_sub(self.full()) {
+            Some(borrowed) if borrowed > 0 => RetryAfter::After(self.time_to_refill(borrowed)),
+            _ => RetryAfter::Now,
+        };
+        let decision = self.decision(true, after, retry_after);
+        let update = (!request.is_read_only()).then(|| BucketState {
+            deficit: u64::try_from(after).unwrap_or(u64::MAX),
+            at,
+        });
+        Outcome { decision, update }
+    }
+
+    fn decision(&self, allowed: bool, deficit: u128, retry_after: RetryAfter) -> Decision {
+        let remaining = self.full().saturating_sub(deficit) / self.unit();
+        Decision {
+            allowed,
+            limit: self.capacity,
+            remaining: u64::try_from(remaining).unwrap_or(u64::MAX),
+            retry_after,
+            reset_after: self.time_to_refill(deficit),
+        }
+    }
+
+    /// When `state` will be a full bucket again: from then on it equals no key at all.
+    #[must_use]
+    pub fn idle_at(&self, state: &BucketState) -> Timestamp {
+        let micros = self.time_to_refill(u128::from(state.deficit)).as_micros();
+        state
+            .at
+            .plus_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+}
+
+/// `units` counted in `from`-sized tokens, re-counted in `to`-sized tokens, rounded up
+/// (a policy change never grants a fraction of a token that was spent).
+fn rescale(units: u128, from: u128, to: u128) -> u128 {
+    if from == to {
+        return units;
+    }
+    let whole = units / from;
+    let part = (units % from * to).div_ceil(from);
+    whole
+        .saturating_mul(to)
+        .saturating_add(part)
+        .min(2 * MAX_UNITS)
+}
+
+#[cfg(test)]
+mod tests;
