@@ -1,1 +1,42 @@
-//! x
+//! Real `redis-server` / `valkey-server` processes for the redlimit live tests.
+//!
+//! [`available_servers`] finds the servers installed by `scripts/install-deps.sh`
+//! (Redis 7.0, Redis 8.2, Valkey 9.1); [`ServerBuilder`] starts one on a free port in a
+//! temporary directory, optionally with the redlimit module ([`module_path()`]) and as a
+//! replica of another; the [`Server`] is killed when dropped, and shows its log when the
+//! test fails.
+//!
+//! ```
+//! use redlimit_test_support::{ServerBuilder, available_servers};
+//!
+//! for binary in available_servers() {
+//!     let primary = ServerBuilder::new(&binary).start();
+//!     let replica = ServerBuilder::new(&binary).replica_of(&primary).start();
+//!     replica.wait_for_sync();
+//!
+//!     let pong: String = redis::cmd("PING").query(&mut primary.connection()).unwrap();
+//!     assert_eq!(pong, "PONG", "{}", binary.name());
+//! }
+//! ```
+//!
+//! Live tests load the module, which `cargo test` does not build
+//! (`cargo build -p redlimit-module` first):
+//!
+//! ```no_run
+//! use redlimit_test_support::{ServerBuilder, available_servers, module_path};
+//!
+//! for binary in available_servers() {
+//!     let server = ServerBuilder::new(&binary).module(module_path()).start();
+//!     // ... RL.* commands through server.connection()
+//! }
+//! ```
+//!
+//! Environment: `REDLIMIT_SERVERS` (e.g. `redis-8.2,valkey-9.1`) restricts the servers,
+//! `REDLIMIT_REQUIRE_ALL_SERVERS=1` turns a missing server into a panic,
+//! `REDLIMIT_MODULE` points at another build of the module.
+
+mod binaries;
+mod server;
+
+pub use binaries::{Flavor, ServerBinary, available_servers, module_path, repo_root};
+pub use server::{Server, ServerBuilder};
