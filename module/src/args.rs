@@ -1,0 +1,149 @@
+//! Reading command arguments: binary-safe bytes, strict base-10 integers, options.
+
+use crate::error::CommandError;
+use crate::ffi::{self, RawString};
+
+/// The arguments of a command after its name.
+pub struct Args<'a> {
+    rest: std::slice::Iter<'a, RawString>,
+}
+
+impl<'a> Args<'a> {
+    /// Checks the count (`min..=max` arguments after the name) and skips the name.
+    pub fn new(argv: &'a [RawString], min: usize, max: usize) -> Result<Self, CommandError> {
+        let count = argv.len().saturating_sub(1);
+        if argv.is_empty() || count < min || count > max {
+            return Err(CommandError::Arity);
+        }
+        Ok(Self {
+            rest: argv.get(1..).unwrap_or_default().iter(),
+        })
+    }
+
+    /// The next raw argument (a key or a buffer).
+    pub fn raw(&mut self) -> Result<RawString, CommandError> {
+        self.rest.next().copied().ok_or(CommandError::Arity)
+    }
+
+    /// The next argument as a non-negative integer named `name`.
+    pub fn integer(&mut self, name: &str) -> Result<u64, CommandError> {
+        integer(name, ffi::bytes(self.raw()?))
+    }
+
+    /// The next argument as a positive integer named `name`.
+    pub fn positive(&mut self, name: &str) -> Result<u64, CommandError> {
+        positive(name, ffi::bytes(self.raw()?))
+    }
+
+    /// The next argument, if any, as bytes.
+    pub fn next_bytes(&mut self) -> Option<&'a [u8]> {
+        self.rest.next().map(|&arg| ffi::bytes(arg))
+    }
+
+    /// Every argument left.
+    pub fn remaining(&self) -> &'a [RawString] {
+        self.rest.as_slice()
+    }
+}
+
+/// A strict base-10, non-negative integer that fits `u64`.
+pub fn integer(name: &str, bytes: &[u8]) -> Result<u64, CommandError> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let is_number = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+    if !is_number || bytes.len() != digits.len() && digits.iter().any(|&d| d != b'0') {
+        return Err(CommandError::Argument(format!(
+            "{name} must be a non-negative integer"
+        )));
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or_else(|| CommandError::Argument(format!("{name} must be at most {}", u64::MAX)))
+}
+
+/// Like [`integer`], and at least 1.
+pub fn positive(name: &str, bytes: &[u8]) -> Result<u64, CommandError> {
+    match integer(name, bytes) {
+        Ok(0) | Err(CommandError::Argument(_)) if !is_too_large(bytes) => Err(
+            CommandError::Argument(format!("{name} must be a positive integer")),
+        ),
+        other => other,
+    }
+}
+
+fn is_too_large(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit) && bytes.iter().any(|&d| d != b'0')
+}
+
+/// One option flag seen at most once.
+#[derive(Default)]
+pub struct Once(bool);
+
+impl Once {
+    /// Marks the option as seen; a second time is a syntax error.
+    pub fn see(&mut self) -> Result<(), CommandError> {
+        if std::mem::replace(&mut self.0, true) {
+            return Err(CommandError::Syntax);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(result: Result<u64, CommandError>) -> String {
+        match result {
+            Err(CommandError::Argument(message)) => message,
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn integers_are_strict_base_ten() {
+        assert_eq!(integer("n", b"0").ok(), Some(0));
+        assert_eq!(integer("n", b"18446744073709551615").ok(), Some(u64::MAX));
+        assert_eq!(integer("n", b"-0").ok(), Some(0));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"-1",
+            b"1.5",
+            b" 1",
+            b"1e3",
+            b"+1",
+            b"0x10",
+            b"\xff",
+        ] {
+            assert_eq!(
+                message(integer("n", bad)),
+                "n must be a non-negative integer",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            message(integer("n", b"18446744073709551616")),
+            "n must be at most 18446744073709551615"
+        );
+    }
+
+    #[test]
+    fn positive_rejects_zero_and_names_the_argument() {
+        assert_eq!(
+            message(positive("capacity", b"0")),
+            "capacity must be a positive integer"
+        );
+        assert_eq!(
+            message(positive("capacity", b"-3")),
+            "capacity must be a positive integer"
+        );
+        assert_eq!(
+            message(positive("capacity", b"99999999999999999999")),
+            "capacity must be at most 18446744073709551615"
+        );
+        assert_eq!(positive("capacity", b"7").ok(), Some(7));
+    }
+}

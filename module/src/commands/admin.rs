@@ -1,0 +1,93 @@
+//! Commands around the limiters: `RL.RESET`, `RL.STATUS`, `RL.SETSTATE`.
+
+use crate::args::Args;
+use crate::error::CommandError;
+use crate::ffi::{Content, Ctx, RawString, bytes};
+use crate::{clock, info, reply};
+use redlimit_core::{Limiter, Policy};
+
+/// `RL.RESET key [key ...]`: deletes limiter keys, all or none.
+pub fn reset(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
+    info::RESET.call();
+    let args = Args::new(argv, 1, usize::MAX)?;
+    for &name in args.remaining() {
+        let mut key = ctx.open_key(name, false)?;
+        if matches!(key.content(), Content::Other) {
+            return Err(CommandError::WrongType(None));
+        }
+    }
+    let mut deleted = 0i64;
+    for &name in args.remaining() {
+        let mut key = ctx.open_key(name, true)?;
+        if matches!(key.content(), Content::Limiter(_)) {
+            key.delete();
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        ctx.replicate_verbatim();
+    }
+    ctx.reply_integer(deleted);
+    Ok(())
+}
+
+/// `RL.STATUS key`: the stored policy and what a request of cost 1 would get now.
+pub fn status(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
+    info::STATUS.call();
+    let mut args = Args::new(argv, 1, 1)?;
+    let mut key = ctx.open_key(args.raw()?, false)?;
+    let limiter = match key.content() {
+        Content::Empty => {
+            ctx.reply_null();
+            return Ok(());
+        }
+        Content::Limiter(limiter) => *limiter,
+        Content::Other => return Err(CommandError::WrongType(None)),
+    };
+    let policy = policy_fields(&limiter.policy());
+    ctx.reply_map(1 + policy.len() + 5);
+    ctx.reply_bulk(b"algorithm");
+    ctx.reply_bulk(limiter.algorithm().name().as_bytes());
+    for (name, value) in policy {
+        ctx.reply_bulk(name.as_bytes());
+        ctx.reply_integer(reply::saturating_i64(value));
+    }
+    reply::decision_pairs(ctx, &limiter.status(clock::now(ctx)));
+    Ok(())
+}
+
+/// The numbers of a policy, named as the command arguments that set them.
+fn policy_fields(policy: &Policy) -> Vec<(&'static str, u64)> {
+    match policy {
+        Policy::TokenBucket(p) => vec![
+            ("capacity", p.capacity()),
+            ("refill_tokens", p.refill_tokens()),
+            ("refill_ms", p.refill_ms()),
+        ],
+        Policy::Throttle(p) => vec![
+            ("max_burst", p.max_burst()),
+            ("count_per_period", p.count()),
+            ("period", p.period_s()),
+        ],
+    }
+}
+
+/// `RL.SETSTATE key state`: stores an encoded limiter as it is, expiring when it idles.
+///
+/// This is how replication and AOF carry state. The bytes are checked like any input.
+pub fn set_state(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
+    info::SETSTATE.call();
+    let mut args = Args::new(argv, 2, 2)?;
+    let name = args.raw()?;
+    let limiter = Limiter::decode(bytes(args.raw()?))
+        .map_err(|e| CommandError::Argument(format!("state must be a redlimit state ({e})")))?;
+    let mut key = ctx.open_key(name, true)?;
+    if matches!(key.content(), Content::Other) {
+        return Err(CommandError::WrongType(None));
+    }
+    key.store(limiter, clock::expire_at_ms(&limiter))
+        .map_err(|()| CommandError::Internal)?;
+    ctx.replicate_verbatim();
+    ctx.reply_simple(c"OK");
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! The few server APIs the module uses, behind safe functions.
+//!
+//! Every `unsafe` block of the command path lives here. A missing API (an older
+//! server) degrades to a documented fallback, never to a null call.
+
+use crate::datatype;
+use crate::error::CommandError;
+use redis_module::raw;
+use redlimit_core::Limiter;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::ptr::NonNull;
+
+/// Reads one function pointer of the module API (filled in by `RedisModule_Init`).
+macro_rules! api {
+    ($name:ident) => {
+        // SAFETY: the API table is written once, during module load, before any command runs.
+        unsafe { raw::$name }
+    };
+}
+
+/// A raw argument of the current command.
+pub type RawString = *mut raw::RedisModuleString;
+
+/// The bytes of a server string (empty if the API is missing).
+pub fn bytes<'a>(string: RawString) -> &'a [u8] {
+    let Some(ptr_len) = api!(RedisModule_StringPtrLen) else {
+        return &[];
+    };
+    let mut len = 0usize;
+    // SAFETY: `string` is a live argument of the running command; the server returns
+    // a pointer to `len` bytes that live as long as the string.
+    let ptr = unsafe { ptr_len(string, &mut len) };
+    if ptr.is_null() {
+        return &[];
+    }
+    // SAFETY: see above.
+    unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }
+}
+
+/// The context of the running command.
+#[derive(Clone, Copy)]
+pub struct Ctx(*mut raw::RedisModuleCtx);
+
+impl Ctx {
+    /// Wraps the context the server passed to a command.
+    pub fn new(ctx: *mut raw::RedisModuleCtx) -> Self {
+        Self(ctx)
+    }
+
+    /// The raw pointer, for SDK calls.
+    pub fn as_ptr(self) -> *mut raw::RedisModuleCtx {
+        self.0
+    }
+
+    fn flags(self) -> u32 {
+        api!(RedisModule_GetContextFlags).map_or(0, |flags| {
+            // SAFETY: a valid command context.
+            let bits = unsafe { flags(self.0) };
+            u32::try_from(bits).unwrap_or(0)
+        })
+    }
+
+    /// The client speaks RESP3 (`HELLO 3`).
+    pub fn is_resp3(self) -> bool {
+        self.flags() & raw::REDISMODULE_CTX_FLAGS_RESP3 != 0
+    }
+
+    /// The server clock in microseconds: frozen per command, MULTI/EXEC and script
+    /// where the server offers it (Redis 7.2+, Valkey), else the wall clock.
+    pub fn server_micros(self) -> i64 {
+        if let Some(cached) = api!(RedisModule_CachedMicroseconds) {
+            // SAFETY: no arguments; reads the server's cached time.
+            return unsafe { cached() };
+        }
+        // SAFETY: no arguments.
+        api!(RedisModule_Milliseconds).map_or(0, |ms| unsafe { ms() }.saturating_mul(1_000))
+    }
+
+    /// Replies an integer.
+    pub fn reply_integer(self, value: i64) {
+        if let Some(reply) = api!(RedisModule_ReplyWithLongLong) {
+            // SAFETY: a valid command context.
+            unsafe { reply(self.0, value) };
+        }
+    }
+
+    /// Replies a boolean (an integer 1/0 under RESP2).
+    pub fn reply_bool(self, value: bool) {
+        match api!(RedisModule_ReplyWithBool) {
+            // SAFETY: a valid command context.
+            Some(reply) => unsafe {
+                reply(self.0, c_int::from(value));
+            },
+            None => self.reply_integer(i64::from(value)),
+        }
+    }
+
+    /// Opens an array reply of `len` elements.
+    pub fn reply_array(self, len: usize) {
+        if let Some(reply) = api!(RedisModule_ReplyWithArray) {
+            // SAFETY: a valid command context.
+            unsafe { reply(self.0, i64::try_from(len).unwrap_or(0)) };
+        }
+    }
+
+    /// Opens a map reply of `len` pairs (a flat array of `2 * len` under RESP2).
+    pub fn reply_map(self, len: usize) {
+        match api!(RedisModule_ReplyWithMap) {
+            // SAFETY: a valid command context.
+            Some(reply) => unsafe {
+                reply(self.0, i64::try_from(len).unwrap_or(0));
+            },
+            None => self.reply_array(len * 2),
+        }
+    }
+
+    /// Replies a bulk string.
+    pub fn reply_bulk(self, value: &[u8]) {
+        if let Some(reply) = api!(RedisModule_ReplyWithStringBuffer) {
+            // SAFETY: the buffer is valid for `len` bytes.
+            unsafe { reply(self.0, value.as_ptr().cast::<c_char>(), value.len()) };
+        }
+    }
+
+    /// Replies a simple status string.
+    pub fn reply_simple(self, value: &CStr) {
+        if let Some(reply) = api!(RedisModule_ReplyWithSimpleString) {
+            // SAFETY: a NUL-terminated string.
+            unsafe { reply(self.0, value.as_ptr()) };
+        }
+    }
+
+    /// Replies nil.
+    pub fn reply_null(self) {
+        if let Some(reply) = api!(RedisModule_ReplyWithNull) {
+            // SAFETY: a valid command context.
+            unsafe { reply(self.0) };
+        }
+    }
+
+    /// Replies an error; `message` starts with its code (`ERR`, `WRONGTYPE`, ...).
+    pub fn reply_error(self, message: &str) {
+        let text = CString::new(message.replace('\0', "")).unwrap_or_default();
+        if let Some(reply) = api!(RedisModule_ReplyWithError) {
+            // SAFETY: a NUL-terminated string.
+            unsafe { reply(self.0, text.as_ptr()) };
+        }
+    }
+
+    /// Propagates `RL.SETSTATE key <state>` to replicas and the AOF.
+    pub fn replicate_state(self, key: RawString, state: &[u8]) {
+        if let Some(replicate) = api!(RedisModule_Replicate) {
+            // SAFETY: "sb" takes a module string, then a buffer pointer and its length.
+            unsafe {
+                replicate(
+                    self.0,
+                    c"RL.SETSTATE".as_ptr(),
+                    c"sb".as_ptr(),
+                    key,
+                    state.as_ptr().cast::<c_char>(),
+                    state.len(),
+                );
+            }
+        }
+    }
+
+    /// Propagates the running command as it was called (for deterministic commands).
+    pub fn replicate_verbatim(self) {
+        if let Some(replicate) = api!(RedisModule_ReplicateVerbatim) {
+            // SAFETY: a valid command context.
+            unsafe { replicate(self.0) };
+        }
+    }
+
+    /// Opens `key` for reading, or for reading and writing.
+    ///
+    /// A missing key opened for reading has no handle: it reads as [`Content::Empty`].
+    pub fn open_key(self, key: RawString, writable: bool) -> Result<Key, CommandError> {
+        let mode = raw::REDISMODULE_READ | if writable { raw::REDISMODULE_WRITE } else { 0 };
+        let open = api!(RedisModule_OpenKey).ok_or(CommandError::Internal)?;
+        // SAFETY: a valid context and a live key name; the handle is closed on drop.
+        let ptr = unsafe { open(self.0, key, c_int::try_from(mode).unwrap_or(1)) };
+        let ptr = NonNull::new(ptr.cast::<raw::RedisModuleKey>());
+        if writable && ptr.is_none() {
+            return Err(CommandError::Internal);
+        }
+        Ok(Key { ptr })
+    }
+}
+
+/// What an opened key holds.
+pub enum Content<'a> {
+    /// Nothing.
+    Empty,
+    /// A limiter of this module.
+    Limiter(&'a mut Limiter),
+    /// Any other type.
+    Other,
+}
+
+/// An open key, closed on drop.
+pub struct Key {
+    ptr: Option<NonNull<raw::RedisModuleKey>>,
+}
+
+impl Key {
+    /// What the key holds.
+    pub fn content(&mut self) -> Content<'_> {
+        let Some(ptr) = self.ptr else {
+            return Content::Empty;
+        };
+        let (Some(key_type), Some(get_type), Some(get_value)) = (
+            api!(RedisModule_KeyType),
+            api!(RedisModule_ModuleTypeGetType),
+            api!(RedisModule_ModuleTypeGetValue),
+        ) else {
+            return Content::Other;
+        };
+        // SAFETY: an open key handle.
+        let kind = unsafe { key_type(ptr.as_ptr()) };
+        if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
+            return Content::Empty;
+        }
+        // SAFETY: an open key handle.
+        if kind != raw::REDISMODULE_KEYTYPE_MODULE as c_int
+            || unsafe { get_type(ptr.as_ptr()) } != datatype::raw_type()
+        {
+            return Content::Other;
+        }
+        // SAFETY: values of our type are always `Box<Limiter>`, owned by the key and
+        // borrowed here for no longer than the key handle.
+        match unsafe { get_value(ptr.as_ptr()).cast::<Limiter>().as_mut() } {
+            Some(limiter) => Content::Limiter(limiter),
+            None => Content::Other,
+        }
+    }
+
+    /// Stores `limiter` (in place when the key already holds one) and expires the key
+    /// at `expire_at_ms`, absolute Unix milliseconds.
+    pub fn store(&mut self, limiter: Limiter, expire_at_ms: i64) -> Result<(), ()> {
+        match self.content() {
+            Content::Limiter(stored) => *stored = limiter,
+            Content::Empty => self.set_new(limiter)?,
+            Content::Other => return Err(()),
+        }
+        let set_expire = api!(RedisModule_SetAbsExpire).ok_or(())?;
+        let ptr = self.ptr.ok_or(())?;
+        // SAFETY: an open, writable key that now holds a value.
+        if unsafe { set_expire(ptr.as_ptr(), expire_at_ms) } == raw::REDISMODULE_OK as c_int {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// Replaces whatever the key holds by a new limiter value.
+    pub fn set_new(&mut self, limiter: Limiter) -> Result<(), ()> {
+        let set_value = api!(RedisModule_ModuleTypeSetValue).ok_or(())?;
+        let ptr = self.ptr.ok_or(())?;
+        let value = Box::into_raw(Box::new(limiter));
+        // SAFETY: the server takes ownership of `value` and frees it with our `free` callback.
+        let status =
+            unsafe { set_value(ptr.as_ptr(), datatype::raw_type(), value.cast::<c_void>()) };
+        if status == raw::REDISMODULE_OK as c_int {
+            return Ok(());
+        }
+        // SAFETY: the server refused the value, so it is still ours.
+        drop(unsafe { Box::from_raw(value) });
+        Err(())
+    }
+
+    /// Deletes the key.
+    pub fn delete(&mut self) {
+        if let (Some(delete), Some(ptr)) = (api!(RedisModule_DeleteKey), self.ptr) {
+            // SAFETY: an open, writable key.
+            unsafe { delete(ptr.as_ptr()) };
+        }
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if let (Some(close), Some(ptr)) = (api!(RedisModule_CloseKey), self.ptr) {
+            // SAFETY: closes the handle opened in `open_key`, once.
+            unsafe { close(ptr.as_ptr()) };
+        }
+    }
+}
+
+/// Writes a line to the server log at `warning` level.
+pub fn log_warning(ctx: *mut raw::RedisModuleCtx, message: &str) {
+    let text = CString::new(message.replace('\0', "")).unwrap_or_default();
+    if let Some(log) = api!(RedisModule_Log) {
+        // SAFETY: NUL-terminated level and message; a null ctx logs as the module.
+        unsafe { log(ctx, c"warning".as_ptr(), c"%s".as_ptr(), text.as_ptr()) };
+    }
+}
