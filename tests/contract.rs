@@ -35,6 +35,21 @@ fn error(con: &mut Connection, args: &[&str]) -> String {
     format!("{code} {detail}").trim().to_owned()
 }
 
+/// Asserts a decision whose durations may have shrunk by the wall-clock time that passed
+/// between calls (the test clock offsets the server clock; it does not stop it).
+#[track_caller]
+fn assert_near(actual: [i64; 5], expected: [i64; 5], context: &str) {
+    assert_eq!(actual[..3], expected[..3], "{context}: {actual:?}");
+    for i in 3..5 {
+        let ok = if expected[i] <= 0 {
+            actual[i] == expected[i]
+        } else {
+            (expected[i] - 100..=expected[i]).contains(&actual[i])
+        };
+        assert!(ok, "{context}: {actual:?}, expected about {expected:?}");
+    }
+}
+
 const BUCKET: [&str; 4] = ["RL.TOKENBUCKET", "b", "3", "1"];
 
 fn bucket(con: &mut Connection, options: &[&str]) -> [i64; 5] {
@@ -50,13 +65,13 @@ fn a_token_bucket_drains_then_refills_on_the_test_clock() {
         let con = &mut server.connection();
         let name = server.binary().name();
         set_clock(con, 1_000_000);
-        assert_eq!(bucket(con, &[]), [1, 3, 2, 0, 1_000], "{name}");
-        assert_eq!(bucket(con, &[]), [1, 3, 1, 0, 2_000], "{name}");
-        assert_eq!(bucket(con, &[]), [1, 3, 0, 0, 3_000], "{name}");
+        assert_near(bucket(con, &[]), [1, 3, 2, 0, 1_000], name);
+        assert_near(bucket(con, &[]), [1, 3, 1, 0, 2_000], name);
+        assert_near(bucket(con, &[]), [1, 3, 0, 0, 3_000], name);
         let denied = bucket(con, &[]);
         assert_eq!(denied[..3], [0, 3, 0], "{name}");
         assert!(
-            (999..=1_000).contains(&denied[3]),
+            (900..=1_000).contains(&denied[3]),
             "{name}: retry_after {}",
             denied[3]
         );
@@ -78,7 +93,11 @@ fn denied_requests_and_peeks_change_nothing() {
         let name = server.binary().name();
         set_clock(con, 5_000_000);
         bucket(con, &["COST", "3"]);
-        let status: Value = cmd("RL.STATUS").arg("b").query(con).unwrap();
+        let digest: Value = cmd("DEBUG")
+            .arg("DIGEST-VALUE")
+            .arg("b")
+            .query(con)
+            .unwrap();
         let expire: i64 = cmd("PEXPIRETIME").arg("b").query(con).unwrap();
         for options in [
             &["COST", "1"][..],
@@ -93,8 +112,12 @@ fn denied_requests_and_peeks_change_nothing() {
                 "{name}: {options:?}"
             );
             assert_eq!(
-                cmd("RL.STATUS").arg("b").query::<Value>(con).unwrap(),
-                status,
+                cmd("DEBUG")
+                    .arg("DIGEST-VALUE")
+                    .arg("b")
+                    .query::<Value>(con)
+                    .unwrap(),
+                digest,
                 "{name}: {options:?}"
             );
             assert_eq!(
@@ -153,14 +176,14 @@ fn max_wait_reserves_future_tokens_in_arrival_order() {
         let second = reserve(con);
         assert_eq!(second[..3], [1, 1, 0], "{name}: admitted by borrowing");
         assert!(
-            (999..=1_000).contains(&second[3]),
+            (900..=1_000).contains(&second[3]),
             "{name}: must wait {}",
             second[3]
         );
         let third = reserve(con);
         assert_eq!(third[..3], [0, 1, 0], "{name}: would wait 2 s > 1.5 s");
         assert!(
-            (499..=500).contains(&third[3]),
+            (400..=500).contains(&third[3]),
             "{name}: retry in {}",
             third[3]
         );
@@ -572,10 +595,16 @@ fn status_under_resp2_is_a_flat_field_value_array() {
             "retry_after_ms",
             "0",
             "reset_after_ms",
-            "300",
         ];
         // RL.STATUS answers what a PEEK of cost 1 would: 3 units left, 2 after such a request.
-        assert_eq!(text, expected, "{}", server.binary().name());
+        let name = server.binary().name();
+        assert_eq!(text[..17], expected, "{name}");
+        // 300 ms of TAT ahead, minus the wall-clock milliseconds since the call.
+        let reset: i64 = text[17].parse().unwrap();
+        assert!(
+            (250..=300).contains(&reset),
+            "{name}: reset_after_ms {reset}"
+        );
     }
 }
 
