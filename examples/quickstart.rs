@@ -1,0 +1,71 @@
+//! The demo: a real redis-server with the redlimit module, and a burst of requests.
+//!
+//! Run with `scripts/demo.sh` (it installs what is missing and builds the module), or,
+//! once the module is built, `cargo run --example quickstart`.
+
+use redis::cmd;
+use redlimit_test_support::{ServerBuilder, available_servers, module_path};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let binary = available_servers()
+        .into_iter()
+        .next()
+        .ok_or("no redis-server found: run scripts/install-deps.sh")?;
+    println!(
+        "Starting {} with {} ...",
+        binary.name(),
+        module_path().display()
+    );
+    let server = ServerBuilder::new(&binary).module(module_path()).start();
+    let mut con = server.connection();
+    println!("redis-server listening on 127.0.0.1:{}\n", server.port());
+
+    println!("A token bucket of 5 tokens that gains 1 token per second:");
+    println!(
+        "> RL.TOKENBUCKET user:42 5 1 1000        (reply: allowed limit remaining retry_after_ms reset_after_ms)"
+    );
+    for request in 1..=7 {
+        let [allowed, limit, remaining, retry_after_ms, reset_after_ms]: [i64; 5] =
+            cmd("RL.TOKENBUCKET")
+                .arg("user:42")
+                .arg(5)
+                .arg(1)
+                .arg(1000)
+                .query(&mut con)?;
+        let verdict = if allowed == 1 { "allowed" } else { "DENIED " };
+        println!(
+            "request {request}: {verdict}  limit={limit} remaining={remaining} retry_after_ms={retry_after_ms} reset_after_ms={reset_after_ms}"
+        );
+    }
+
+    println!("\nA caller may reserve the next token instead of being denied (MAXWAIT 2000 ms):");
+    let reply: Vec<i64> = cmd("RL.TOKENBUCKET")
+        .arg("user:42")
+        .arg(5)
+        .arg(1)
+        .arg(1000)
+        .arg("MAXWAIT")
+        .arg(2000)
+        .query(&mut con)?;
+    println!(
+        "> RL.TOKENBUCKET user:42 5 1 1000 MAXWAIT 2000  ->  {reply:?}  (allowed, act after retry_after_ms)"
+    );
+
+    println!("\nredis-cell users keep their calls, renamed from CL. to RL.:");
+    let reply: Vec<i64> = cmd("RL.THROTTLE")
+        .arg("user:42:cell")
+        .arg(15)
+        .arg(30)
+        .arg(60)
+        .query(&mut con)?;
+    println!(
+        "> RL.THROTTLE user:42:cell 15 30 60  ->  {reply:?}  (limited limit remaining retry_after_s reset_after_s)"
+    );
+
+    let ttl: i64 = cmd("PTTL").arg("user:42").query(&mut con)?;
+    println!("\nThe key expires by itself when the bucket is full again: PTTL user:42 = {ttl} ms");
+    drop(con);
+    drop(server);
+    println!("Server stopped.");
+    Ok(())
+}

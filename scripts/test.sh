@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit and property tests, and the live tests
+# against Redis 7.0, Redis 8.2 and Valkey 9.1 with the module loaded.
+# Installs what is missing first (scripts/install-deps.sh). Long fuzz runs are opt-in:
+# REDLIMIT_FUZZ_CASES=100000 scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/install-deps.sh
+
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== build (the live tests load target/debug/libredlimit.so)"
+cargo build --workspace --all-targets --locked
+
+echo "== tests"
+export REDLIMIT_REQUIRE_ALL_SERVERS=1
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --doc --locked
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
