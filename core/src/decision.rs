@@ -73,3 +73,13 @@ pub struct Outcome<S> {
     /// The state to store: `None` when nothing changed (denied, peek, zero cost).
     pub update: Option<S>,
 }
+
+impl<S> Outcome<S> {
+    /// The same decision with the update, if any, turned into another type.
+    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Outcome<T> {
+        Outcome {
+            decision: self.decision,
+            update: self.update.map(f),
+        }
+    }
+}

@@ -4,10 +4,14 @@
 //! state's numbers as unsigned LEB128 varints. The same bytes are written to RDB,
 //! carried by replication and AOF (`RL.SETSTATE`), and read back by every loader.
 
+use crate::fixed_window::{FixedWindow, WindowCount};
 use crate::limiter::Limiter;
+use crate::sliding_counter::{SlidingCounter, WindowPair};
+use crate::sliding_log::{SlidingLog, SlidingWindow};
 use crate::throttle::{Throttle, ThrottleState};
 use crate::time::Timestamp;
 use crate::token_bucket::{BucketState, TokenBucket};
+use crate::varint::{self, Reader};
 use core::fmt;
 
 /// The encoding version this build writes.
@@ -15,6 +19,9 @@ pub const ENCODING_VERSION: u8 = 1;
 
 const TAG_TOKEN_BUCKET: u8 = 1;
 const TAG_THROTTLE: u8 = 2;
+const TAG_FIXED: u8 = 3;
+const TAG_SLIDING: u8 = 4;
+const TAG_SLIDING_APPROX: u8 = 5;
 
 /// Bytes that are not a limiter this build understands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,30 +48,34 @@ impl Limiter {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32);
         out.push(ENCODING_VERSION);
-        match self {
-            Self::TokenBucket(policy, state) => {
-                out.push(TAG_TOKEN_BUCKET);
-                for n in [
-                    policy.capacity(),
-                    policy.refill_tokens(),
-                    policy.refill_ms(),
-                    state.deficit,
-                    state.at.as_micros(),
-                ] {
-                    put_varint(&mut out, n);
-                }
-            }
-            Self::Throttle(policy, state) => {
-                out.push(TAG_THROTTLE);
-                for n in [
-                    policy.max_burst(),
-                    policy.count(),
-                    policy.period_s(),
-                    state.tat_ns,
-                ] {
-                    put_varint(&mut out, n);
-                }
-            }
+        let (tag, numbers) = match self {
+            Self::TokenBucket(p, s) => (
+                TAG_TOKEN_BUCKET,
+                vec![
+                    p.capacity(),
+                    p.refill_tokens(),
+                    p.refill_ms(),
+                    s.deficit,
+                    s.at.as_micros(),
+                ],
+            ),
+            Self::Throttle(p, s) => (
+                TAG_THROTTLE,
+                vec![p.max_burst(), p.count(), p.period_s(), s.tat_ns],
+            ),
+            Self::Fixed(p, s) => (TAG_FIXED, vec![p.limit(), p.window_ms(), s.end_ms, s.count]),
+            Self::Sliding(p, log) => (TAG_SLIDING, vec![p.limit(), p.window_ms(), log.first_ms()]),
+            Self::SlidingApprox(p, s) => (
+                TAG_SLIDING_APPROX,
+                vec![p.limit(), p.window_ms(), s.start_ms, s.previous, s.current],
+            ),
+        };
+        out.push(tag);
+        for n in numbers {
+            varint::put(&mut out, n);
+        }
+        if let Self::Sliding(_, log) = self {
+            out.extend_from_slice(log.entries());
         }
         out
     }
@@ -74,70 +85,59 @@ impl Limiter {
     /// # Errors
     /// Unknown version or algorithm, truncated or trailing bytes, an invalid policy.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut reader = Reader(bytes);
-        if reader.byte()? != ENCODING_VERSION {
+        let mut reader = Reader::new(bytes);
+        if reader.byte().map_err(DecodeError)? != ENCODING_VERSION {
             return Err(DecodeError("unknown encoding version"));
         }
-        let limiter = match reader.byte()? {
+        let tag = reader.byte().map_err(DecodeError)?;
+        let mut next = || reader.varint().map_err(DecodeError);
+        let invalid = |_| DecodeError("invalid policy");
+        let limiter = match tag {
             TAG_TOKEN_BUCKET => {
-                let policy = TokenBucket::new(reader.varint()?, reader.varint()?, reader.varint()?)
-                    .map_err(|_| DecodeError("invalid token bucket policy"))?;
-                let state = BucketState {
-                    deficit: reader.varint()?,
-                    at: Timestamp::from_micros(reader.varint()?),
-                };
-                Self::TokenBucket(policy, state)
-            }
-            TAG_THROTTLE => {
-                let policy = Throttle::new(reader.varint()?, reader.varint()?, reader.varint()?)
-                    .map_err(|_| DecodeError("invalid throttle policy"))?;
-                Self::Throttle(
+                let policy = TokenBucket::new(next()?, next()?, next()?).map_err(invalid)?;
+                Self::TokenBucket(
                     policy,
-                    ThrottleState {
-                        tat_ns: reader.varint()?,
+                    BucketState {
+                        deficit: next()?,
+                        at: Timestamp::from_micros(next()?),
+                    },
+                )
+            }
+            TAG_THROTTLE => Self::Throttle(
+                Throttle::new(next()?, next()?, next()?).map_err(invalid)?,
+                ThrottleState { tat_ns: next()? },
+            ),
+            TAG_FIXED => Self::Fixed(
+                FixedWindow::new(next()?, next()?).map_err(invalid)?,
+                WindowCount {
+                    end_ms: next()?,
+                    count: next()?,
+                },
+            ),
+            TAG_SLIDING => {
+                let policy = SlidingWindow::new(next()?, next()?).map_err(invalid)?;
+                let first_ms = next()?;
+                let log = SlidingLog::from_parts(first_ms, reader.rest().to_vec())
+                    .map_err(DecodeError)?;
+                Self::Sliding(policy, Box::new(log))
+            }
+            TAG_SLIDING_APPROX => {
+                let policy = SlidingCounter::new(next()?, next()?).map_err(invalid)?;
+                Self::SlidingApprox(
+                    policy,
+                    WindowPair {
+                        start_ms: next()?,
+                        previous: next()?,
+                        current: next()?,
                     },
                 )
             }
             _ => return Err(DecodeError("unknown algorithm")),
         };
-        if !reader.0.is_empty() {
+        if !reader.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }
         Ok(limiter)
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, DecodeError> {
-        let (&first, rest) = self.0.split_first().ok_or(DecodeError("truncated"))?;
-        self.0 = rest;
-        Ok(first)
-    }
-
-    fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
-            let bits = u64::from(byte & 0x7f);
-            if shift == 63 && bits > 1 {
-                return Err(DecodeError("varint overflows 64 bits"));
-            }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(DecodeError("varint overflows 64 bits"))
     }
 }
 
@@ -170,13 +170,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn varints_round_trip(n in any::<u64>()) {
-            let mut out = Vec::new();
-            put_varint(&mut out, n);
-            prop_assert_eq!(Reader(&out).varint(), Ok(n));
-        }
-
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
             if let Ok(limiter) = Limiter::decode(&bytes) {

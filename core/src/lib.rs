@@ -28,15 +28,22 @@
 mod decision;
 mod encoding;
 mod error;
+mod fixed_window;
 mod limiter;
+mod sliding_counter;
+mod sliding_log;
 mod throttle;
 mod time;
 mod token_bucket;
+mod varint;
 
 pub use decision::{Decision, Outcome, Request, RetryAfter};
 pub use encoding::{DecodeError, ENCODING_VERSION};
 pub use error::ArgumentError;
+pub use fixed_window::{FixedWindow, WindowCount};
 pub use limiter::{Algorithm, Limiter, Policy, WrongAlgorithm};
+pub use sliding_counter::{SlidingCounter, WindowPair};
+pub use sliding_log::{MAX_SLIDING_LIMIT, SlidingLog, SlidingWindow};
 pub use throttle::{Throttle, ThrottleState, redis_cell_seconds};
 pub use time::{Timestamp, ceil_millis};
 pub use token_bucket::{BucketState, TokenBucket};

@@ -1,9 +1,13 @@
 //! Every algorithm behind one policy type and one stored-limiter type.
 
 use crate::decision::{Decision, Outcome, Request};
+use crate::fixed_window::{FixedWindow, WindowCount};
+use crate::sliding_counter::{SlidingCounter, WindowPair};
+use crate::sliding_log::{SlidingLog, SlidingWindow};
 use crate::throttle::{Throttle, ThrottleState};
 use crate::time::Timestamp;
 use crate::token_bucket::{BucketState, TokenBucket};
+use core::borrow::Borrow;
 use core::fmt;
 
 /// The algorithms a limiter key can hold.
@@ -13,15 +17,24 @@ pub enum Algorithm {
     TokenBucket,
     /// [`Throttle`] (redis-cell GCRA).
     Throttle,
+    /// [`FixedWindow`].
+    Fixed,
+    /// [`SlidingWindow`] (exact log).
+    Sliding,
+    /// [`SlidingCounter`] (`APPROX`).
+    SlidingApprox,
 }
 
 impl Algorithm {
-    /// The name `RL.STATUS` reports: the command name without `RL.`, lower case.
+    /// The name `RL.STATUS` reports.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Self::TokenBucket => "tokenbucket",
             Self::Throttle => "throttle",
+            Self::Fixed => "fixed",
+            Self::Sliding => "sliding",
+            Self::SlidingApprox => "sliding-approx",
         }
     }
 }
@@ -39,15 +52,27 @@ pub enum Policy {
     TokenBucket(TokenBucket),
     /// A redis-cell throttle.
     Throttle(Throttle),
+    /// An epoch-aligned fixed window.
+    Fixed(FixedWindow),
+    /// An exact sliding window.
+    Sliding(SlidingWindow),
+    /// An approximate sliding window.
+    SlidingApprox(SlidingCounter),
 }
 
 /// A key's stored limiter: the policy that last changed it and its state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Limiter {
     /// A token bucket and its deficit.
     TokenBucket(TokenBucket, BucketState),
     /// A throttle and its TAT.
     Throttle(Throttle, ThrottleState),
+    /// A fixed window and its count.
+    Fixed(FixedWindow, WindowCount),
+    /// An exact sliding window and its log.
+    Sliding(SlidingWindow, Box<SlidingLog>),
+    /// An approximate sliding window and its two counts.
+    SlidingApprox(SlidingCounter, WindowPair),
 }
 
 /// The stored limiter belongs to another algorithm than the policy asked for.
@@ -65,6 +90,21 @@ impl fmt::Display for WrongAlgorithm {
 
 impl std::error::Error for WrongAlgorithm {}
 
+/// Runs one algorithm's `decide` against a stored limiter of the same variant.
+macro_rules! decide_as {
+    ($variant:ident, $policy:expr, $stored:expr, $now:expr, $request:expr, $wrap:expr) => {
+        match $stored {
+            None => Ok($policy.decide(None, $now, $request).map($wrap)),
+            Some(Limiter::$variant(old, state)) => Ok($policy
+                .decide(Some((old, state.borrow())), $now, $request)
+                .map($wrap)),
+            Some(other) => Err(WrongAlgorithm {
+                stored: other.algorithm(),
+            }),
+        }
+    };
+}
+
 impl Policy {
     /// The algorithm of this policy.
     #[must_use]
@@ -72,6 +112,9 @@ impl Policy {
         match self {
             Self::TokenBucket(_) => Algorithm::TokenBucket,
             Self::Throttle(_) => Algorithm::Throttle,
+            Self::Fixed(_) => Algorithm::Fixed,
+            Self::Sliding(_) => Algorithm::Sliding,
+            Self::SlidingApprox(_) => Algorithm::SlidingApprox,
         }
     }
 
@@ -98,35 +141,24 @@ impl Policy {
         now: Timestamp,
         request: Request,
     ) -> Result<Outcome<Limiter>, WrongAlgorithm> {
-        let wrong = |limiter: &Limiter| WrongAlgorithm {
-            stored: limiter.algorithm(),
-        };
-        match (self, stored) {
-            (Self::TokenBucket(policy), None) => Ok(wrap(policy.decide(None, now, request), |s| {
-                Limiter::TokenBucket(*policy, s)
-            })),
-            (Self::TokenBucket(policy), Some(Limiter::TokenBucket(old, state))) => {
-                Ok(wrap(policy.decide(Some((old, state)), now, request), |s| {
-                    Limiter::TokenBucket(*policy, s)
-                }))
+        match *self {
+            Self::TokenBucket(p) => decide_as!(TokenBucket, p, stored, now, request, |s| {
+                Limiter::TokenBucket(p, s)
+            }),
+            Self::Throttle(p) => {
+                decide_as!(Throttle, p, stored, now, request, |s| Limiter::Throttle(
+                    p, s
+                ))
             }
-            (Self::Throttle(policy), None) => Ok(wrap(policy.decide(None, now, request), |s| {
-                Limiter::Throttle(*policy, s)
-            })),
-            (Self::Throttle(policy), Some(Limiter::Throttle(old, state))) => {
-                Ok(wrap(policy.decide(Some((old, state)), now, request), |s| {
-                    Limiter::Throttle(*policy, s)
-                }))
-            }
-            (_, Some(other)) => Err(wrong(other)),
+            Self::Fixed(p) => decide_as!(Fixed, p, stored, now, request, |s| Limiter::Fixed(p, s)),
+            Self::Sliding(p) => decide_as!(Sliding, p, stored, now, request, |s| Limiter::Sliding(
+                p,
+                Box::new(s)
+            )),
+            Self::SlidingApprox(p) => decide_as!(SlidingApprox, p, stored, now, request, |s| {
+                Limiter::SlidingApprox(p, s)
+            }),
         }
-    }
-}
-
-fn wrap<S>(outcome: Outcome<S>, store: impl FnOnce(S) -> Limiter) -> Outcome<Limiter> {
-    Outcome {
-        decision: outcome.decision,
-        update: outcome.update.map(store),
     }
 }
 
@@ -141,8 +173,11 @@ impl Limiter {
     #[must_use]
     pub const fn policy(&self) -> Policy {
         match self {
-            Self::TokenBucket(policy, _) => Policy::TokenBucket(*policy),
-            Self::Throttle(policy, _) => Policy::Throttle(*policy),
+            Self::TokenBucket(p, _) => Policy::TokenBucket(*p),
+            Self::Throttle(p, _) => Policy::Throttle(*p),
+            Self::Fixed(p, _) => Policy::Fixed(*p),
+            Self::Sliding(p, _) => Policy::Sliding(*p),
+            Self::SlidingApprox(p, _) => Policy::SlidingApprox(*p),
         }
     }
 
@@ -150,9 +185,22 @@ impl Limiter {
     #[must_use]
     pub fn idle_at(&self) -> Timestamp {
         match self {
-            Self::TokenBucket(policy, state) => policy.idle_at(state),
-            Self::Throttle(policy, state) => policy.idle_at(state),
+            Self::TokenBucket(p, s) => p.idle_at(s),
+            Self::Throttle(p, s) => p.idle_at(s),
+            Self::Fixed(p, s) => p.idle_at(s),
+            Self::Sliding(p, s) => p.idle_at(s),
+            Self::SlidingApprox(p, s) => p.idle_at(s),
         }
+    }
+
+    /// Bytes this limiter occupies in memory, its heap parts included.
+    #[must_use]
+    pub fn memory_usage(&self) -> usize {
+        let heap = match self {
+            Self::Sliding(_, log) => core::mem::size_of::<SlidingLog>() + log.entries_capacity(),
+            _ => 0,
+        };
+        core::mem::size_of::<Self>() + heap
     }
 
     /// What a request of cost 1 would get at `now`, without changing anything.
@@ -163,12 +211,11 @@ impl Limiter {
             ..Request::new(1)
         };
         match self {
-            Self::TokenBucket(policy, state) => {
-                policy.decide(Some((policy, state)), now, peek).decision
-            }
-            Self::Throttle(policy, state) => {
-                policy.decide(Some((policy, state)), now, peek).decision
-            }
+            Self::TokenBucket(p, s) => p.decide(Some((p, s)), now, peek).decision,
+            Self::Throttle(p, s) => p.decide(Some((p, s)), now, peek).decision,
+            Self::Fixed(p, s) => p.decide(Some((p, s)), now, peek).decision,
+            Self::Sliding(p, s) => p.decide(Some((p, s)), now, peek).decision,
+            Self::SlidingApprox(p, s) => p.decide(Some((p, s)), now, peek).decision,
         }
     }
 }

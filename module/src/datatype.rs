@@ -154,8 +154,9 @@ extern "C" fn aof_rewrite(
     }
 }
 
-extern "C" fn mem_usage(_value: *const c_void) -> usize {
-    std::mem::size_of::<Limiter>()
+extern "C" fn mem_usage(value: *const c_void) -> usize {
+    // SAFETY: a value of our type.
+    unsafe { value.cast::<Limiter>().as_ref() }.map_or(0, Limiter::memory_usage)
 }
 
 extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
@@ -188,7 +189,7 @@ extern "C" fn copy(
 ) -> *mut c_void {
     // SAFETY: a value of our type.
     match unsafe { value.cast::<Limiter>().as_ref() } {
-        Some(limiter) => into_value(*limiter),
+        Some(limiter) => into_value(limiter.clone()),
         None => std::ptr::null_mut(),
     }
 }

@@ -41,7 +41,7 @@ pub fn status(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
             ctx.reply_null();
             return Ok(());
         }
-        Content::Limiter(limiter) => *limiter,
+        Content::Limiter(limiter) => limiter.clone(),
         Content::Other => return Err(CommandError::WrongType(None)),
     };
     let policy = policy_fields(&limiter.policy());
@@ -69,6 +69,9 @@ fn policy_fields(policy: &Policy) -> Vec<(&'static str, u64)> {
             ("count_per_period", p.count()),
             ("period", p.period_s()),
         ],
+        Policy::Fixed(p) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
+        Policy::Sliding(p) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
+        Policy::SlidingApprox(p) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
     }
 }
 
@@ -85,7 +88,8 @@ pub fn set_state(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     if matches!(key.content(), Content::Other) {
         return Err(CommandError::WrongType(None));
     }
-    key.store(limiter, clock::expire_at_ms(&limiter))
+    let expire_at_ms = clock::expire_at_ms(&limiter);
+    key.store(limiter, expire_at_ms)
         .map_err(|()| CommandError::Internal)?;
     ctx.replicate_verbatim();
     ctx.reply_simple(c"OK");

@@ -17,16 +17,17 @@ pub fn decide(
     counters: &Counters,
 ) -> Result<Decision, CommandError> {
     let mut key = ctx.open_key(key_name, !request.is_read_only())?;
-    let stored = match key.content() {
-        Content::Empty => None,
-        Content::Limiter(limiter) => Some(*limiter),
+    let now = clock::now(ctx);
+    let outcome = match key.content() {
+        Content::Empty => policy.decide(None, now, request)?,
+        Content::Limiter(stored) => policy.decide(Some(stored), now, request)?,
         Content::Other => return Err(CommandError::WrongType(None)),
     };
-    let outcome = policy.decide(stored.as_ref(), clock::now(ctx), request)?;
     if let Some(limiter) = outcome.update {
-        key.store(limiter, clock::expire_at_ms(&limiter))
+        let (expire_at_ms, state) = (clock::expire_at_ms(&limiter), limiter.encode());
+        key.store(limiter, expire_at_ms)
             .map_err(|()| CommandError::Internal)?;
-        ctx.replicate_state(key_name, &limiter.encode());
+        ctx.replicate_state(key_name, &state);
     }
     counters.decided(outcome.decision.allowed);
     Ok(outcome.decision)

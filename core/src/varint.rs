@@ -1,0 +1,83 @@
+//! Unsigned LEB128 varints, the building block of the stored encoding.
+
+/// Appends `n` as a varint.
+pub(crate) fn put(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Reads varints and bytes from a buffer, refusing truncated or overlong input.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, position: 0 }
+    }
+
+    /// Nothing left to read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.position >= self.bytes.len()
+    }
+
+    /// Bytes read so far.
+    pub(crate) fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Everything not read yet.
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        let rest = self.bytes.get(self.position..).unwrap_or_default();
+        self.position = self.bytes.len();
+        rest
+    }
+
+    pub(crate) fn byte(&mut self) -> Result<u8, &'static str> {
+        let byte = *self.bytes.get(self.position).ok_or("truncated")?;
+        self.position += 1;
+        Ok(byte)
+    }
+
+    pub(crate) fn varint(&mut self) -> Result<u64, &'static str> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err("varint overflows 64 bits");
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint overflows 64 bits")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn overlong_and_truncated_varints_are_refused() {
+        assert!(Reader::new(&[0x80]).varint().is_err());
+        let overlong = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        assert!(Reader::new(&overlong).varint().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn varints_round_trip(n in any::<u64>()) {
+            let mut out = Vec::new();
+            put(&mut out, n);
+            prop_assert_eq!(Reader::new(&out).varint(), Ok(n));
+        }
+    }
+}
