@@ -4,6 +4,7 @@
 //! state's numbers as unsigned LEB128 varints. The same bytes are written to RDB,
 //! carried by replication and AOF (`RL.SETSTATE`), and read back by every loader.
 
+use crate::concurrency::{Concurrency, Lease, Leases};
 use crate::fixed_window::{FixedWindow, WindowCount};
 use crate::limiter::Limiter;
 use crate::sliding_counter::{SlidingCounter, WindowPair};
@@ -22,6 +23,7 @@ const TAG_THROTTLE: u8 = 2;
 const TAG_FIXED: u8 = 3;
 const TAG_SLIDING: u8 = 4;
 const TAG_SLIDING_APPROX: u8 = 5;
+const TAG_CONCURRENCY: u8 = 6;
 
 /// Bytes that are not a limiter this build understands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,36 +48,56 @@ impl Limiter {
     /// ```
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32);
+        let mut out = Vec::with_capacity(48);
         out.push(ENCODING_VERSION);
-        let (tag, numbers) = match self {
-            Self::TokenBucket(p, s) => (
-                TAG_TOKEN_BUCKET,
-                vec![
+        match self {
+            Self::TokenBucket(p, s) => {
+                let numbers = [
                     p.capacity(),
                     p.refill_tokens(),
                     p.refill_ms(),
                     s.deficit,
                     s.at.as_micros(),
-                ],
-            ),
-            Self::Throttle(p, s) => (
+                ];
+                put_all(&mut out, TAG_TOKEN_BUCKET, &numbers);
+            }
+            Self::Throttle(p, s) => put_all(
+                &mut out,
                 TAG_THROTTLE,
-                vec![p.max_burst(), p.count(), p.period_s(), s.tat_ns],
+                &[p.max_burst(), p.count(), p.period_s(), s.tat_ns],
             ),
-            Self::Fixed(p, s) => (TAG_FIXED, vec![p.limit(), p.window_ms(), s.end_ms, s.count]),
-            Self::Sliding(p, log) => (TAG_SLIDING, vec![p.limit(), p.window_ms(), log.first_ms()]),
-            Self::SlidingApprox(p, s) => (
-                TAG_SLIDING_APPROX,
-                vec![p.limit(), p.window_ms(), s.start_ms, s.previous, s.current],
+            Self::Fixed(p, s) => put_all(
+                &mut out,
+                TAG_FIXED,
+                &[p.limit(), p.window_ms(), s.end_ms, s.count],
             ),
-        };
-        out.push(tag);
-        for n in numbers {
-            varint::put(&mut out, n);
-        }
-        if let Self::Sliding(_, log) = self {
-            out.extend_from_slice(log.entries());
+            Self::Sliding(p, log) => {
+                put_all(
+                    &mut out,
+                    TAG_SLIDING,
+                    &[p.limit(), p.window_ms(), log.first_ms()],
+                );
+                out.extend_from_slice(log.entries());
+            }
+            Self::SlidingApprox(p, s) => {
+                put_all(
+                    &mut out,
+                    TAG_SLIDING_APPROX,
+                    &[p.limit(), p.window_ms(), s.start_ms, s.previous, s.current],
+                );
+            }
+            Self::Concurrency(p, leases) => {
+                put_all(
+                    &mut out,
+                    TAG_CONCURRENCY,
+                    &[p.limit(), p.lease_ms(), leases.held().len() as u64],
+                );
+                for lease in leases.held() {
+                    varint::put(&mut out, lease.expires_ms);
+                    varint::put(&mut out, lease.id.len() as u64);
+                    out.extend_from_slice(&lease.id);
+                }
+            }
         }
         out
     }
@@ -132,12 +154,39 @@ impl Limiter {
                     },
                 )
             }
+            TAG_CONCURRENCY => {
+                let policy = Concurrency::new(next()?, next()?).map_err(invalid)?;
+                let count = next()?;
+                let mut held = Vec::new();
+                for _ in 0..count.min(crate::concurrency::MAX_LEASES + 1) {
+                    let expires_ms = reader.varint().map_err(DecodeError)?;
+                    let len = usize::try_from(reader.varint().map_err(DecodeError)?)
+                        .map_err(|_| DecodeError("lease id too long"))?;
+                    let id = reader.take(len).map_err(DecodeError)?;
+                    held.push(Lease {
+                        expires_ms,
+                        id: id.into(),
+                    });
+                }
+                Self::Concurrency(
+                    policy,
+                    Box::new(Leases::from_leases(held).map_err(DecodeError)?),
+                )
+            }
             _ => return Err(DecodeError("unknown algorithm")),
         };
         if !reader.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }
         Ok(limiter)
+    }
+}
+
+/// Appends the algorithm tag and the numbers as varints.
+fn put_all(out: &mut Vec<u8>, tag: u8, numbers: &[u64]) {
+    out.push(tag);
+    for &n in numbers {
+        varint::put(out, n);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Every algorithm behind one policy type and one stored-limiter type.
 
+use crate::concurrency::{Concurrency, Leases};
 use crate::decision::{Decision, Outcome, Request};
 use crate::fixed_window::{FixedWindow, WindowCount};
 use crate::sliding_counter::{SlidingCounter, WindowPair};
@@ -23,6 +24,8 @@ pub enum Algorithm {
     Sliding,
     /// [`SlidingCounter`] (`APPROX`).
     SlidingApprox,
+    /// [`Concurrency`] leases.
+    Concurrency,
 }
 
 impl Algorithm {
@@ -35,6 +38,7 @@ impl Algorithm {
             Self::Fixed => "fixed",
             Self::Sliding => "sliding",
             Self::SlidingApprox => "sliding-approx",
+            Self::Concurrency => "concurrency",
         }
     }
 }
@@ -73,6 +77,8 @@ pub enum Limiter {
     Sliding(SlidingWindow, Box<SlidingLog>),
     /// An approximate sliding window and its two counts.
     SlidingApprox(SlidingCounter, WindowPair),
+    /// A concurrency limit and its leases.
+    Concurrency(Concurrency, Box<Leases>),
 }
 
 /// The stored limiter belongs to another algorithm than the policy asked for.
@@ -166,18 +172,37 @@ impl Limiter {
     /// The algorithm of this limiter.
     #[must_use]
     pub const fn algorithm(&self) -> Algorithm {
-        self.policy().algorithm()
+        match self {
+            Self::TokenBucket(..) => Algorithm::TokenBucket,
+            Self::Throttle(..) => Algorithm::Throttle,
+            Self::Fixed(..) => Algorithm::Fixed,
+            Self::Sliding(..) => Algorithm::Sliding,
+            Self::SlidingApprox(..) => Algorithm::SlidingApprox,
+            Self::Concurrency(..) => Algorithm::Concurrency,
+        }
     }
 
-    /// The policy of the call that last changed this limiter.
+    /// The numbers of the policy of the call that last changed this limiter, named as
+    /// the command arguments that set them.
     #[must_use]
-    pub const fn policy(&self) -> Policy {
+    pub fn policy_fields(&self) -> Vec<(&'static str, u64)> {
         match self {
-            Self::TokenBucket(p, _) => Policy::TokenBucket(*p),
-            Self::Throttle(p, _) => Policy::Throttle(*p),
-            Self::Fixed(p, _) => Policy::Fixed(*p),
-            Self::Sliding(p, _) => Policy::Sliding(*p),
-            Self::SlidingApprox(p, _) => Policy::SlidingApprox(*p),
+            Self::TokenBucket(p, _) => {
+                vec![
+                    ("capacity", p.capacity()),
+                    ("refill_tokens", p.refill_tokens()),
+                    ("refill_ms", p.refill_ms()),
+                ]
+            }
+            Self::Throttle(p, _) => vec![
+                ("max_burst", p.max_burst()),
+                ("count_per_period", p.count()),
+                ("period", p.period_s()),
+            ],
+            Self::Fixed(p, _) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
+            Self::Sliding(p, _) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
+            Self::SlidingApprox(p, _) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
+            Self::Concurrency(p, _) => vec![("limit", p.limit()), ("lease_ms", p.lease_ms())],
         }
     }
 
@@ -190,6 +215,7 @@ impl Limiter {
             Self::Fixed(p, s) => p.idle_at(s),
             Self::Sliding(p, s) => p.idle_at(s),
             Self::SlidingApprox(p, s) => p.idle_at(s),
+            Self::Concurrency(p, s) => p.idle_at(s),
         }
     }
 
@@ -198,6 +224,7 @@ impl Limiter {
     pub fn memory_usage(&self) -> usize {
         let heap = match self {
             Self::Sliding(_, log) => core::mem::size_of::<SlidingLog>() + log.entries_capacity(),
+            Self::Concurrency(_, leases) => core::mem::size_of::<Leases>() + leases.heap_size(),
             _ => 0,
         };
         core::mem::size_of::<Self>() + heap
@@ -216,6 +243,7 @@ impl Limiter {
             Self::Fixed(p, s) => p.decide(Some((p, s)), now, peek).decision,
             Self::Sliding(p, s) => p.decide(Some((p, s)), now, peek).decision,
             Self::SlidingApprox(p, s) => p.decide(Some((p, s)), now, peek).decision,
+            Self::Concurrency(p, s) => p.status(s, now),
         }
     }
 }

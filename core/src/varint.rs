@@ -37,6 +37,14 @@ impl<'a> Reader<'a> {
         rest
     }
 
+    /// The next `len` bytes.
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], &'static str> {
+        let end = self.position.checked_add(len).ok_or("truncated")?;
+        let bytes = self.bytes.get(self.position..end).ok_or("truncated")?;
+        self.position = end;
+        Ok(bytes)
+    }
+
     pub(crate) fn byte(&mut self) -> Result<u8, &'static str> {
         let byte = *self.bytes.get(self.position).ok_or("truncated")?;
         self.position += 1;

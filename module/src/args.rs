@@ -40,6 +40,11 @@ impl<'a> Args<'a> {
         self.rest.next().map(|&arg| ffi::bytes(arg))
     }
 
+    /// The next argument, if any, without consuming it.
+    pub fn peek_bytes(&self) -> Option<&'a [u8]> {
+        self.rest.as_slice().first().map(|&arg| ffi::bytes(arg))
+    }
+
     /// Every argument left.
     pub fn remaining(&self) -> &'a [RawString] {
         self.rest.as_slice()
@@ -75,20 +80,6 @@ pub fn positive(name: &str, bytes: &[u8]) -> Result<u64, CommandError> {
 
 fn is_too_large(bytes: &[u8]) -> bool {
     !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit) && bytes.iter().any(|&d| d != b'0')
-}
-
-/// One option flag seen at most once.
-#[derive(Default)]
-pub struct Once(bool);
-
-impl Once {
-    /// Marks the option as seen; a second time is a syntax error.
-    pub fn see(&mut self) -> Result<(), CommandError> {
-        if std::mem::replace(&mut self.0, true) {
-            return Err(CommandError::Syntax);
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -164,6 +164,16 @@ impl Ctx {
         }
     }
 
+    /// Propagates `DEL key` to replicas and the AOF.
+    pub fn replicate_delete(self, key: RawString) {
+        if let Some(replicate) = api!(RedisModule_Replicate) {
+            // SAFETY: "s" takes one module string.
+            unsafe {
+                replicate(self.0, c"DEL".as_ptr(), c"s".as_ptr(), key);
+            }
+        }
+    }
+
     /// Propagates the running command as it was called (for deterministic commands).
     pub fn replicate_verbatim(self) {
         if let Some(replicate) = api!(RedisModule_ReplicateVerbatim) {

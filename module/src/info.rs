@@ -42,6 +42,16 @@ impl Counters {
 pub static TOKENBUCKET: Counters = Counters::new(c"tokenbucket", true);
 /// `RL.THROTTLE`.
 pub static THROTTLE: Counters = Counters::new(c"throttle", true);
+/// `RL.SLIDING`.
+pub static SLIDING: Counters = Counters::new(c"sliding", true);
+/// `RL.FIXED`.
+pub static FIXED: Counters = Counters::new(c"fixed", true);
+/// `RL.ALL` (the overall decision).
+pub static ALL_OF: Counters = Counters::new(c"all", true);
+/// `RL.ACQUIRE`.
+pub static ACQUIRE: Counters = Counters::new(c"acquire", true);
+/// `RL.RELEASE` (calls only).
+pub static RELEASE: Counters = Counters::new(c"release", false);
 /// `RL.RESET` (calls only).
 pub static RESET: Counters = Counters::new(c"reset", false);
 /// `RL.STATUS` (calls only).
@@ -49,7 +59,18 @@ pub static STATUS: Counters = Counters::new(c"status", false);
 /// `RL.SETSTATE` (calls only).
 pub static SETSTATE: Counters = Counters::new(c"setstate", false);
 
-const ALL: [&Counters; 5] = [&TOKENBUCKET, &THROTTLE, &RESET, &STATUS, &SETSTATE];
+const ALL: [&Counters; 10] = [
+    &TOKENBUCKET,
+    &THROTTLE,
+    &SLIDING,
+    &FIXED,
+    &ALL_OF,
+    &ACQUIRE,
+    &RELEASE,
+    &RESET,
+    &STATUS,
+    &SETSTATE,
+];
 
 /// The server's INFO callback: one section named after the module.
 pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::ffi::c_int) {

@@ -1,6 +1,6 @@
 //! Registers the command table with the server: commands, `COMMAND DOCS`, ACL categories.
 
-use crate::commands::{ArgDoc, ArgKind, COMMANDS, CommandSpec};
+use crate::commands::{ArgDoc, ArgKind, COMMANDS, CommandSpec, Keys};
 use crate::ffi;
 use redis_module::raw;
 use std::ffi::{CStr, c_int};
@@ -52,7 +52,11 @@ fn create(ctx: *mut raw::RedisModuleCtx, spec: &CommandSpec) -> bool {
     let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
         return false;
     };
-    let (first, last, step) = spec.keys;
+    // Counted keys cannot be said with first/last/step: the key specs say them.
+    let (first, last, step) = match spec.keys {
+        Keys::Range(first, last, step) => (first, last, step),
+        Keys::Counted => (0, 0, 0),
+    };
     // SAFETY: NUL-terminated static strings and a valid entry point.
     let status = unsafe {
         create(
@@ -148,15 +152,27 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &CommandSpec) -> bool {
 }
 
 fn key_spec(spec: &CommandSpec) -> raw::RedisModuleCommandKeySpec {
-    let (first, last, step) = spec.keys;
     let mut key_spec = zeroed_key_spec();
     key_spec.flags = u64::from(spec.key_flags);
     key_spec.begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
-    key_spec.bs.index.pos = first;
-    key_spec.find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
-    key_spec.fk.range.lastkey = if last < 0 { last } else { last - first };
-    key_spec.fk.range.keystep = step;
-    key_spec.fk.range.limit = 0;
+    match spec.keys {
+        Keys::Range(first, last, step) => {
+            key_spec.bs.index.pos = first;
+            key_spec.find_keys_type =
+                raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+            key_spec.fk.range.lastkey = if last < 0 { last } else { last - first };
+            key_spec.fk.range.keystep = step;
+            key_spec.fk.range.limit = 0;
+        }
+        Keys::Counted => {
+            key_spec.bs.index.pos = 1;
+            key_spec.find_keys_type =
+                raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_KEYNUM;
+            key_spec.fk.keynum.keynumidx = 0;
+            key_spec.fk.keynum.firstkey = 1;
+            key_spec.fk.keynum.keystep = 1;
+        }
+    }
     key_spec
 }
 

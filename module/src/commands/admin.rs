@@ -4,7 +4,7 @@ use crate::args::Args;
 use crate::error::CommandError;
 use crate::ffi::{Content, Ctx, RawString, bytes};
 use crate::{clock, info, reply};
-use redlimit_core::{Limiter, Policy};
+use redlimit_core::Limiter;
 
 /// `RL.RESET key [key ...]`: deletes limiter keys, all or none.
 pub fn reset(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
@@ -44,7 +44,7 @@ pub fn status(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
         Content::Limiter(limiter) => limiter.clone(),
         Content::Other => return Err(CommandError::WrongType(None)),
     };
-    let policy = policy_fields(&limiter.policy());
+    let policy = limiter.policy_fields();
     ctx.reply_map(1 + policy.len() + 5);
     ctx.reply_bulk(b"algorithm");
     ctx.reply_bulk(limiter.algorithm().name().as_bytes());
@@ -54,25 +54,6 @@ pub fn status(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     }
     reply::decision_pairs(ctx, &limiter.status(clock::now(ctx)));
     Ok(())
-}
-
-/// The numbers of a policy, named as the command arguments that set them.
-fn policy_fields(policy: &Policy) -> Vec<(&'static str, u64)> {
-    match policy {
-        Policy::TokenBucket(p) => vec![
-            ("capacity", p.capacity()),
-            ("refill_tokens", p.refill_tokens()),
-            ("refill_ms", p.refill_ms()),
-        ],
-        Policy::Throttle(p) => vec![
-            ("max_burst", p.max_burst()),
-            ("count_per_period", p.count()),
-            ("period", p.period_s()),
-        ],
-        Policy::Fixed(p) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
-        Policy::Sliding(p) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
-        Policy::SlidingApprox(p) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
-    }
 }
 
 /// `RL.SETSTATE key state`: stores an encoded limiter as it is, expiring when it idles.

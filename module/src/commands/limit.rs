@@ -2,9 +2,9 @@
 
 use crate::clock;
 use crate::error::CommandError;
-use crate::ffi::{Content, Ctx, RawString};
+use crate::ffi::{Content, Ctx, Key, RawString};
 use crate::info::Counters;
-use redlimit_core::{Decision, Policy, Request};
+use redlimit_core::{Decision, Limiter, Policy, Request};
 
 /// Decides `request` under `policy` for `key`, applying and replicating the new state.
 ///
@@ -24,11 +24,22 @@ pub fn decide(
         Content::Other => return Err(CommandError::WrongType(None)),
     };
     if let Some(limiter) = outcome.update {
-        let (expire_at_ms, state) = (clock::expire_at_ms(&limiter), limiter.encode());
-        key.store(limiter, expire_at_ms)
-            .map_err(|()| CommandError::Internal)?;
-        ctx.replicate_state(key_name, &state);
+        write(ctx, key_name, &mut key, limiter)?;
     }
     counters.decided(outcome.decision.allowed);
     Ok(outcome.decision)
+}
+
+/// Stores `limiter` in the open `key`, expiring when it idles, and replicates the state.
+pub fn write(
+    ctx: Ctx,
+    key_name: RawString,
+    key: &mut Key,
+    limiter: Limiter,
+) -> Result<(), CommandError> {
+    let (expire_at_ms, state) = (clock::expire_at_ms(&limiter), limiter.encode());
+    key.store(limiter, expire_at_ms)
+        .map_err(|()| CommandError::Internal)?;
+    ctx.replicate_state(key_name, &state);
+    Ok(())
 }

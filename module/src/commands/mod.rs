@@ -1,9 +1,13 @@
 //! The command table: names, flags, key positions, documentation, entry points.
 
 mod admin;
+mod all;
+mod lease;
 mod limit;
+mod options;
 mod throttle;
 mod tokenbucket;
+mod window;
 
 use crate::error::{CommandError, INTERNAL};
 use crate::ffi::{self, Ctx, RawString};
@@ -30,6 +34,15 @@ pub struct ArgDoc {
     pub multiple: bool,
 }
 
+/// Where a command's keys are.
+#[derive(Clone, Copy)]
+pub enum Keys {
+    /// From `first` to `last` (-1: through the end), every `step` arguments.
+    Range(c_int, c_int, c_int),
+    /// A count at argument 1, then that many keys.
+    Counted,
+}
+
 /// Argument kinds shown by `COMMAND DOCS`.
 #[derive(Clone, Copy)]
 pub enum ArgKind {
@@ -53,8 +66,8 @@ pub struct CommandSpec {
     pub flags: &'static CStr,
     /// ACL categories besides the module's own.
     pub acl: &'static CStr,
-    /// First key, last key (-1: through the end), step.
-    pub keys: (c_int, c_int, c_int),
+    /// Where the keys are.
+    pub keys: Keys,
     /// Key-spec flags (`REDISMODULE_CMD_KEY_*`).
     pub key_flags: u32,
     /// Arity with the command name: negative means "at least".
@@ -134,6 +147,11 @@ macro_rules! entry_point {
 
 entry_point!(tokenbucket_entry, "rl.tokenbucket", tokenbucket::run);
 entry_point!(throttle_entry, "rl.throttle", throttle::run);
+entry_point!(sliding_entry, "rl.sliding", window::sliding);
+entry_point!(fixed_entry, "rl.fixed", window::fixed);
+entry_point!(all_entry, "rl.all", all::run);
+entry_point!(acquire_entry, "rl.acquire", lease::acquire);
+entry_point!(release_entry, "rl.release", lease::release);
 entry_point!(reset_entry, "rl.reset", admin::reset);
 entry_point!(status_entry, "rl.status", admin::status);
 entry_point!(setstate_entry, "rl.setstate", admin::set_state);
@@ -141,13 +159,13 @@ entry_point!(setstate_entry, "rl.setstate", admin::set_state);
 const KEY_WRITE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE;
 
 /// Every command of the module.
-pub static COMMANDS: [CommandSpec; 5] = [
+pub static COMMANDS: [CommandSpec; 10] = [
     CommandSpec {
         name: c"rl.tokenbucket",
         entry: tokenbucket_entry,
         flags: c"write deny-oom fast",
         acl: c"write fast",
-        keys: (1, 1, 1),
+        keys: Keys::Range(1, 1, 1),
         key_flags: KEY_WRITE,
         arity: -5,
         summary:
@@ -168,7 +186,7 @@ pub static COMMANDS: [CommandSpec; 5] = [
         entry: throttle_entry,
         flags: c"write deny-oom fast",
         acl: c"write fast",
-        keys: (1, 1, 1),
+        keys: Keys::Range(1, 1, 1),
         key_flags: KEY_WRITE,
         arity: -5,
         summary: c"GCRA rate limit, a drop-in for redis-cell's CL.THROTTLE (period in seconds).",
@@ -185,11 +203,95 @@ pub static COMMANDS: [CommandSpec; 5] = [
         optional: true,
     },
     CommandSpec {
+        name: c"rl.sliding",
+        entry: sliding_entry,
+        flags: c"write deny-oom fast",
+        acl: c"write fast",
+        keys: Keys::Range(1, 1, 1),
+        key_flags: KEY_WRITE,
+        arity: -4,
+        summary: c"Sliding window: exact over a compact log, or approximate in constant memory with APPROX.",
+        args: &[
+            arg(c"key", ArgKind::Key),
+            arg(c"limit", ArgKind::Integer),
+            arg(c"window_ms", ArgKind::Integer),
+            option(c"COST", ArgKind::Integer),
+            option(c"PEEK", ArgKind::Flag),
+            option(c"APPROX", ArgKind::Flag),
+        ],
+        optional: false,
+    },
+    CommandSpec {
+        name: c"rl.fixed",
+        entry: fixed_entry,
+        flags: c"write deny-oom fast",
+        acl: c"write fast",
+        keys: Keys::Range(1, 1, 1),
+        key_flags: KEY_WRITE,
+        arity: -4,
+        summary: c"Fixed window aligned to the Unix epoch: at most limit units per window.",
+        args: &[
+            arg(c"key", ArgKind::Key),
+            arg(c"limit", ArgKind::Integer),
+            arg(c"window_ms", ArgKind::Integer),
+            option(c"COST", ArgKind::Integer),
+            option(c"PEEK", ArgKind::Flag),
+        ],
+        optional: false,
+    },
+    CommandSpec {
+        name: c"rl.all",
+        entry: all_entry,
+        flags: c"write deny-oom fast",
+        acl: c"write fast",
+        keys: Keys::Counted,
+        key_flags: KEY_WRITE,
+        arity: -5,
+        summary: c"All-or-nothing over several limits: counted against every key iff every key allows.",
+        args: &[
+            arg(c"numkeys", ArgKind::Integer),
+            ArgDoc { multiple: true, ..arg(c"key", ArgKind::Key) },
+            ArgDoc { multiple: true, ..arg(c"policy", ArgKind::String) },
+            option(c"COST", ArgKind::Integer),
+            option(c"PEEK", ArgKind::Flag),
+        ],
+        optional: false,
+    },
+    CommandSpec {
+        name: c"rl.acquire",
+        entry: acquire_entry,
+        flags: c"write deny-oom fast",
+        acl: c"write fast",
+        keys: Keys::Range(1, 1, 1),
+        key_flags: KEY_WRITE,
+        arity: 5,
+        summary: c"Takes or renews a lease of a distributed concurrency limit; leases expire by themselves.",
+        args: &[
+            arg(c"key", ArgKind::Key),
+            arg(c"limit", ArgKind::Integer),
+            arg(c"lease_ms", ArgKind::Integer),
+            arg(c"lease_id", ArgKind::String),
+        ],
+        optional: false,
+    },
+    CommandSpec {
+        name: c"rl.release",
+        entry: release_entry,
+        flags: c"write fast",
+        acl: c"write fast",
+        keys: Keys::Range(1, 1, 1),
+        key_flags: KEY_WRITE,
+        arity: 3,
+        summary: c"Releases a lease taken with RL.ACQUIRE: 1 if it was held, else 0.",
+        args: &[arg(c"key", ArgKind::Key), arg(c"lease_id", ArgKind::String)],
+        optional: false,
+    },
+    CommandSpec {
         name: c"rl.reset",
         entry: reset_entry,
         flags: c"write",
         acl: c"write",
-        keys: (1, -1, 1),
+        keys: Keys::Range(1, -1, 1),
         key_flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
         arity: -2,
         summary:
@@ -205,7 +307,7 @@ pub static COMMANDS: [CommandSpec; 5] = [
         entry: status_entry,
         flags: c"readonly fast",
         acl: c"read fast",
-        keys: (1, 1, 1),
+        keys: Keys::Range(1, 1, 1),
         key_flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
         arity: 2,
         summary:
@@ -218,7 +320,7 @@ pub static COMMANDS: [CommandSpec; 5] = [
         entry: setstate_entry,
         flags: c"write deny-oom fast",
         acl: c"write fast",
-        keys: (1, 1, 1),
+        keys: Keys::Range(1, 1, 1),
         key_flags: raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
         arity: 3,
         summary: c"Stores an encoded limiter state as is: how replication and AOF carry state.",

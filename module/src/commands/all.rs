@@ -1,0 +1,113 @@
+//! `RL.ALL numkeys key [key ...] policy [policy ...] [COST n] [PEEK]`: one atomic,
+//! all-or-nothing decision over several limits.
+
+use super::limit;
+use super::options::{self, Flag};
+use crate::args::Args;
+use crate::error::CommandError;
+use crate::ffi::{Content, Ctx, RawString, bytes};
+use crate::{clock, info, reply};
+use redlimit_core::{
+    Decision, FixedWindow, Limiter, Policy, SlidingCounter, SlidingWindow, TokenBucket,
+};
+use std::collections::HashMap;
+
+/// Runs `RL.ALL`: counts the request against every key iff every key allows it.
+pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
+    info::ALL_OF.call();
+    let mut args = Args::new(argv, 3, usize::MAX)?;
+    let numkeys = args.positive("numkeys")?;
+    let numkeys = usize::try_from(numkeys)
+        .ok()
+        .filter(|&n| n < args.remaining().len())
+        .ok_or(CommandError::Arity)?;
+    let keys: Vec<RawString> = (0..numkeys).map(|_| args.raw()).collect::<Result<_, _>>()?;
+    let policies: Vec<Policy> = (0..numkeys)
+        .map(|_| policy(&mut args))
+        .collect::<Result<_, _>>()?;
+    let request = options::parse(&mut args, &[Flag::Cost, Flag::Peek])?.request;
+
+    // Decide key by key; a key named twice sees the state its earlier policy left.
+    let now = clock::now(ctx);
+    let mut states: HashMap<&[u8], (usize, Option<Limiter>, bool)> =
+        HashMap::with_capacity(numkeys);
+    let mut decisions: Vec<Decision> = Vec::with_capacity(numkeys);
+    for (index, (&key, policy)) in keys.iter().zip(&policies).enumerate() {
+        let name = bytes(key);
+        if !states.contains_key(name) {
+            states.insert(name, (index, stored(ctx, key)?, false));
+        }
+        let Some((_, state, changed)) = states.get_mut(name) else {
+            return Err(CommandError::Internal);
+        };
+        let outcome = policy.decide(state.as_ref(), now, request)?;
+        decisions.push(outcome.decision);
+        if let Some(update) = outcome.update {
+            *state = Some(update);
+            *changed = true;
+        }
+    }
+
+    let allowed = decisions.iter().all(|decision| decision.allowed);
+    if allowed {
+        let mut changed: Vec<(usize, Limiter)> = states
+            .into_values()
+            .filter_map(|(index, state, changed)| state.filter(|_| changed).map(|s| (index, s)))
+            .collect();
+        changed.sort_unstable_by_key(|(index, _)| *index);
+        for (index, limiter) in changed {
+            let key_name = *keys.get(index).ok_or(CommandError::Internal)?;
+            limit::write(ctx, key_name, &mut ctx.open_key(key_name, true)?, limiter)?;
+        }
+    }
+    info::ALL_OF.decided(allowed);
+    ctx.reply_array(1 + decisions.len());
+    ctx.reply_bool(allowed);
+    for decision in &decisions {
+        reply::decision(ctx, decision);
+    }
+    Ok(())
+}
+
+/// The limiter stored at `key`, if any.
+fn stored(ctx: Ctx, key: RawString) -> Result<Option<Limiter>, CommandError> {
+    match ctx.open_key(key, false)?.content() {
+        Content::Empty => Ok(None),
+        Content::Limiter(limiter) => Ok(Some(limiter.clone())),
+        Content::Other => Err(CommandError::WrongType(None)),
+    }
+}
+
+/// One policy: `TOKENBUCKET capacity refill_tokens refill_ms` | `SLIDING limit window_ms
+/// [APPROX]` | `FIXED limit window_ms`.
+fn policy(args: &mut Args<'_>) -> Result<Policy, CommandError> {
+    let name = args.next_bytes().ok_or(CommandError::Arity)?;
+    if name.eq_ignore_ascii_case(b"TOKENBUCKET") {
+        let policy = TokenBucket::new(
+            args.positive("capacity")?,
+            args.positive("refill_tokens")?,
+            args.positive("refill_ms")?,
+        )?;
+        return Ok(Policy::TokenBucket(policy));
+    }
+    if name.eq_ignore_ascii_case(b"FIXED") {
+        return Ok(Policy::Fixed(FixedWindow::new(
+            args.positive("limit")?,
+            args.positive("window_ms")?,
+        )?));
+    }
+    if name.eq_ignore_ascii_case(b"SLIDING") {
+        let (limit, window_ms) = (args.positive("limit")?, args.positive("window_ms")?);
+        if args
+            .peek_bytes()
+            .is_some_and(|next| next.eq_ignore_ascii_case(b"APPROX"))
+        {
+            args.next_bytes();
+            return Ok(Policy::SlidingApprox(SlidingCounter::new(
+                limit, window_ms,
+            )?));
+        }
+        return Ok(Policy::Sliding(SlidingWindow::new(limit, window_ms)?));
+    }
+    Err(CommandError::Syntax)
+}

@@ -1,0 +1,82 @@
+//! Concurrency leases: `RL.ACQUIRE key limit lease_ms lease_id` and
+//! `RL.RELEASE key lease_id`.
+
+use super::limit;
+use crate::args::Args;
+use crate::error::CommandError;
+use crate::ffi::{Content, Ctx, RawString, bytes};
+use crate::{clock, info, reply};
+use redlimit_core::{Concurrency, Limiter, WrongAlgorithm};
+
+/// Runs `RL.ACQUIRE`: takes or renews the lease `lease_id`.
+pub fn acquire(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
+    info::ACQUIRE.call();
+    let mut args = Args::new(argv, 4, 4)?;
+    let key_name = args.raw()?;
+    let policy = Concurrency::new(args.positive("limit")?, args.positive("lease_ms")?)?;
+    let id = Concurrency::check_lease_id(bytes(args.raw()?))?;
+    let mut key = ctx.open_key(key_name, true)?;
+    let now = clock::now(ctx);
+    let outcome = match key.content() {
+        Content::Empty => policy.acquire(None, now, id, false),
+        Content::Limiter(Limiter::Concurrency(_, leases)) => {
+            policy.acquire(Some(leases), now, id, false)
+        }
+        Content::Limiter(other) => {
+            return Err(WrongAlgorithm {
+                stored: other.algorithm(),
+            }
+            .into());
+        }
+        Content::Other => return Err(CommandError::WrongType(None)),
+    };
+    if let Some(leases) = outcome.update {
+        limit::write(
+            ctx,
+            key_name,
+            &mut key,
+            Limiter::Concurrency(policy, Box::new(leases)),
+        )?;
+    }
+    info::ACQUIRE.decided(outcome.decision.allowed);
+    reply::decision(ctx, &outcome.decision);
+    Ok(())
+}
+
+/// Runs `RL.RELEASE`: 1 if the lease was held (and is now released), else 0.
+pub fn release(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
+    info::RELEASE.call();
+    let mut args = Args::new(argv, 2, 2)?;
+    let key_name = args.raw()?;
+    let id = bytes(args.raw()?);
+    let mut key = ctx.open_key(key_name, true)?;
+    let now = clock::now(ctx);
+    let (policy, (released, left)) = match key.content() {
+        Content::Empty => (None, (false, None)),
+        Content::Limiter(Limiter::Concurrency(policy, leases)) => {
+            (Some(*policy), leases.release(now, id))
+        }
+        Content::Limiter(other) => {
+            return Err(WrongAlgorithm {
+                stored: other.algorithm(),
+            }
+            .into());
+        }
+        Content::Other => return Err(CommandError::WrongType(None)),
+    };
+    match (policy, left) {
+        (Some(_), Some(left)) if left.held().is_empty() => {
+            key.delete();
+            ctx.replicate_delete(key_name);
+        }
+        (Some(policy), Some(left)) => limit::write(
+            ctx,
+            key_name,
+            &mut key,
+            Limiter::Concurrency(policy, Box::new(left)),
+        )?,
+        _ => {}
+    }
+    ctx.reply_integer(i64::from(released));
+    Ok(())
+}
