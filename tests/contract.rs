@@ -2,53 +2,11 @@
 //!
 //! Time moves with `CONFIG SET redlimit.clock-offset-ms`, never with sleeps.
 
-use redis::{Connection, RedisResult, Value, cmd};
-use redlimit_test_support::{Flavor, Server, ServerBuilder, available_servers, module_path};
+mod common;
 
-fn servers() -> impl Iterator<Item = Server> {
-    available_servers()
-        .into_iter()
-        .map(|binary| ServerBuilder::new(&binary).module(module_path()).start())
-}
-
-/// Sets the module's clock offset: the test's way to move time forward.
-fn set_clock(con: &mut Connection, offset_ms: u64) {
-    let _: () = cmd("CONFIG")
-        .arg("SET")
-        .arg("redlimit.clock-offset-ms")
-        .arg(offset_ms)
-        .query(con)
-        .unwrap();
-}
-
-/// Runs one command that answers a RESP2 decision.
-fn decide(con: &mut Connection, args: &[&str]) -> [i64; 5] {
-    let reply: Vec<i64> = cmd(args[0]).arg(&args[1..]).query(con).unwrap();
-    reply.try_into().unwrap()
-}
-
-fn error(con: &mut Connection, args: &[&str]) -> String {
-    let reply: RedisResult<Value> = cmd(args[0]).arg(&args[1..]).query(con);
-    let error = reply.expect_err(&format!("{args:?} should fail"));
-    let code = error.code().unwrap_or_default();
-    let detail = error.detail().unwrap_or_default();
-    format!("{code} {detail}").trim().to_owned()
-}
-
-/// Asserts a decision whose durations may have shrunk by the wall-clock time that passed
-/// between calls (the test clock offsets the server clock; it does not stop it).
-#[track_caller]
-fn assert_near(actual: [i64; 5], expected: [i64; 5], context: &str) {
-    assert_eq!(actual[..3], expected[..3], "{context}: {actual:?}");
-    for i in 3..5 {
-        let ok = if expected[i] <= 0 {
-            actual[i] == expected[i]
-        } else {
-            (expected[i] - 100..=expected[i]).contains(&actual[i])
-        };
-        assert!(ok, "{context}: {actual:?}, expected about {expected:?}");
-    }
-}
+use common::{assert_near, decide, error, servers, set_clock};
+use redis::{Connection, Value, cmd};
+use redlimit_test_support::Flavor;
 
 const BUCKET: [&str; 4] = ["RL.TOKENBUCKET", "b", "3", "1"];
 
