@@ -2,7 +2,7 @@
 //! definition allows, for every algorithm, on every server binary.
 //!
 //! Policies are chosen so that the wall-clock time the burst takes cannot change the
-//! answer (refills of one per hour, windows of an hour, aligned with the test clock), so
+//! answer (refills of one per HOUR, windows of an HOUR, aligned with the test clock), so
 //! the reference is a plain number: the limit.
 
 mod common;
@@ -13,6 +13,7 @@ use std::thread;
 
 const CLIENTS: usize = 8;
 const REQUESTS_PER_CLIENT: usize = 60;
+const HOUR: &str = "3600000";
 
 /// Runs `args` (with `{id}` replaced by a per-request id) from `CLIENTS` connections at
 /// once and returns how many replies were "allowed".
@@ -42,6 +43,15 @@ fn burst(
     })
 }
 
+/// A case: its name, the command, how many requests the definition admits, and how to
+/// read "allowed" from a reply.
+type Case = (
+    &'static str,
+    &'static [&'static str],
+    usize,
+    fn(&Value) -> bool,
+);
+
 fn first_is(value: i64) -> fn(&Value) -> bool {
     match value {
         1 => |reply| matches!(reply, Value::Array(items) if items.first() == Some(&Value::Int(1))),
@@ -51,11 +61,10 @@ fn first_is(value: i64) -> fn(&Value) -> bool {
 
 #[test]
 fn concurrent_clients_get_exactly_the_limit() {
-    let hour = "3600000";
-    let cases: [(&str, &[&str], usize, fn(&Value) -> bool); 7] = [
+    let cases: [Case; 7] = [
         (
             "tokenbucket",
-            &["RL.TOKENBUCKET", "tb", "100", "1", hour],
+            &["RL.TOKENBUCKET", "tb", "100", "1", HOUR],
             100,
             first_is(1),
         ),
@@ -67,28 +76,28 @@ fn concurrent_clients_get_exactly_the_limit() {
         ),
         (
             "sliding",
-            &["RL.SLIDING", "sl", "100", hour],
+            &["RL.SLIDING", "sl", "100", HOUR],
             100,
             first_is(1),
         ),
         (
             "sliding approx",
-            &["RL.SLIDING", "sa", "100", hour, "APPROX"],
+            &["RL.SLIDING", "sa", "100", HOUR, "APPROX"],
             100,
             first_is(1),
         ),
-        ("fixed", &["RL.FIXED", "fx", "100", hour], 100, first_is(1)),
+        ("fixed", &["RL.FIXED", "fx", "100", HOUR], 100, first_is(1)),
         (
             "all",
             &[
-                "RL.ALL", "2", "{a}m", "{a}h", "SLIDING", "70", hour, "FIXED", "100", hour,
+                "RL.ALL", "2", "{a}m", "{a}h", "SLIDING", "70", HOUR, "FIXED", "100", HOUR,
             ],
             70,
             first_is(1),
         ),
         (
             "leases",
-            &["RL.ACQUIRE", "ls", "25", hour, "{id}"],
+            &["RL.ACQUIRE", "ls", "25", HOUR, "{id}"],
             25,
             first_is(1),
         ),
@@ -105,7 +114,7 @@ fn concurrent_clients_get_exactly_the_limit() {
         let hour_key: Vec<i64> = cmd("RL.FIXED")
             .arg("{a}h")
             .arg(100)
-            .arg(hour)
+            .arg(HOUR)
             .arg("PEEK")
             .query(con)
             .unwrap();
