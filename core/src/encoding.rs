@@ -195,6 +195,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The policy a command would decide `limiter` with.
+    fn limiter_policy(limiter: &Limiter) -> Option<crate::Policy> {
+        use crate::Policy;
+        Some(match limiter {
+            Limiter::TokenBucket(p, _) => Policy::TokenBucket(*p),
+            Limiter::Throttle(p, _) => Policy::Throttle(*p),
+            Limiter::Fixed(p, _) => Policy::Fixed(*p),
+            Limiter::Sliding(p, _) => Policy::Sliding(*p),
+            Limiter::SlidingApprox(p, _) => Policy::SlidingApprox(*p),
+            Limiter::Concurrency(..) => return None,
+        })
+    }
+
     #[test]
     fn rejects_what_it_did_not_write() {
         assert!(Limiter::decode(&[]).is_err());
@@ -223,6 +236,38 @@ mod tests {
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
             if let Ok(limiter) = Limiter::decode(&bytes) {
                 prop_assert_eq!(Limiter::decode(&limiter.encode()), Ok(limiter));
+            }
+        }
+
+        #[test]
+        fn any_stored_numbers_decide_without_panic(
+            tag in 1u8..=6,
+            numbers in proptest::collection::vec(prop_oneof![Just(0u64), Just(1), Just(u64::MAX), Just(u64::MAX / 1_000), any::<u64>()], 8),
+            tail in proptest::collection::vec(any::<u8>(), 0..6),
+            now in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()],
+            cost in prop_oneof![Just(0u64), Just(1), Just(u64::MAX), any::<u64>()],
+        ) {
+            // Policies that decode are valid; states may hold any numbers (a client can
+            // send RL.SETSTATE anything): deciding on them must never panic or overflow.
+            let mut bytes = vec![ENCODING_VERSION, tag];
+            let count = [5, 4, 4, 3, 5, 3][usize::from(tag - 1)];
+            for n in &numbers[..count] {
+                varint::put(&mut bytes, *n);
+            }
+            for with_tail in [false, true] {
+                let mut candidate = bytes.clone();
+                if with_tail {
+                    candidate.extend_from_slice(&tail);
+                }
+                if let Ok(limiter) = Limiter::decode(&candidate) {
+                    let now = Timestamp::from_micros(now);
+                    let _ = limiter.status(now);
+                    let _ = limiter.idle_at();
+                    for policy in [limiter_policy(&limiter)].into_iter().flatten() {
+                        let request = crate::Request { cost, peek: false, max_wait_ms: 0 };
+                        let _ = policy.decide(Some(&limiter), now, request);
+                    }
+                }
             }
         }
 

@@ -74,8 +74,12 @@ impl FixedWindow {
     ) -> Outcome<WindowCount> {
         let now_ms = now.as_micros() / 1_000;
         let window = self.current(previous.map(|(_, state)| state), now_ms);
-        let until_end =
-            Duration::from_micros((window.end_ms * 1_000).saturating_sub(now.as_micros()));
+        let until_end = Duration::from_micros(
+            window
+                .end_ms
+                .saturating_mul(1_000)
+                .saturating_sub(now.as_micros()),
+        );
         let after = window.count.saturating_add(request.cost);
         if after > self.limit {
             let retry_after = if request.cost > self.limit {

@@ -94,7 +94,7 @@ impl SlidingCounter {
             self.scaled_estimate(pair, elapsed) + u128::from(cost) * w
         };
         // Within the current window, the previous window's weight shrinks by `previous` per ms.
-        if pair.previous > 0 && u128::from(pair.current + cost) * w <= budget {
+        if pair.previous > 0 && (u128::from(pair.current) + u128::from(cost)) * w <= budget {
             let excess = need(pair, elapsed) - budget;
             let wait = excess.div_ceil(u128::from(pair.previous));
             if elapsed as u128 + wait < w {
@@ -154,7 +154,7 @@ impl SlidingCounter {
             };
         }
         let after = WindowPair {
-            current: pair.current + request.cost,
+            current: pair.current.saturating_add(request.cost),
             ..pair
         };
         let decision = self.decision(true, &after, now_ms, RetryAfter::Now);
