@@ -31,12 +31,20 @@
 //! }
 //! ```
 //!
+//! [`snapshot`], [`status`] and [`set_clock_offset`] read a limiter key exactly and move
+//! the module's test clock (see the `limiter` helpers).
+//!
 //! Environment: `REDLIMIT_SERVERS` (e.g. `redis-8.2,valkey-9.1`) restricts the servers,
 //! `REDLIMIT_REQUIRE_ALL_SERVERS=1` turns a missing server into a panic,
 //! `REDLIMIT_MODULE` points at another build of the module.
 
 mod binaries;
+mod limiter;
 mod server;
 
 pub use binaries::{Flavor, ServerBinary, available_servers, module_path, repo_root};
+pub use limiter::{
+    CLOCK_OFFSET_CONFIG, KeySnapshot, Status, digest_value, info_value, set_clock_offset, snapshot,
+    state_from_dump, status, stored_state,
+};
 pub use server::{Server, ServerBuilder};
