@@ -194,7 +194,11 @@ impl Ctx {
         if writable && ptr.is_none() {
             return Err(CommandError::Internal);
         }
-        Ok(Key { ptr })
+        Ok(Key {
+            ptr,
+            ctx: self,
+            name: key,
+        })
     }
 }
 
@@ -209,8 +213,14 @@ pub enum Content<'a> {
 }
 
 /// An open key, closed on drop.
+///
+/// The module sets `NO_IMPLICIT_SIGNAL_MODIFIED`: opening a key for writing and writing
+/// nothing (a denied request) does not touch `WATCH` or client-side caching. Writes signal
+/// the change themselves.
 pub struct Key {
     ptr: Option<NonNull<raw::RedisModuleKey>>,
+    ctx: Ctx,
+    name: RawString,
 }
 
 impl Key {
@@ -256,10 +266,20 @@ impl Key {
         let set_expire = api!(RedisModule_SetAbsExpire).ok_or(())?;
         let ptr = self.ptr.ok_or(())?;
         // SAFETY: an open, writable key that now holds a value.
-        if unsafe { set_expire(ptr.as_ptr(), expire_at_ms) } == raw::REDISMODULE_OK as c_int {
+        let status = unsafe { set_expire(ptr.as_ptr(), expire_at_ms) };
+        self.signal_modified();
+        if status == raw::REDISMODULE_OK as c_int {
             Ok(())
         } else {
             Err(())
+        }
+    }
+
+    /// Tells the server the key changed (`WATCH`, client-side caching).
+    fn signal_modified(&self) {
+        if let Some(signal) = api!(RedisModule_SignalModifiedKey) {
+            // SAFETY: the command's context and the key's name, both live.
+            unsafe { signal(self.ctx.0, self.name) };
         }
     }
 
@@ -284,6 +304,7 @@ impl Key {
         if let (Some(delete), Some(ptr)) = (api!(RedisModule_DeleteKey), self.ptr) {
             // SAFETY: an open, writable key.
             unsafe { delete(ptr.as_ptr()) };
+            self.signal_modified();
         }
     }
 }

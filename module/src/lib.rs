@@ -46,11 +46,13 @@ fn on_load(ctx: &Context, _args: &[RedisString]) -> Status {
     Status::Ok
 }
 
-/// Handles RDB I/O errors (so a short read fails the load cleanly) and, on Valkey,
-/// declares support for atomic slot migration (which uses our `aof_rewrite`).
+/// Handles RDB I/O errors (so a short read fails the load cleanly), signals modified
+/// keys only when something was written (a denied call must not abort a `WATCH`), and,
+/// on Valkey, declares support for atomic slot migration (which uses our `aof_rewrite`).
 fn set_module_options(ctx: *mut raw::RedisModuleCtx) {
     const VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION: u32 = 1 << 5;
-    let mut options = raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS;
+    let mut options = raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS
+        | raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED;
     if is_valkey() {
         options |= VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION;
     }
