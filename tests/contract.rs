@@ -680,3 +680,33 @@ fn the_module_is_listed_and_scripts_can_call_it() {
         assert_eq!(reply, [1, 2, 1, 0, 1_000], "{}", server.binary().name());
     }
 }
+
+#[test]
+fn a_taken_throttle_name_leaves_the_module_loaded_without_it() {
+    for binary in redlimit_test_support::available_servers() {
+        let name = binary.name();
+        // A built-in renamed to RL.THROTTLE before the module loads: a future built-in.
+        let server = redlimit_test_support::ServerBuilder::new(&binary)
+            .args(["--rename-command", "ECHO", "RL.THROTTLE"])
+            .module(redlimit_test_support::module_path())
+            .start();
+        let con = &mut server.connection();
+        let echoed: String = cmd("RL.THROTTLE").arg("hello").query(con).unwrap();
+        assert_eq!(
+            echoed, "hello",
+            "{name}: the server's own command keeps the name"
+        );
+        assert_eq!(
+            decide(con, &["RL.TOKENBUCKET", "k", "1", "1", "1000"])[0],
+            1,
+            "{name}"
+        );
+        assert!(
+            server
+                .log()
+                .contains("rl.throttle already exists; loading without it"),
+            "{name}: {}",
+            server.log()
+        );
+    }
+}
