@@ -597,8 +597,12 @@ fn bucket_policy() -> BoxedStrategy<TokenBucket> {
     (wide(1_000), wide(1_000), wide(100_000))
         .prop_map(|(capacity, refill, period)| {
             TokenBucket::new(capacity, refill, period).unwrap_or_else(|_| {
-                TokenBucket::new(capacity % 1_000 + 1, refill.max(1), period % 100_000 + 1)
-                    .expect("a small bucket is valid")
+                TokenBucket::new(
+                    capacity % 1_000 + 1,
+                    refill % 1_000 + 1,
+                    period % 100_000 + 1,
+                )
+                .expect("a small bucket is valid")
             })
         })
         .boxed()

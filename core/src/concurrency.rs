@@ -2,7 +2,7 @@
 //! itself `lease_ms` after it was taken or last renewed.
 
 use crate::decision::{Decision, Outcome, RetryAfter};
-use crate::error::{ArgumentError, at_most, positive};
+use crate::error::{ArgumentError, at_most, duration, positive};
 use crate::time::Timestamp;
 use core::time::Duration;
 
@@ -47,7 +47,7 @@ impl Concurrency {
     /// A zero argument, or a `limit` above [`MAX_LEASES`].
     pub fn new(limit: u64, lease_ms: u64) -> Result<Self, ArgumentError> {
         let limit = at_most("limit", positive("limit", limit)?, MAX_LEASES)?;
-        let lease_ms = at_most("lease_ms", positive("lease_ms", lease_ms)?, u64::MAX / 4)?;
+        let lease_ms = duration("lease_ms", lease_ms)?;
         Ok(Self { limit, lease_ms })
     }
 

@@ -35,6 +35,22 @@ impl fmt::Display for ArgumentError {
 
 impl std::error::Error for ArgumentError {}
 
+/// The longest duration any policy accepts: 10^13 ms, about 317 years. Every time a
+/// decision computes then fits in 64-bit microseconds and in a signed 64-bit reply.
+pub const MAX_DURATION_MS: u64 = 10_000_000_000_000;
+/// The largest count any policy accepts (limits, capacities, refill amounts): 2^62.
+pub const MAX_COUNT: u64 = 1 << 62;
+
+/// Checks a duration: at least 1 ms, at most [`MAX_DURATION_MS`].
+pub(crate) fn duration(argument: &'static str, value: u64) -> Result<u64, ArgumentError> {
+    at_most(argument, positive(argument, value)?, MAX_DURATION_MS)
+}
+
+/// Checks a count: at least 1, at most [`MAX_COUNT`].
+pub(crate) fn count(argument: &'static str, value: u64) -> Result<u64, ArgumentError> {
+    at_most(argument, positive(argument, value)?, MAX_COUNT)
+}
+
 /// Checks that `value` is at least 1.
 pub(crate) fn positive(argument: &'static str, value: u64) -> Result<u64, ArgumentError> {
     if value == 0 {

@@ -1,7 +1,7 @@
 //! Fixed window aligned to the Unix epoch: windows are `[k * window_ms, (k + 1) * window_ms)`.
 
 use crate::decision::{Decision, Outcome, Request, RetryAfter};
-use crate::error::{ArgumentError, positive};
+use crate::error::{ArgumentError, count, duration};
 use crate::time::Timestamp;
 use core::time::Duration;
 
@@ -32,11 +32,11 @@ impl FixedWindow {
     /// A policy.
     ///
     /// # Errors
-    /// A zero `limit` or `window_ms`.
+    /// A zero argument, a `limit` above 2^62 or a `window_ms` above 10^13.
     pub fn new(limit: u64, window_ms: u64) -> Result<Self, ArgumentError> {
         Ok(Self {
-            limit: positive("limit", limit)?,
-            window_ms: positive("window_ms", window_ms)?,
+            limit: count("limit", limit)?,
+            window_ms: duration("window_ms", window_ms)?,
         })
     }
 

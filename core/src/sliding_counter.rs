@@ -141,11 +141,13 @@ impl SlidingCounter {
             let retry_after = if request.cost > self.limit {
                 RetryAfter::Never
             } else {
-                RetryAfter::After(Duration::from_millis(self.wait(
+                // A clock behind the stored window waits for it to come back first.
+                let ahead = pair.start_ms.saturating_sub(now_ms);
+                RetryAfter::After(Duration::from_millis(ahead.saturating_add(self.wait(
                     &pair,
                     elapsed,
                     request.cost,
-                )))
+                ))))
             };
             let decision = self.decision(false, &pair, now_ms, retry_after);
             return Outcome {
@@ -236,6 +238,25 @@ mod tests {
         // 10 * (1 - e/1000) + 3 <= 10  <=>  e >= 300: 50 ms from 1250.
         assert_eq!(d.retry_after, RetryAfter::After(Duration::from_millis(50)));
         assert_eq!(d.reset_after, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn a_clock_behind_the_stored_window_waits_for_it() {
+        let policy = SlidingCounter::new(1, 1_000).unwrap();
+        let pair = WindowPair {
+            start_ms: 100_000,
+            previous: 0,
+            current: 1,
+        };
+        let d = policy
+            .decide(Some((&policy, &pair)), at_ms(50_000), Request::new(1))
+            .decision;
+        // The count is 50 s ahead, and weighs until the window after next begins.
+        assert_eq!(
+            d.retry_after,
+            RetryAfter::After(Duration::from_millis(50_000 + 2_000))
+        );
+        assert_eq!(d.reset_after, Duration::from_millis(52_000));
     }
 
     /// Brute force: the first millisecond at which the request fits.

@@ -7,7 +7,7 @@
 //! sorted-set log costs tens.
 
 use crate::decision::{Decision, Outcome, Request, RetryAfter};
-use crate::error::{ArgumentError, at_most, positive};
+use crate::error::{ArgumentError, at_most, duration, positive};
 use crate::time::Timestamp;
 use crate::varint;
 use core::time::Duration;
@@ -43,12 +43,13 @@ impl SlidingWindow {
     /// A policy.
     ///
     /// # Errors
-    /// A zero argument, or a `limit` above [`MAX_SLIDING_LIMIT`] (use `APPROX` there).
+    /// A zero argument, a `limit` above [`MAX_SLIDING_LIMIT`] (use `APPROX` there) or a
+    /// `window_ms` above 10^13.
     pub fn new(limit: u64, window_ms: u64) -> Result<Self, ArgumentError> {
         let limit = at_most("limit", positive("limit", limit)?, MAX_SLIDING_LIMIT)?;
         Ok(Self {
             limit,
-            window_ms: positive("window_ms", window_ms)?,
+            window_ms: duration("window_ms", window_ms)?,
         })
     }
 

@@ -6,7 +6,7 @@
 //! missing from a full bucket) and when it was measured.
 
 use crate::decision::{Decision, Outcome, Request, RetryAfter};
-use crate::error::{ArgumentError, at_most, positive};
+use crate::error::{ArgumentError, at_most, count, duration, positive};
 use crate::time::{Timestamp, ceil_micros};
 use core::time::Duration;
 
@@ -43,17 +43,13 @@ impl TokenBucket {
     /// A policy, checked so that every decision computes exactly in 64-bit state.
     ///
     /// # Errors
-    /// A zero argument, or `capacity * refill_ms` above 2^62 / 1000.
+    /// A zero argument, `capacity * refill_ms` above 2^62 / 1000, `refill_tokens`
+    /// above 2^62 or `refill_ms` above 10^13.
     pub fn new(capacity: u64, refill_tokens: u64, refill_ms: u64) -> Result<Self, ArgumentError> {
-        let refill_ms = positive("refill_ms", refill_ms)?;
+        let refill_ms = duration("refill_ms", refill_ms)?;
+        // refill_ms <= 10^13 keeps this at 461 or more.
         let max_capacity =
             u64::try_from(MAX_UNITS / (u128::from(refill_ms) * MICROS_PER_MS)).unwrap_or(u64::MAX);
-        if max_capacity == 0 {
-            return Err(ArgumentError::new(
-                "refill_ms",
-                format!("at most {}", MAX_UNITS / MICROS_PER_MS),
-            ));
-        }
         let capacity = positive("capacity", capacity)?;
         let capacity = at_most("capacity", capacity, max_capacity).map_err(|_| {
             ArgumentError::new(
@@ -61,7 +57,7 @@ impl TokenBucket {
                 format!("at most {max_capacity} when refill_ms is {refill_ms}"),
             )
         })?;
-        let refill_tokens = positive("refill_tokens", refill_tokens)?;
+        let refill_tokens = count("refill_tokens", refill_tokens)?;
         Ok(Self {
             capacity,
             refill_tokens,
@@ -146,6 +142,9 @@ impl TokenBucket {
         request: Request,
     ) -> Outcome<BucketState> {
         let (deficit, at) = self.deficit_at(previous, now);
+        // After a clock step back, refill resumes only at the stored time.
+        let wait =
+            |units: u128| Duration::from_micros(at.micros_since(now)) + self.time_to_refill(units);
         let need = u128::from(request.cost) * self.unit();
         let floor = self.floor(request.max_wait_ms);
         let after = deficit + need;
@@ -153,19 +152,19 @@ impl TokenBucket {
             let retry_after = if need > floor {
                 RetryAfter::Never
             } else {
-                RetryAfter::After(self.time_to_refill(after - floor))
+                RetryAfter::After(wait(after - floor))
             };
-            let decision = self.decision(false, deficit, retry_after);
+            let decision = self.decision(false, deficit, retry_after, wait(deficit));
             return Outcome {
                 decision,
                 update: None,
             };
         }
         let retry_after = match after.checked_sub(self.full()) {
-            Some(borrowed) if borrowed > 0 => RetryAfter::After(self.time_to_refill(borrowed)),
+            Some(borrowed) if borrowed > 0 => RetryAfter::After(wait(borrowed)),
             _ => RetryAfter::Now,
         };
-        let decision = self.decision(true, after, retry_after);
+        let decision = self.decision(true, after, retry_after, wait(after));
         let update = (!request.is_read_only()).then(|| BucketState {
             deficit: u64::try_from(after).unwrap_or(u64::MAX),
             at,
@@ -173,14 +172,24 @@ impl TokenBucket {
         Outcome { decision, update }
     }
 
-    fn decision(&self, allowed: bool, deficit: u128, retry_after: RetryAfter) -> Decision {
+    fn decision(
+        &self,
+        allowed: bool,
+        deficit: u128,
+        retry_after: RetryAfter,
+        reset_after: Duration,
+    ) -> Decision {
         let remaining = self.full().saturating_sub(deficit) / self.unit();
         Decision {
             allowed,
             limit: self.capacity,
             remaining: u64::try_from(remaining).unwrap_or(u64::MAX),
             retry_after,
-            reset_after: self.time_to_refill(deficit),
+            reset_after: if deficit == 0 {
+                Duration::ZERO
+            } else {
+                reset_after
+            },
         }
     }
 

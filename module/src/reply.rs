@@ -30,7 +30,7 @@ pub fn fields(decision: &Decision) -> [(&'static str, i64); 5] {
 pub fn decision(ctx: Ctx, decision: &Decision) {
     if ctx.is_resp3() {
         ctx.reply_map(5);
-        decision_pairs(ctx, decision);
+        decision_pairs(ctx, decision, |_| true);
     } else {
         ctx.reply_array(5);
         for (_, value) in fields(decision) {
@@ -39,9 +39,12 @@ pub fn decision(ctx: Ctx, decision: &Decision) {
     }
 }
 
-/// Writes the five fields as map pairs (`allowed` as a boolean).
-pub fn decision_pairs(ctx: Ctx, decision: &Decision) {
-    for (name, value) in fields(decision) {
+/// Writes the decision fields that `include` accepts as map pairs (`allowed` as a boolean).
+pub fn decision_pairs(ctx: Ctx, decision: &Decision, include: impl Fn(&&str) -> bool) {
+    for (name, value) in fields(decision)
+        .into_iter()
+        .filter(|(name, _)| include(name))
+    {
         ctx.reply_bulk(name.as_bytes());
         if name == "allowed" {
             ctx.reply_bool(decision.allowed);

@@ -143,7 +143,9 @@ fn a_clock_that_moves_back_grants_nothing() {
     bucket.take(at(10_000), Request::new(2));
     let earlier = bucket.take(at(5_000), Request::new(1));
     assert!(!earlier.allowed);
-    assert_eq!(earlier.retry_after, after_ms(1_000));
+    // Refill resumes when the clock is back at 10 s: one token at 11 s, 6 s from now.
+    assert_eq!(earlier.retry_after, after_ms(6_000));
+    assert_eq!(earlier.reset_after, Duration::from_millis(7_000));
     assert!(bucket.take(at(11_000), Request::new(1)).allowed);
 }
 
@@ -184,7 +186,17 @@ fn policies_that_cannot_compute_exactly_are_refused() {
     );
     assert!(TokenBucket::new(u64::MAX, 1, 1).is_err());
     assert!(TokenBucket::new(1, 1, u64::MAX).is_err());
-    let ok = TokenBucket::new(1 << 30, u64::MAX, 1 << 20).unwrap();
+    assert_eq!(
+        TokenBucket::new(1, u64::MAX, 1).unwrap_err().argument(),
+        "refill_tokens"
+    );
+    assert_eq!(
+        TokenBucket::new(1, 1, 10_000_000_000_001)
+            .unwrap_err()
+            .argument(),
+        "refill_ms"
+    );
+    let ok = TokenBucket::new(1 << 30, crate::MAX_COUNT, 1 << 20).unwrap();
     assert!(ok.check_max_wait(1).is_err());
     assert!(
         TokenBucket::new(1, 1, 1)
@@ -196,7 +208,7 @@ fn policies_that_cannot_compute_exactly_are_refused() {
 
 #[test]
 fn extreme_values_never_overflow() {
-    let policy = TokenBucket::new(1 << 30, u64::MAX, 1 << 20).unwrap();
+    let policy = TokenBucket::new(1 << 30, crate::MAX_COUNT, 1 << 20).unwrap();
     let at_end = Timestamp::from_micros(u64::MAX);
     let outcome = policy.decide(None, at_end, Request::new(u64::MAX));
     assert_eq!(outcome.decision.retry_after, RetryAfter::Never);
@@ -280,6 +292,8 @@ impl Model {
         peek: bool,
         max_wait_ms: i128,
     ) -> (bool, i128, Option<i128>, i128) {
+        // A clock behind the last change: nothing refills until it catches up.
+        let lag = (self.last_us - now_us).max(0);
         let now_us = now_us.max(self.last_us);
         let gained = Ratio::new(
             (now_us - self.last_us) * self.rate_per_us.num,
@@ -291,14 +305,18 @@ impl Model {
             self.rate_per_us.den,
         );
         let after = level.sub(Ratio::int(cost));
+        let wait = |this: &Self, tokens: Ratio| {
+            let micros = this.micros_to_gain(tokens);
+            if micros > 0 { micros + lag } else { 0 }
+        };
         if after.lt(floor) {
             let never = self.capacity.sub(Ratio::int(cost)).lt(floor);
-            let retry = (!never).then(|| self.micros_to_gain(floor.sub(after)));
+            let retry = (!never).then(|| wait(self, floor.sub(after)));
             return (
                 false,
                 level.floor().max(0),
                 retry,
-                self.micros_to_gain(self.capacity.sub(level)),
+                wait(self, self.capacity.sub(level)),
             );
         }
         if !peek && cost > 0 {
@@ -306,7 +324,7 @@ impl Model {
             self.last_us = now_us;
         }
         let retry = if after.lt(Ratio::int(0)) {
-            self.micros_to_gain(Ratio::int(0).sub(after))
+            wait(self, Ratio::int(0).sub(after))
         } else {
             0
         };
@@ -314,7 +332,7 @@ impl Model {
             true,
             after.floor().max(0),
             Some(retry),
-            self.micros_to_gain(self.capacity.sub(after)),
+            wait(self, self.capacity.sub(after)),
         )
     }
 }
@@ -333,7 +351,7 @@ proptest! {
         capacity in 1u64..20,
         refill_tokens in 1u64..6,
         refill_ms in 1u64..5_000,
-        steps in proptest::collection::vec((0u64..3_000_000, 0u64..8, any::<bool>(), prop_oneof![Just(0u64), 0u64..5_000]), 1..60),
+        steps in proptest::collection::vec((-1_000_000i64..3_000_000, 0u64..8, any::<bool>(), prop_oneof![Just(0u64), 0u64..5_000]), 1..60),
     ) {
         let mut bucket = Bucket::new(capacity, refill_tokens, refill_ms);
         let mut model = Model {
@@ -342,11 +360,12 @@ proptest! {
             level: Ratio::int(capacity.into()),
             last_us: 0,
         };
-        let mut now = 0u64;
+        let mut now = 10_000_000i64;
         for (advance_us, cost, peek, max_wait_ms) in steps {
-            now += advance_us;
+            // Mostly forward, sometimes back: a clock step must never grant more.
+            now = (now + advance_us).max(0);
             let request = Request { cost, peek, max_wait_ms };
-            let d = bucket.take(Timestamp::from_micros(T0 * 1_000 + now), request);
+            let d = bucket.take(Timestamp::from_micros(T0 * 1_000 + now as u64), request);
             let (allowed, remaining, retry, reset) = model.request(now.into(), cost.into(), peek, max_wait_ms.into());
             prop_assert_eq!(d.allowed, allowed);
             prop_assert_eq!(i128::from(d.remaining), remaining);

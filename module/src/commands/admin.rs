@@ -45,14 +45,22 @@ pub fn status(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
         Content::Other => return Err(CommandError::WrongType(None)),
     };
     let policy = limiter.policy_fields();
-    ctx.reply_map(1 + policy.len() + 5);
+    let decision = limiter.status(clock::now(ctx));
+    // A policy's `limit` and the decision's `limit` are the same number: say it once.
+    let is_new = |name: &&str| !policy.iter().any(|(field, _)| field == name);
+    let decision_fields = reply::fields(&decision)
+        .map(|(name, _)| name)
+        .into_iter()
+        .filter(is_new)
+        .count();
+    ctx.reply_map(1 + policy.len() + decision_fields);
     ctx.reply_bulk(b"algorithm");
     ctx.reply_bulk(limiter.algorithm().name().as_bytes());
-    for (name, value) in policy {
+    for (name, value) in &policy {
         ctx.reply_bulk(name.as_bytes());
-        ctx.reply_integer(reply::saturating_i64(value));
+        ctx.reply_integer(reply::saturating_i64(*value));
     }
-    reply::decision_pairs(ctx, &limiter.status(clock::now(ctx)));
+    reply::decision_pairs(ctx, &decision, is_new);
     Ok(())
 }
 
