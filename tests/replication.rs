@@ -2,20 +2,26 @@
 //! the primary replicates resulting states (`RL.SETSTATE`), never a time-dependent
 //! command, and replicates nothing at all for denied, PEEK and COST 0 calls. Expiry
 //! happens on the primary and reaches the replica as a deletion. Other clients, too,
-//! must see no write from a call that changes nothing (`WATCH`).
+//! must see no write from a call that changes nothing (`WATCH`). This holds for every
+//! kind of limiter: token buckets, throttles, exact sliding logs, APPROX counters, fixed
+//! windows, the several keys one `RL.ALL` writes (in one transaction), and leases, whose
+//! release propagates the leases left, or a `DEL` when none is.
 //!
 //! Every test runs against every server found by `available_servers()`; build the module
 //! first (`cargo build -p redlimit-module`). Time moves with the module's clock offset,
 //! never with sleeps; the only waits are bounded polls for an event (sync, expiry).
 
+#[path = "replication/propagation.rs"]
+mod propagation;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redis::Connection;
+use redis::{Connection, Value};
 use redlimit_core::{BucketState, Limiter, Timestamp, TokenBucket};
 use redlimit_test_support::{
-    KeySnapshot, Server, ServerBinary, ServerBuilder, available_servers, info_value, module_path,
-    set_clock_offset, snapshot, status, stored_state,
+    Flavor, KeySnapshot, Server, ServerBinary, ServerBuilder, available_servers, info_value,
+    module_path, set_clock_offset, status,
 };
 
 fn servers() -> Vec<ServerBinary> {
@@ -72,6 +78,125 @@ fn tokenbucket(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i
 
 fn throttle(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
     decide(con, who, "RL.THROTTLE", key, args)
+}
+
+fn sliding(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
+    decide(con, who, "RL.SLIDING", key, args)
+}
+
+fn fixed(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
+    decide(con, who, "RL.FIXED", key, args)
+}
+
+/// `RL.ACQUIRE key <policy> id` (`policy`: "limit lease_ms"), the id as bytes.
+fn acquire(con: &mut Connection, who: &str, key: &[u8], policy: &str, id: &[u8]) -> Vec<i64> {
+    command("RL.ACQUIRE", key, policy)
+        .arg(id)
+        .query(con)
+        .unwrap_or_else(|e| panic!("{who}: RL.ACQUIRE {} {policy} {}: {e}", show(key), show(id)))
+}
+
+/// `RL.RELEASE key id`: 1 if the lease was held.
+fn release(con: &mut Connection, who: &str, key: &[u8], id: &[u8]) -> i64 {
+    redis::cmd("RL.RELEASE")
+        .arg(key)
+        .arg(id)
+        .query(con)
+        .unwrap_or_else(|e| panic!("{who}: RL.RELEASE {} {}: {e}", show(key), show(id)))
+}
+
+/// A command written out, split on spaces: `"RL.ALL 2 a b SLIDING 3 60000 FIXED 5 1000"`.
+fn line(line: &str) -> redis::Cmd {
+    let mut words = line.split_whitespace();
+    let mut cmd = redis::cmd(words.next().unwrap_or_default());
+    for word in words {
+        cmd.arg(word);
+    }
+    cmd
+}
+
+/// `RL.ALL <args>`: the overall `allowed` and each key's `remaining`.
+fn all_of(con: &mut Connection, who: &str, args: &str) -> (i64, Vec<i64>) {
+    let reply: Vec<Value> = line(&format!("RL.ALL {args}"))
+        .query(con)
+        .unwrap_or_else(|e| panic!("{who}: RL.ALL {args}: {e}"));
+    let allowed = redis::from_redis_value(&reply[0]).unwrap();
+    let remaining = reply[1..]
+        .iter()
+        .map(|decision| redis::from_redis_value::<Vec<i64>>(decision).unwrap()[2])
+        .collect();
+    (allowed, remaining)
+}
+
+/// The first field of a reply: a decision's `allowed`, the overall `allowed` of
+/// `RL.ALL`, or an integer reply (`RL.RELEASE`).
+fn first_field(reply: &Value) -> i64 {
+    match reply {
+        Value::Int(n) => *n,
+        Value::Array(items) if !items.is_empty() => first_field(&items[0]),
+        other => panic!("not a decision: {other:?}"),
+    }
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// A test's module clock: offsets counted from a base that puts "now" one hour into a
+/// UTC day. Fixed and APPROX windows are aligned to the epoch, so no day-long window
+/// ends while a test runs, whatever the time of day it runs at.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base: u64,
+}
+
+impl Clock {
+    /// The base for a test starting now on this server.
+    fn aligned(con: &mut Connection) -> Clock {
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(con).unwrap();
+        let now_ms = seconds * 1_000 + micros / 1_000;
+        Clock {
+            base: DAY_MS - now_ms % DAY_MS + 3_600_000,
+        }
+    }
+
+    /// Moves the server's clock to `offset_ms` after the base.
+    fn set(self, con: &mut Connection, offset_ms: u64) {
+        set_clock_offset(con, self.base + offset_ms);
+    }
+}
+
+/// [`redlimit_test_support::snapshot`], with `rdbcompression` off for the moment of the
+/// `DUMP`: the harness's payload reader does not decode LZF-compressed strings, which a
+/// server writes for any state over 20 bytes (a sliding log of a few entries, two
+/// leases). Full syncs stay compressed.
+fn snapshot(con: &mut Connection, key: &[u8]) -> Option<KeySnapshot> {
+    uncompressed(con, |con| redlimit_test_support::snapshot(con, key))
+}
+
+/// [`redlimit_test_support::stored_state`], read as [`snapshot`] reads.
+fn stored_state(con: &mut Connection, key: &[u8]) -> Option<Vec<u8>> {
+    uncompressed(con, |con| redlimit_test_support::stored_state(con, key))
+}
+
+/// Runs `read` with `rdbcompression no`, then turns compression back on (the default).
+fn uncompressed<T>(con: &mut Connection, read: impl FnOnce(&mut Connection) -> T) -> T {
+    let set = |con: &mut Connection, value: &str| {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("rdbcompression")
+            .arg(value)
+            .query(con)
+            .unwrap_or_else(|e| panic!("CONFIG SET rdbcompression {value}: {e}"));
+    };
+    set(con, "no");
+    let value = read(con);
+    set(con, "yes");
+    value
+}
+
+/// The decoded limiter stored at `key`.
+fn stored(con: &mut Connection, key: &[u8]) -> Limiter {
+    let state = stored_state(con, key).unwrap_or_else(|| panic!("no key {}", show(key)));
+    Limiter::decode(&state).unwrap_or_else(|e| panic!("{}: {e}: {state:?}", show(key)))
 }
 
 /// `WAIT 1 5000` on the primary: every write so far has reached the replica.
@@ -161,13 +286,20 @@ fn replica_holds_exactly_the_primary_state_whatever_its_clock() {
         // Written before the replica exists: reaches it by the initial full sync (RDB).
         let primary = with_module(&binary).start();
         let mut p = primary.connection();
-        set_clock_offset(&mut p, 1_000);
+        let clock = Clock::aligned(&mut p);
+        clock.set(&mut p, 1_000);
         let reply = tokenbucket(&mut p, who, b"pre:bucket", "10 1 60000 COST 3");
         assert_eq!(reply[..3], [1, 10, 7], "{who}");
         let reply = throttle(&mut p, who, b"pre:cell", "4 1 60");
         assert_eq!(reply[..3], [0, 5, 4], "{who}");
         let reply = tokenbucket(&mut p, who, b"tb:gone", "3 1 1000");
         assert_eq!(reply[..3], [1, 3, 2], "{who}");
+        for (cost, remaining) in [(1, 9), (3, 6), (2, 4)] {
+            let reply = sliding(&mut p, who, b"pre:log", &format!("10 60000 COST {cost}"));
+            assert_eq!(reply[..3], [1, 10, remaining], "{who}: {reply:?}");
+        }
+        let reply = acquire(&mut p, who, b"pre:lease", "2 60000", b"\x00pre\xff");
+        assert_eq!(reply[..3], [1, 2, 1], "{who}");
 
         let replica = with_module(&binary)
             .module_args(["clock-offset-ms", "7200000"])
@@ -175,14 +307,37 @@ fn replica_holds_exactly_the_primary_state_whatever_its_clock() {
             .start();
         replica.wait_for_sync();
         let mut r = replica.connection();
-        assert_eq!(assert_replica_matches(&mut p, &mut r, who), 3, "{who}");
+        assert_eq!(assert_replica_matches(&mut p, &mut r, who), 5, "{who}");
 
         // The timeline, on the primary, while its clock moves.
         for remaining in [4, 3, 2] {
             let reply = tokenbucket(&mut p, who, b"tb:a", "5 1 1000");
             assert_eq!(reply[..4], [1, 5, remaining, 0], "{who}: {reply:?}");
         }
-        set_clock_offset(&mut p, 1_500);
+        // An exact sliding log: four requests in one transaction (one millisecond where
+        // the server freezes time for it), costs up to 3.
+        let replies: Vec<Vec<i64>> = redis::pipe()
+            .atomic()
+            .add_command(command("RL.SLIDING", b"sl:a", "20 60000"))
+            .add_command(command("RL.SLIDING", b"sl:a", "20 60000"))
+            .add_command(command("RL.SLIDING", b"sl:a", "20 60000"))
+            .add_command(command("RL.SLIDING", b"sl:a", "20 60000 COST 3"))
+            .query(&mut p)
+            .unwrap_or_else(|e| panic!("{who}: MULTI RL.SLIDING: {e}"));
+        let remaining: Vec<i64> = replies.iter().map(|reply| reply[2]).collect();
+        assert_eq!(remaining, [19, 18, 17, 14], "{who}: {replies:?}");
+        let Limiter::Sliding(_, log) = stored(&mut p, b"sl:a") else {
+            panic!("{who}: sl:a holds another limiter");
+        };
+        let times: Vec<u64> = log.iter().map(|(at, _)| at).collect();
+        if binary.flavor != Flavor::Redis70 {
+            assert!(
+                times.iter().all(|&at| at == times[0]),
+                "{who}: time is frozen for a transaction: {times:?}"
+            );
+        }
+
+        clock.set(&mut p, 1_500);
         let reply = tokenbucket(&mut p, who, b"tb:a", "5 1 1000 PEEK");
         assert_eq!(reply[..4], [1, 5, 1, 0], "{who}: PEEK {reply:?}");
         let reply = tokenbucket(&mut p, who, b"tb:a", "5 1 1000 COST 0");
@@ -200,6 +355,40 @@ fn replica_holds_exactly_the_primary_state_whatever_its_clock() {
         let reply = throttle(&mut p, who, b"th:a", "2 10 1 5");
         assert_eq!(reply[..2], [1, 3], "{who}: THROTTLE quantity 5 {reply:?}");
 
+        for (cost, remaining) in [(2, 12), (1, 11), (2, 9)] {
+            let reply = sliding(&mut p, who, b"sl:a", &format!("20 60000 COST {cost}"));
+            assert_eq!(reply[..4], [1, 20, remaining, 0], "{who}: {reply:?}");
+        }
+        let reply = sliding(&mut p, who, b"sl:a", "20 60000 COST 10");
+        assert_eq!(reply[..3], [0, 20, 9], "{who}: denied {reply:?}");
+        let reply = sliding(&mut p, who, b"sl:a", "20 60000 PEEK");
+        assert_eq!(reply[..4], [1, 20, 8, 0], "{who}: PEEK {reply:?}");
+        let reply = sliding(&mut p, who, b"sl:approx", "100 86400000 APPROX COST 10");
+        assert_eq!(reply[..4], [1, 100, 90, 0], "{who}: APPROX {reply:?}");
+        let reply = fixed(&mut p, who, b"fx:a", "3 86400000 COST 2");
+        assert_eq!(reply[..4], [1, 3, 1, 0], "{who}: RL.FIXED {reply:?}");
+        let reply = fixed(&mut p, who, b"fx:a", "3 86400000 COST 2");
+        assert_eq!(reply[..3], [0, 3, 1], "{who}: RL.FIXED denied {reply:?}");
+
+        // RL.ALL writes three keys at once, or none.
+        let all = "3 {u}:a {u}:b {u}:c SLIDING 5 60000 FIXED 4 86400000 TOKENBUCKET 3 1 60000";
+        let reply = all_of(&mut p, who, &format!("{all} COST 2"));
+        assert_eq!(reply, (1, vec![3, 2, 1]), "{who}: RL.ALL");
+        let reply = all_of(&mut p, who, &format!("{all} COST 2"));
+        assert_eq!(reply, (0, vec![1, 0, 1]), "{who}: the bucket refuses");
+
+        // Leases with binary ids; one short, one refused, and a key whose last lease is
+        // released (deleted on the replica too).
+        let reply = acquire(&mut p, who, b"lease:a", "2 60000", b"\x00a\xff");
+        assert_eq!(reply, [1, 2, 1, 0, 60_000], "{who}: RL.ACQUIRE");
+        let reply = acquire(&mut p, who, b"lease:a", "2 1000", b"\r\nb");
+        assert_eq!(reply[..4], [1, 2, 0, 0], "{who}: RL.ACQUIRE {reply:?}");
+        let reply = acquire(&mut p, who, b"lease:a", "2 60000", b"c");
+        assert_eq!(reply[..3], [0, 2, 0], "{who}: a third holder {reply:?}");
+        let reply = acquire(&mut p, who, b"lease:last", "1 60000", b"\xffx");
+        assert_eq!(reply[..3], [1, 1, 0], "{who}: RL.ACQUIRE");
+        assert_eq!(release(&mut p, who, b"lease:last", b"\xffx"), 1, "{who}");
+
         let reply = tokenbucket(&mut p, who, b"tb:upgrade", "3 1 1000 COST 2");
         assert_eq!(reply[..3], [1, 3, 1], "{who}");
         let reply = tokenbucket(&mut p, who, b"tb:upgrade", "6 2 1000");
@@ -208,19 +397,20 @@ fn replica_holds_exactly_the_primary_state_whatever_its_clock() {
         let reply = tokenbucket(&mut p, who, b"bin:\xff\x00\xfe", "2 1 60000");
         assert_eq!(reply[..3], [1, 2, 1], "{who}: binary key");
 
-        set_clock_offset(&mut p, 4_000);
-        let (first, second, cell): (Vec<i64>, Vec<i64>, Vec<i64>) = redis::pipe()
+        clock.set(&mut p, 4_000);
+        let mut acquire_in_multi = command("RL.ACQUIRE", b"lease:multi", "2 60000");
+        acquire_in_multi.arg(b"\xfe\x00");
+        let replies: Vec<Vec<i64>> = redis::pipe()
             .atomic()
             .add_command(command("RL.TOKENBUCKET", b"tb:multi", "4 1 60000"))
             .add_command(command("RL.TOKENBUCKET", b"tb:multi", "4 1 60000 COST 2"))
             .add_command(command("RL.THROTTLE", b"th:multi", "1 1 60"))
+            .add_command(command("RL.SLIDING", b"sl:multi", "3 60000 COST 2"))
+            .add_command(acquire_in_multi)
             .query(&mut p)
             .unwrap_or_else(|e| panic!("{who}: MULTI: {e}"));
-        assert_eq!(
-            (first[2], second[2], cell[2]),
-            (3, 1, 1),
-            "{who}: MULTI {first:?} {second:?} {cell:?}"
-        );
+        let remaining: Vec<i64> = replies.iter().map(|reply| reply[2]).collect();
+        assert_eq!(remaining, [3, 1, 1, 1, 1], "{who}: MULTI {replies:?}");
         let script = "local a = redis.call('RL.TOKENBUCKET', KEYS[1], 3, 1, 60000) \
                       local b = redis.call('RL.TOKENBUCKET', KEYS[1], 3, 1, 60000, 'COST', 5) \
                       local c = redis.call('RL.TOKENBUCKET', KEYS[1], 3, 1, 60000) \
@@ -232,6 +422,27 @@ fn replica_holds_exactly_the_primary_state_whatever_its_clock() {
             .query(&mut p)
             .unwrap_or_else(|e| panic!("{who}: EVAL: {e}"));
         assert_eq!(from_script, [2, 0, 1], "{who}: script");
+        let script = "local a = redis.call('RL.SLIDING', KEYS[1], 3, 60000, 'COST', 2) \
+                      local b = redis.call('RL.SLIDING', KEYS[1], 3, 60000, 'COST', 2) \
+                      local c = redis.call('RL.ACQUIRE', KEYS[2], 1, 60000, ARGV[1]) \
+                      local d = redis.call('RL.RELEASE', KEYS[2], ARGV[1]) \
+                      return {a[3], b[1], c[1], d}";
+        let from_script: Vec<i64> = redis::cmd("EVAL")
+            .arg(script)
+            .arg(2)
+            .arg(b"sl:script")
+            .arg(b"lease:script")
+            .arg(b"\x00script\xff")
+            .query(&mut p)
+            .unwrap_or_else(|e| panic!("{who}: EVAL: {e}"));
+        assert_eq!(from_script, [1, 0, 1, 1], "{who}: script");
+
+        // The short lease has ended: releasing a lease nobody holds drops it, a write.
+        assert_eq!(release(&mut p, who, b"lease:a", b"nobody"), 0, "{who}");
+        let Limiter::Concurrency(_, leases) = stored(&mut p, b"lease:a") else {
+            panic!("{who}: lease:a holds another limiter");
+        };
+        assert_eq!(leases.held().len(), 1, "{who}: {leases:?}");
 
         let now: (u64, u64) = redis::cmd("TIME").query(&mut p).unwrap();
         let state = bucket(4, now.0 * 1_000_000 + now.1).encode();
@@ -251,15 +462,35 @@ fn replica_holds_exactly_the_primary_state_whatever_its_clock() {
             .query(&mut p)
             .unwrap();
 
-        // A minute later for the primary: pre:bucket has refilled one token.
-        set_clock_offset(&mut p, 65_000);
+        // A minute later for the primary: pre:bucket has refilled one token, the logs
+        // are empty again, every lease has ended.
+        clock.set(&mut p, 65_000);
         let reply = tokenbucket(&mut p, who, b"pre:bucket", "10 1 60000");
         assert_eq!(reply[..3], [1, 10, 7], "{who}: {reply:?}");
         let reply = throttle(&mut p, who, b"pre:cell", "4 1 60");
         assert_eq!(reply[..3], [0, 5, 4], "{who}: {reply:?}");
+        let reply = sliding(&mut p, who, b"pre:log", "10 60000");
+        assert_eq!(reply, [1, 10, 9, 0, 60_000], "{who}: {reply:?}");
+        let reply = sliding(&mut p, who, b"sl:a", "20 60000");
+        assert_eq!(reply, [1, 20, 19, 0, 60_000], "{who}: {reply:?}");
+        let reply = acquire(&mut p, who, b"pre:lease", "2 60000", b"new");
+        assert_eq!(reply, [1, 2, 1, 0, 60_000], "{who}: {reply:?}");
+        let reply = fixed(&mut p, who, b"fx:a", "3 86400000");
+        assert_eq!(
+            reply[..3],
+            [1, 3, 0],
+            "{who}: the same day's window {reply:?}"
+        );
+        // Released after it ended: not held, and no lease is left: the key goes.
+        assert_eq!(release(&mut p, who, b"lease:a", b"\x00a\xff"), 0, "{who}");
+        let exists: i64 = redis::cmd("EXISTS").arg(b"lease:a").query(&mut p).unwrap();
+        assert_eq!(
+            exists, 0,
+            "{who}: a lease key without a live lease is deleted"
+        );
 
         let limiters = assert_replica_matches(&mut p, &mut r, who);
-        assert_eq!(limiters, 10, "{who}: limiters compared");
+        assert_eq!(limiters, 21, "{who}: limiters compared");
         assert_eq!(
             stored_state(&mut r, b"tb:setstate").as_deref(),
             Some(state.as_slice()),
@@ -268,7 +499,7 @@ fn replica_holds_exactly_the_primary_state_whatever_its_clock() {
 
         // Another clock for the replica, more decisions on the primary: still identical.
         set_clock_offset(&mut r, 123_456_789);
-        set_clock_offset(&mut p, 66_000);
+        clock.set(&mut p, 66_000);
         for key in [b"tb:a".as_slice(), b"tb:multi", b"tb:upgrade", b"tb:new"] {
             let _ = tokenbucket(&mut p, who, key, "6 2 1000");
         }
@@ -278,11 +509,18 @@ fn replica_holds_exactly_the_primary_state_whatever_its_clock() {
             [0, 3],
             "{who}: a second later the throttle allows"
         );
-        assert_eq!(assert_replica_matches(&mut p, &mut r, who), 11, "{who}");
+        let reply = sliding(&mut p, who, b"sl:a", "20 60000 COST 5");
+        assert_eq!(reply[..3], [1, 20, 14], "{who}: {reply:?}");
+        let reply = all_of(&mut p, who, &format!("{all} COST 1"));
+        assert_eq!(reply, (1, vec![4, 1, 1]), "{who}: RL.ALL a minute later");
+        let reply = acquire(&mut p, who, b"lease:multi", "2 60000", b"\xfe\x00");
+        assert_eq!(reply[..3], [1, 2, 1], "{who}: its lease ended: taken anew");
+        assert_eq!(assert_replica_matches(&mut p, &mut r, who), 22, "{who}");
 
-        // The primary's clock moves back an hour: its decisions go on from the stored
-        // moments (elapsed time is never negative), and the replica follows exactly.
-        set_clock_offset(&mut p, 0);
+        // The primary's clock moves back a minute: its decisions go on from the stored
+        // moments (elapsed time is never negative, a log records at its newest entry's
+        // time), and the replica follows exactly.
+        clock.set(&mut p, 0);
         let reply = tokenbucket(&mut p, who, b"pre:bucket", "10 1 60000");
         assert_eq!(
             reply[..3],
@@ -295,141 +533,41 @@ fn replica_holds_exactly_the_primary_state_whatever_its_clock() {
             [1, 6, 3],
             "{who}: after the clock moved back {reply:?}"
         );
-        assert_eq!(assert_replica_matches(&mut p, &mut r, who), 11, "{who}");
+        let reply = sliding(&mut p, who, b"sl:a", "20 60000");
+        assert_eq!(reply[..3], [1, 20, 13], "{who}: {reply:?}");
+        let Limiter::Sliding(_, log) = stored(&mut p, b"sl:a") else {
+            panic!("{who}: sl:a holds another limiter");
+        };
+        let times: Vec<u64> = log.iter().map(|(at, _)| at).collect();
+        assert!(
+            times.len() == 3 && times[1] == times[2],
+            "{who}: the entry is recorded at the newest entry's time: {times:?}"
+        );
+        assert_eq!(assert_replica_matches(&mut p, &mut r, who), 22, "{who}");
 
         // The replica only ever stored states: it never ran a decision.
         let replica_info = |r: &mut Connection, field: &str| {
             info_value(r, "redlimit", &format!("redlimit_{field}"))
                 .unwrap_or_else(|| panic!("{who}: INFO redlimit has no {field}"))
         };
-        assert_eq!(replica_info(&mut r, "tokenbucket_calls"), "0", "{who}");
-        assert_eq!(replica_info(&mut r, "throttle_calls"), "0", "{who}");
+        for command in [
+            "tokenbucket",
+            "throttle",
+            "sliding",
+            "fixed",
+            "all",
+            "acquire",
+            "release",
+        ] {
+            let calls = replica_info(&mut r, &format!("{command}_calls"));
+            assert_eq!(calls, "0", "{who}: the replica ran {command}");
+        }
         assert_eq!(replica_info(&mut r, "reset_calls"), "1", "{who}");
         let setstates: i64 = replica_info(&mut r, "setstate_calls").parse().unwrap();
         assert!(
-            setstates >= 20,
+            setstates >= 50,
             "{who}: the replica ran {setstates} RL.SETSTATE"
         );
-    }
-}
-
-/// The bytes of a command in the replication stream (RESP array of bulk strings).
-fn resp_len(args: &[&[u8]]) -> i64 {
-    let header = format!("*{}\r\n", args.len()).len();
-    let body: usize = args
-        .iter()
-        .map(|arg| format!("${}\r\n", arg.len()).len() + arg.len() + 2)
-        .sum();
-    i64::try_from(header + body).unwrap()
-}
-
-#[test]
-fn denied_peek_and_cost_zero_calls_propagate_nothing() {
-    for binary in servers() {
-        let who = binary.name();
-        // No PING to the replica during the test: it would move the offset.
-        let (primary, replica) =
-            primary_and_replica(&binary, &["--repl-ping-replica-period", "3600"]);
-        let mut p = primary.connection();
-        let mut r = replica.connection();
-        let key: &[u8] = b"k";
-
-        let () = redis::cmd("SET")
-            .arg("string")
-            .arg("v")
-            .query(&mut p)
-            .unwrap();
-        let reply = tokenbucket(&mut p, who, key, "5 1 60000");
-        assert_eq!(reply[..3], [1, 5, 4], "{who}");
-        for _ in 0..2 {
-            let _ = throttle(&mut p, who, b"cell", "1 1 60");
-        }
-
-        // An allowed call propagates exactly one RL.SETSTATE with the new state.
-        let before = master_repl_offset(&mut p);
-        let reply = tokenbucket(&mut p, who, key, "5 1 60000");
-        assert_eq!(reply[..3], [1, 5, 3], "{who}");
-        let state = stored_state(&mut p, key).unwrap();
-        let allowed = master_repl_offset(&mut p);
-        assert_eq!(
-            allowed - before,
-            resp_len(&[b"RL.SETSTATE", key, &state]),
-            "{who}: an allowed call propagates one RL.SETSTATE"
-        );
-
-        let nothing_calls: [(&str, &[u8], &str, Option<i64>); 11] = [
-            ("RL.TOKENBUCKET", key, "5 1 60000 COST 4", Some(0)),
-            ("RL.TOKENBUCKET", key, "5 1 60000 COST 6", Some(0)),
-            ("RL.TOKENBUCKET", key, "5 1 60000 PEEK", Some(1)),
-            ("RL.TOKENBUCKET", key, "5 1 60000 COST 3 PEEK", Some(1)),
-            ("RL.TOKENBUCKET", key, "5 1 60000 COST 0", Some(1)),
-            (
-                "RL.TOKENBUCKET",
-                key,
-                "5 1 60000 COST 4 MAXWAIT 10",
-                Some(0),
-            ),
-            ("RL.TOKENBUCKET", b"missing", "5 1 60000 PEEK", Some(1)),
-            ("RL.TOKENBUCKET", b"missing", "5 1 60000 COST 0", Some(1)),
-            ("RL.THROTTLE", b"cell", "1 1 60", Some(1)),
-            ("RL.TOKENBUCKET", b"string", "5 1 60000", None),
-            ("RL.THROTTLE", key, "1 1 60", None),
-        ];
-        for (name, target, args, first) in nothing_calls {
-            let reply: redis::RedisResult<Vec<i64>> = command(name, target, args).query(&mut p);
-            match (first, reply) {
-                (Some(expected), Ok(reply)) => assert_eq!(
-                    reply[0],
-                    expected,
-                    "{who}: {name} {} {args}: {reply:?}",
-                    show(target)
-                ),
-                (None, Err(error)) => assert_eq!(error.code(), Some("WRONGTYPE"), "{who}"),
-                (_, other) => panic!("{who}: {name} {} {args}: {other:?}", show(target)),
-            }
-        }
-        let syntax: redis::RedisResult<Vec<i64>> =
-            command("RL.TOKENBUCKET", key, "5 1 60000 BOGUS").query(&mut p);
-        assert!(syntax.is_err(), "{who}: {syntax:?}");
-        assert_eq!(
-            status(&mut p, key).map(|s| s.number("remaining")),
-            Some(2),
-            "{who}"
-        );
-        assert_eq!(status(&mut p, b"missing"), None, "{who}");
-        let deleted: i64 = redis::cmd("RL.RESET")
-            .arg(b"missing")
-            .query(&mut p)
-            .unwrap();
-        assert_eq!(deleted, 0, "{who}");
-
-        assert_eq!(
-            master_repl_offset(&mut p),
-            allowed,
-            "{who}: denied, PEEK, COST 0, read-only and failed calls propagated something"
-        );
-        assert_eq!(stored_state(&mut p, key).as_ref(), Some(&state), "{who}");
-
-        // And the next allowed call, then a deleting RL.RESET, do propagate.
-        let reply = tokenbucket(&mut p, who, key, "5 1 60000 COST 2");
-        assert_eq!(reply[..3], [1, 5, 1], "{who}");
-        let state = stored_state(&mut p, key).unwrap();
-        let after_allowed = master_repl_offset(&mut p);
-        assert_eq!(
-            after_allowed - allowed,
-            resp_len(&[b"RL.SETSTATE", key, &state]),
-            "{who}"
-        );
-        let deleted: i64 = redis::cmd("RL.RESET").arg(key).query(&mut p).unwrap();
-        assert_eq!(deleted, 1, "{who}");
-        assert_eq!(
-            master_repl_offset(&mut p) - after_allowed,
-            resp_len(&[b"RL.RESET", key]),
-            "{who}: a deleting RL.RESET propagates itself"
-        );
-        assert_replica_matches(&mut p, &mut r, who);
-        let exists: i64 = redis::cmd("EXISTS").arg(key).query(&mut r).unwrap();
-        assert_eq!(exists, 0, "{who}: RL.RESET reached the replica");
     }
 }
 
@@ -440,17 +578,36 @@ fn status_on_the_replica_matches_the_primary_under_the_same_clock() {
         let (primary, replica) = primary_and_replica(&binary, &[]);
         let mut p = primary.connection();
         let mut r = replica.connection();
-        set_clock_offset(&mut p, 5_000);
+        let clock = Clock::aligned(&mut p);
+        clock.set(&mut p, 5_000);
         let _ = tokenbucket(&mut p, who, b"bucket", "10 1 60000 COST 4");
         let _ = tokenbucket(&mut p, who, b"borrow", "4 2 10000 COST 4");
         let _ = tokenbucket(&mut p, who, b"borrow", "4 2 10000 COST 2 MAXWAIT 20000");
         for _ in 0..3 {
             let _ = throttle(&mut p, who, b"cell", "3 1 60");
         }
+        for cost in [4, 3] {
+            let _ = sliding(&mut p, who, b"log", &format!("10 60000 COST {cost}"));
+        }
+        let _ = sliding(&mut p, who, b"approx", "100 86400000 APPROX COST 30");
+        let _ = fixed(&mut p, who, b"fixed", "5 86400000 COST 2");
+        let reply = all_of(
+            &mut p,
+            who,
+            "2 {s}:a {s}:b SLIDING 4 60000 FIXED 6 86400000 COST 2",
+        );
+        assert_eq!(reply, (1, vec![2, 4]), "{who}");
+        for id in [b"\x00one".as_slice(), b"\xfftwo"] {
+            let _ = acquire(&mut p, who, b"leases", "3 60000", id);
+        }
         wait_for_replica(&mut p, who);
 
-        set_clock_offset(&mut r, 5_000);
-        for key in [b"bucket".as_slice(), b"borrow", b"cell"] {
+        let keys: [&[u8]; 9] = [
+            b"bucket", b"borrow", b"cell", b"log", b"approx", b"fixed", b"{s}:a", b"{s}:b",
+            b"leases",
+        ];
+        clock.set(&mut r, 5_000);
+        for key in keys {
             let read_at = Instant::now();
             let on_primary = status(&mut p, key).unwrap();
             let on_replica = status(&mut r, key)
@@ -467,24 +624,45 @@ fn status_on_the_replica_matches_the_primary_under_the_same_clock() {
             "{who}: {report:?}"
         );
 
-        // The replica's own clock only changes how the same state reads.
-        set_clock_offset(&mut r, 5_000 + 3_600_000);
-        let report = status(&mut r, b"bucket").unwrap();
-        assert_eq!(
-            report.number("remaining"),
-            9,
-            "{who}: an hour later: {report:?}"
-        );
+        // The replica's own clock only changes how the same state reads: an hour later
+        // the bucket has refilled, the logs are empty, the leases have ended, and the
+        // day's windows still count.
+        clock.set(&mut r, 5_000 + 3_600_000);
+        let expected: [(&[u8], i64); 8] = [
+            (b"bucket", 9),
+            (b"log", 9),
+            (b"{s}:a", 3),
+            (b"leases", 2),
+            (b"fixed", 2),
+            (b"{s}:b", 3),
+            (b"approx", 69),
+            (b"cell", 3),
+        ];
+        for (key, remaining) in expected {
+            let report = status(&mut r, key).unwrap();
+            assert_eq!(
+                report.number("remaining"),
+                remaining,
+                "{who}: {} an hour later: {report:?}",
+                show(key)
+            );
+        }
 
         // Writes are refused on a read-only replica.
-        for cmd in [
-            command("RL.TOKENBUCKET", b"bucket", "10 1 60000"),
-            command("RL.THROTTLE", b"cell", "3 1 60"),
-            command("RL.RESET", b"bucket", ""),
+        for call in [
+            "RL.TOKENBUCKET bucket 10 1 60000",
+            "RL.THROTTLE cell 3 1 60",
+            "RL.SLIDING log 10 60000",
+            "RL.SLIDING approx 100 86400000 APPROX",
+            "RL.FIXED fixed 5 86400000",
+            "RL.ALL 2 {s}:a {s}:b SLIDING 4 60000 FIXED 6 86400000",
+            "RL.ACQUIRE leases 3 60000 x",
+            "RL.RELEASE leases x",
+            "RL.RESET bucket",
         ] {
-            let reply: redis::RedisResult<redis::Value> = cmd.query(&mut r);
+            let reply: redis::RedisResult<Value> = line(call).query(&mut r);
             let error = reply.expect_err("a write on a replica");
-            assert_eq!(error.code(), Some("READONLY"), "{who}: {error}");
+            assert_eq!(error.code(), Some("READONLY"), "{who}: {call}: {error}");
         }
         assert_replica_matches(&mut p, &mut r, who);
     }
@@ -502,12 +680,42 @@ fn a_key_expiring_on_the_primary_is_deleted_on_the_replica() {
         for con in [&mut p, &mut r] {
             let () = redis::cmd("SELECT").arg(DB).query(con).unwrap();
         }
-        // With the primary's clock at offset 0, the key expires when it refills: 50 ms.
-        let reply = tokenbucket(&mut p, who, b"short", "1 1 50");
-        assert_eq!(reply, [1, 1, 0, 0, 50], "{who}");
-        let expired_before: i64 = info_value(&mut p, "stats", "expired_keys")
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+        // With the primary's clock at offset 0, each key expires when its limiter is back
+        // to full: within 50 ms (100 ms for APPROX, whose count weighs for two windows).
+        // One transaction creates them and reads the expiry count: none expires between.
+        let calls: [(&str, std::ops::RangeInclusive<i64>); 6] = [
+            ("RL.TOKENBUCKET short 1 1 50", 50..=50),
+            ("RL.SLIDING log 1 50", 50..=50),
+            ("RL.SLIDING approx 1 50 APPROX", 51..=100),
+            ("RL.FIXED fixed 1 50", 1..=50),
+            ("RL.ACQUIRE lease 1 50 \x00holder", 50..=50),
+            ("RL.ALL 2 {e}:a {e}:b SLIDING 1 50 FIXED 1 50", 0..=0),
+        ];
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (call, _) in &calls {
+            pipe.add_command(line(call));
+        }
+        pipe.cmd("INFO").arg("stats");
+        let mut replies: Vec<Value> = pipe
+            .query(&mut p)
+            .unwrap_or_else(|e| panic!("{who}: MULTI: {e}"));
+        let stats: String = redis::from_redis_value(&replies.pop().unwrap()).unwrap();
+        for ((call, reset_after), reply) in calls.iter().zip(&replies) {
+            assert_eq!(first_field(reply), 1, "{who}: {call}: {reply:?}");
+            if let Ok(decision) = redis::from_redis_value::<Vec<i64>>(reply) {
+                assert_eq!(decision[..4], [1, 1, 0, 0], "{who}: {call}: {decision:?}");
+                assert!(
+                    reset_after.contains(&decision[4]),
+                    "{who}: {call}: {decision:?}"
+                );
+            }
+        }
+        let expired_before: i64 = stats
+            .lines()
+            .find_map(|line| line.strip_prefix("expired_keys:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{who}: no expired_keys in {stats}"));
         wait_for_replica(&mut p, who);
 
         // DBSIZE counts keys the replica still holds, expired or not: a replica never
@@ -520,76 +728,19 @@ fn a_key_expiring_on_the_primary_is_deleted_on_the_replica() {
             }
             assert!(
                 Instant::now() < deadline,
-                "{who}: the replica still holds the key {EXPIRY_WAIT:?} after it idled"
+                "{who}: the replica still holds {held} keys {EXPIRY_WAIT:?} after they idled"
             );
             thread::sleep(Duration::from_millis(20));
         }
         let held: i64 = redis::cmd("DBSIZE").query(&mut p).unwrap();
-        assert_eq!(held, 0, "{who}: the primary still holds the key");
+        assert_eq!(held, 0, "{who}: the primary still holds keys");
         let expired_after: i64 = info_value(&mut p, "stats", "expired_keys")
             .and_then(|v| v.parse().ok())
             .unwrap();
         assert_eq!(
             expired_after - expired_before,
-            1,
-            "{who}: the primary expired it"
-        );
-    }
-}
-
-/// What other clients see of a call that writes nothing. Like a replica, a client that
-/// `WATCH`es a limiter key must not see a write when a request was denied, peeked or of
-/// cost 0: its transaction must still commit.
-#[test]
-fn calls_that_write_nothing_do_not_abort_a_transaction_watching_the_key() {
-    for binary in servers() {
-        let who = binary.name();
-        let server = with_module(&binary).start();
-        let mut watcher = server.connection();
-        let mut caller = server.connection();
-        let reply = tokenbucket(&mut caller, who, b"bucket", "1 1 60000");
-        assert_eq!(reply[..3], [1, 1, 0], "{who}");
-        let reply = throttle(&mut caller, who, b"cell", "0 1 60");
-        assert_eq!(reply[..3], [0, 1, 0], "{who}");
-
-        // (command, key, args, first field of the reply; -1: not a decision)
-        let calls: [(&str, &[u8], &str, i64); 7] = [
-            ("RL.TOKENBUCKET", b"bucket", "1 1 60000 PEEK", 0),
-            ("RL.TOKENBUCKET", b"bucket", "1 1 60000 COST 0", 1),
-            ("RL.TOKENBUCKET", b"bucket", "1 1 60000", 0),
-            (
-                "RL.TOKENBUCKET",
-                b"bucket",
-                "1 1 60000 COST 1 MAXWAIT 10",
-                0,
-            ),
-            ("RL.THROTTLE", b"cell", "0 1 60", 1),
-            ("RL.STATUS", b"bucket", "", -1),
-            ("RL.RESET", b"missing", "", -1),
-        ];
-        let mut aborted_by = Vec::new();
-        for (name, key, args, first) in calls {
-            let () = redis::cmd("WATCH").arg(key).query(&mut watcher).unwrap();
-            let reply: redis::Value = command(name, key, args)
-                .query(&mut caller)
-                .unwrap_or_else(|e| panic!("{who}: {name} {args}: {e}"));
-            if first >= 0 {
-                let reply: Vec<i64> = redis::from_redis_value(&reply).unwrap();
-                assert_eq!(reply[0], first, "{who}: {name} {args}: {reply:?}");
-            }
-            let committed: Option<(String,)> = redis::pipe()
-                .atomic()
-                .cmd("PING")
-                .query(&mut watcher)
-                .unwrap();
-            if committed.is_none() {
-                aborted_by.push(format!("{name} {} {args}", show(key)));
-            }
-        }
-        assert!(
-            aborted_by.is_empty(),
-            "{who}: these calls change nothing, yet abort a transaction that WATCHes \
-             their key: {aborted_by:?}"
+            7,
+            "{who}: the primary expired every key"
         );
     }
 }
