@@ -193,8 +193,7 @@ pub fn state_from_dump(payload: &[u8]) -> Result<Vec<u8>, String> {
             "the value does not start with a string: {payload:?}"
         ));
     }
-    let len = usize::try_from(reader.length()?).map_err(|e| e.to_string())?;
-    let state = reader.take(len)?.to_vec();
+    let state = reader.string()?;
     if reader.length()? != OPCODE_EOF {
         return Err(format!("more than one string in the value: {payload:?}"));
     }
@@ -203,6 +202,40 @@ pub fn state_from_dump(payload: &[u8]) -> Result<Vec<u8>, String> {
         return Err(format!("unexpected footer after the value: {payload:?}"));
     }
     Ok(state)
+}
+
+/// LZF (as Redis writes it): literal runs `000LLLLL` of L + 1 bytes, and back references
+/// `LLLooooo oooooooo` (L = 7: one more length byte) copying L + 2 bytes from o + 1 back.
+fn lzf_decompress(input: &[u8], len: usize) -> Result<Vec<u8>, String> {
+    let mut out: Vec<u8> = Vec::with_capacity(len);
+    let mut bytes = input.iter().copied();
+    let mut next = || bytes.next().ok_or_else(|| "truncated LZF data".to_owned());
+    while out.len() < len {
+        let control = usize::from(next()?);
+        if control < 32 {
+            for _ in 0..=control {
+                out.push(next()?);
+            }
+            continue;
+        }
+        let mut run = control >> 5;
+        if run == 7 {
+            run += usize::from(next()?);
+        }
+        let back = ((control & 0x1f) << 8) + usize::from(next()?) + 1;
+        let start = out
+            .len()
+            .checked_sub(back)
+            .ok_or("LZF reference before the start")?;
+        for i in 0..run + 2 {
+            let byte = *out.get(start + i).ok_or("LZF reference past the end")?;
+            out.push(byte);
+        }
+    }
+    if out.len() != len {
+        return Err(format!("LZF gave {} bytes, expected {len}", out.len()));
+    }
+    Ok(out)
 }
 
 /// Reads RDB length-encoded numbers.
@@ -223,6 +256,20 @@ impl RdbReader<'_> {
 
     fn byte(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?.first().copied().unwrap_or_default())
+    }
+
+    /// A string: plain, or LZF-compressed (`rdbcompression yes` compresses strings over
+    /// 20 bytes).
+    fn string(&mut self) -> Result<Vec<u8>, String> {
+        const LZF: u8 = 0xc3;
+        if self.0.first() != Some(&LZF) {
+            let len = usize::try_from(self.length()?).map_err(|e| e.to_string())?;
+            return Ok(self.take(len)?.to_vec());
+        }
+        self.byte()?;
+        let compressed = usize::try_from(self.length()?).map_err(|e| e.to_string())?;
+        let len = usize::try_from(self.length()?).map_err(|e| e.to_string())?;
+        lzf_decompress(self.take(compressed)?, len)
     }
 
     fn length(&mut self) -> Result<u64, String> {
@@ -370,5 +417,27 @@ mod tests {
                 .matches_later(&later, Duration::from_secs(1))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn compressed_states_are_read_back() {
+        // `DUMP` of an exact sliding log with 30 entries, compressed by the server (LZF).
+        let payload = [
+            7, 129, 173, 231, 101, 138, 104, 173, 208, 1, 5, 195, 49, 64, 72, 14, 1, 4, 100, 224,
+            212, 3, 211, 162, 179, 209, 160, 52, 0, 1, 4, 96, 1, 0, 6, 160, 1, 0, 5, 160, 7, 64, 9,
+            0, 5, 32, 25, 64, 7, 0, 7, 32, 5, 64, 1, 64, 41, 64, 19, 128, 1, 1, 4, 1, 0, 10, 0, 2,
+            216, 190, 219, 187, 148, 113, 167,
+        ];
+        let state = state_from_dump(&payload).unwrap();
+        assert_eq!(
+            state.len(),
+            72,
+            "3 + window 3 + first time 6 + 30 entries of 2 bytes"
+        );
+        // Version 1, algorithm 4 (sliding), limit 100, ...
+        assert_eq!(state[..3], [1, 4, 100]);
+        // The entries: (ms since the previous one, cost) pairs, every cost 1.
+        let costs: Vec<u8> = state[12..].iter().skip(1).step_by(2).copied().collect();
+        assert_eq!(costs, [1; 30]);
     }
 }
