@@ -14,6 +14,7 @@
 #[path = "replication/propagation.rs"]
 mod propagation;
 
+use redlimit_test_support::{snapshot, stored_state};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -162,35 +163,6 @@ impl Clock {
     fn set(self, con: &mut Connection, offset_ms: u64) {
         set_clock_offset(con, self.base + offset_ms);
     }
-}
-
-/// [`redlimit_test_support::snapshot`], with `rdbcompression` off for the moment of the
-/// `DUMP`: the harness's payload reader does not decode LZF-compressed strings, which a
-/// server writes for any state over 20 bytes (a sliding log of a few entries, two
-/// leases). Full syncs stay compressed.
-fn snapshot(con: &mut Connection, key: &[u8]) -> Option<KeySnapshot> {
-    uncompressed(con, |con| redlimit_test_support::snapshot(con, key))
-}
-
-/// [`redlimit_test_support::stored_state`], read as [`snapshot`] reads.
-fn stored_state(con: &mut Connection, key: &[u8]) -> Option<Vec<u8>> {
-    uncompressed(con, |con| redlimit_test_support::stored_state(con, key))
-}
-
-/// Runs `read` with `rdbcompression no`, then turns compression back on (the default).
-fn uncompressed<T>(con: &mut Connection, read: impl FnOnce(&mut Connection) -> T) -> T {
-    let set = |con: &mut Connection, value: &str| {
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("rdbcompression")
-            .arg(value)
-            .query(con)
-            .unwrap_or_else(|e| panic!("CONFIG SET rdbcompression {value}: {e}"));
-    };
-    set(con, "no");
-    let value = read(con);
-    set(con, "yes");
-    value
 }
 
 /// The decoded limiter stored at `key`.

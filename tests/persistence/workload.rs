@@ -4,6 +4,7 @@
 //! windows, RL.ALL over several keys and leases (RL.ACQUIRE / RL.RELEASE), in two phases
 //! (so an AOF rewrite can happen in between).
 
+pub use redlimit_test_support::{snapshot, stored_state};
 use std::time::Instant;
 
 use redis::{Connection, Value};
@@ -560,35 +561,6 @@ fn assert_stored_shapes(con: &mut Connection, who: &str) {
     };
     let ids: Vec<&[u8]> = leases.held().iter().map(|lease| &*lease.id).collect();
     assert_eq!(ids, [HOLDER], "{who}: {leases:?}");
-}
-
-/// [`redlimit_test_support::snapshot`], with `rdbcompression` off for the moment of the
-/// `DUMP`: the harness's payload reader does not decode LZF-compressed strings, which a
-/// server writes for any state over 20 bytes (a sliding log of a few entries, two
-/// leases). RDB files, AOF preambles and full syncs stay compressed.
-pub fn snapshot(con: &mut Connection, key: &[u8]) -> Option<KeySnapshot> {
-    uncompressed(con, |con| redlimit_test_support::snapshot(con, key))
-}
-
-/// [`redlimit_test_support::stored_state`], read as [`snapshot`] reads.
-pub fn stored_state(con: &mut Connection, key: &[u8]) -> Option<Vec<u8>> {
-    uncompressed(con, |con| redlimit_test_support::stored_state(con, key))
-}
-
-/// Runs `read` with `rdbcompression no`, then turns compression back on (the default).
-fn uncompressed<T>(con: &mut Connection, read: impl FnOnce(&mut Connection) -> T) -> T {
-    let set = |con: &mut Connection, value: &str| {
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("rdbcompression")
-            .arg(value)
-            .query(con)
-            .unwrap_or_else(|e| panic!("CONFIG SET rdbcompression {value}: {e}"));
-    };
-    set(con, "no");
-    let value = read(con);
-    set(con, "yes");
-    value
 }
 
 /// The decoded limiter stored at `key`.
