@@ -16,26 +16,41 @@
 //! must answer PING and the keys of other types must be untouched; at the end its log must
 //! show no panic.
 //!
-//! The `states` property stores valid and mutated encodings with `RL.SETSTATE` (accepted
-//! exactly when `redlimit_core::Limiter::decode` accepts them), then reads them back with
-//! RL.STATUS, DUMP/RESTORE, COPY, DEBUG DIGEST-VALUE and MEMORY USAGE, and calls every
-//! command on them.
+//! The `states` property stores valid and mutated encodings, and encodings written by hand
+//! with numbers at and beyond every bound, with `RL.SETSTATE` (accepted exactly when
+//! `redlimit_core::Limiter::decode` accepts them, which must refuse every policy out of the
+//! documented ranges), then reads them back with RL.STATUS (exactly its fields, each once,
+//! the policy within the ranges), DUMP/RESTORE, COPY, DEBUG DIGEST-VALUE and MEMORY USAGE,
+//! and calls every command on them.
 //!
 //! The `invariants` property sends valid random traffic and checks what must always hold:
 //! a denied call, a PEEK and a COST 0 change nothing (byte-identical DUMP and expiry, an
 //! identical RL.STATUS before and after at one instant where the server freezes time in
 //! MULTI/EXEC, and a WATCH on the key survives) while a counted call aborts a WATCH; a PEEK
-//! answers exactly what the call itself answers; `remaining <= limit`; a denied request is
-//! allowed once its `retry_after_ms` (+1 ms) has passed; and a clock moved backwards never
-//! grants more than the state granted before, nor more than its last decision left.
+//! answers exactly what the call itself answers; `remaining <= limit`; `retry_after_ms <=
+//! reset_after_ms`; a denied request is allowed once its `retry_after_ms` (+1 ms) has passed
+//! and finds the limiter full once its `reset_after_ms` (+1 ms) has — also right after the
+//! clock moved back, where both include the wait for the clock; and a clock moved backwards
+//! never grants more than the state granted before, nor more than its last decision left.
 //!
 //! Settings: `REDLIMIT_FUZZ_CASES` (cases of the `arguments` and `states` properties; the
 //! others are scaled from it; default 512), `REDLIMIT_FUZZ_SEED` (default fixed), and the
 //! harness's `REDLIMIT_SERVERS` and `REDLIMIT_MODULE`. Run with
 //! `cargo build -p redlimit-module && cargo test --test fuzz -- --nocapture`.
 //!
-//! Module bugs the fuzzer found are pinned by the `bug_*` tests at the end; the properties
-//! tolerate them (each tolerance names its test) so that they keep finding new ones.
+//! The oracle knows every documented range: durations (`refill_ms`, `window_ms`, `lease_ms`)
+//! up to 10^13 ms, counts up to 2^62, an exact sliding log up to 2^20, APPROX up to 2^40,
+//! leases up to 100,000, and a token bucket's products up to 2^62 / 1000. A value beyond
+//! its bound must be the error giving it (`ERR window_ms must be at most 10000000000000`),
+//! never a success, and no reply field may be saturated at `i64::MAX`. Intended
+//! compatibility is the one tolerance by design: RL.THROTTLE's `remaining` is redis-cell's
+//! (see [`throttle_most_remaining`]).
+//!
+//! The first three module bugs the fuzzer found are fixed; regression tests at the end pin
+//! the fixed behaviour exactly (ranges refused, retry/reset after a clock step back,
+//! RL.STATUS field names). A bug found since is pinned by a failing `bug_*` test and
+//! tolerated in one place that names it ([`far_future_tolerated`]), so that the properties
+//! keep looking for others.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -73,6 +88,21 @@ const STABLE_TTL_MS: i64 = 60_000;
 const MIN_BACKWARD_MS: i64 = 10_000;
 /// The longest lease id the module accepts (`docs/commands.md`, RL.ACQUIRE).
 const MAX_LEASE_ID_LEN: usize = 1_024;
+
+// The documented ranges (`docs/commands.md`), written out here rather than taken from the
+// core, so that the oracle notices when the module and the core move together.
+/// Every duration argument: `refill_ms`, `window_ms`, `lease_ms` (Conventions, Ranges).
+const MAX_DURATION_MS: u64 = 10_000_000_000_000;
+/// Every count: `refill_tokens`, a fixed window's `limit` (Conventions, Ranges).
+const MAX_COUNT: u64 = 1 << 62;
+/// `capacity * refill_ms` and `MAXWAIT * refill_tokens` (RL.TOKENBUCKET, Ranges).
+const MAX_BUCKET_PRODUCT: u64 = (1 << 62) / 1_000;
+/// An exact sliding log's `limit` (RL.SLIDING).
+const MAX_SLIDING_LIMIT: u64 = 1 << 20;
+/// `limit` and `window_ms` of `RL.SLIDING ... APPROX`.
+const MAX_APPROX: u64 = 1 << 40;
+/// Leases held at once (RL.ACQUIRE).
+const MAX_LEASES: u64 = 100_000;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -778,7 +808,74 @@ fn mutation() -> BoxedStrategy<Mutation> {
     .boxed()
 }
 
-/// A state argument: a valid encoding (maybe mutated), a valid header then noise, or junk.
+/// `numbers` as unsigned LEB128 varints, as the stored encoding writes them.
+fn varints(numbers: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &n in numbers {
+        let mut n = n;
+        while n >= 0x80 {
+            out.push(n.to_le_bytes()[0] | 0x80);
+            n >>= 7;
+        }
+        out.push(n.to_le_bytes()[0]);
+    }
+    out
+}
+
+/// A stored state written by hand: the version byte, the algorithm's tag, then `numbers`
+/// as varints (`core/src/encoding.rs`).
+fn hand_state(tag: u8, numbers: &[u64]) -> Vec<u8> {
+    [vec![1, tag], varints(numbers)].concat()
+}
+
+/// A state written by hand whose numbers (policy and state) sit at and beyond every
+/// documented bound: accepted exactly when the policy is within the ranges.
+fn bounded_state() -> BoxedStrategy<Vec<u8>> {
+    let now_ms = wall_micros() / 1_000;
+    let numbers = vec![
+        0,
+        1,
+        2,
+        1_000,
+        MAX_LEASES,
+        MAX_LEASES + 1,
+        MAX_SLIDING_LIMIT,
+        MAX_SLIDING_LIMIT + 1,
+        MAX_APPROX,
+        MAX_APPROX + 1,
+        461,
+        462,
+        MAX_BUCKET_PRODUCT,
+        MAX_BUCKET_PRODUCT + 1,
+        MAX_DURATION_MS,
+        MAX_DURATION_MS + 1,
+        MAX_COUNT,
+        MAX_COUNT + 1,
+        i64::MAX.unsigned_abs(),
+        u64::MAX,
+        now_ms,
+        now_ms * 1_000,
+    ];
+    (1u8..=6, vec(select(numbers), 5))
+        .prop_map(|(tag, mut numbers)| {
+            // Bucket and APPROX have five numbers, throttle and fixed four, the sliding
+            // log and leases three (then no entries, no leases).
+            let count = match tag {
+                1 | 5 => 5,
+                2 | 3 => 4,
+                _ => 3,
+            };
+            numbers.truncate(count);
+            if tag == 6 {
+                numbers[2] = 0;
+            }
+            hand_state(tag, &numbers)
+        })
+        .boxed()
+}
+
+/// A state argument: a valid encoding (maybe mutated), one at the bounds, a valid header
+/// then noise, or junk.
 fn state_bytes() -> BoxedStrategy<Vec<u8>> {
     let headers: Vec<Vec<u8>> = (0u8..=7)
         .map(|tag| vec![1, tag])
@@ -786,6 +883,7 @@ fn state_bytes() -> BoxedStrategy<Vec<u8>> {
         .collect();
     prop_oneof![
         4 => (limiter(), mutation()).prop_map(|(limiter, m)| m.apply(limiter.encode())),
+        2 => bounded_state(),
         1 => (select(headers), vec(any::<u8>(), 0..24)).prop_map(|(h, rest)| [h, rest].concat()),
         1 => junk(),
     ]
@@ -851,6 +949,9 @@ enum Failure {
     Arity,
     Syntax,
     Argument(&'static str),
+    /// `ERR <argument> must be at most <bound>` (maybe followed by why, e.g. `when
+    /// refill_ms is 1`): a number beyond a documented range.
+    Bound(&'static str, u64),
     WrongType,
     BadState,
 }
@@ -872,6 +973,10 @@ impl Failure {
                 text == "ERR syntax error" || script && text.starts_with("ERR syntax error ")
             }
             Failure::Argument(name) => text.starts_with(&format!("ERR {name} must be ")),
+            Failure::Bound(name, most) => {
+                let exact = format!("ERR {name} must be at most {most}");
+                text == exact || text.starts_with(&format!("{exact} "))
+            }
             Failure::WrongType => text.starts_with("WRONGTYPE "),
             Failure::BadState => text.starts_with("ERR state must be a redlimit state"),
         }
@@ -950,6 +1055,9 @@ enum Success {
 struct Expect {
     failures: Vec<Failure>,
     success: Option<Success>,
+    /// The core refuses a policy the documented ranges allow: whatever the module answers,
+    /// the call fails the property.
+    disagreement: Option<String>,
 }
 
 /// Collects what is wrong with a call. A *hard* failure forbids success; a *soft* one (a
@@ -958,6 +1066,7 @@ struct Expect {
 struct Oracle {
     failures: Vec<Failure>,
     hard: bool,
+    disagreement: Option<String>,
 }
 
 /// How a numeric argument reads.
@@ -1043,40 +1152,59 @@ impl Oracle {
         }
     }
 
-    /// A policy built by the core; its error names the argument.
-    fn policy<P>(&mut self, built: Result<P, redlimit_core::ArgumentError>) -> Option<P> {
+    /// A number beyond its documented range: the only allowed reply is the error that
+    /// gives the bound.
+    fn at_most(&mut self, name: &'static str, value: Option<u64>, most: u64) {
+        if value.is_some_and(|n| n > most) {
+            self.hard(Failure::Bound(name, most));
+        }
+    }
+
+    /// The documented ranges of the policy `algorithm` takes, its numbers in
+    /// [`policy_fields`] order (`None` where a number did not read).
+    fn ranges(&mut self, algorithm: Algorithm, numbers: &[Option<u64>]) {
+        for (&(name, _, most), &n) in policy_fields(algorithm).iter().zip(numbers) {
+            // A bucket's capacity is bounded with refill_ms, below.
+            if algorithm != Algorithm::TokenBucket || name != "capacity" {
+                self.at_most(name, n, most);
+            }
+        }
+        if algorithm == Algorithm::TokenBucket
+            && let Some(ms) = numbers[2].filter(|&ms| ms <= MAX_DURATION_MS)
+        {
+            self.at_most("capacity", numbers[0], bucket_capacity_most(ms));
+        }
+    }
+
+    /// A throttle built by the core (its ranges are redis-cell's, checked by the core
+    /// alone); its error names the argument.
+    fn throttle(
+        &mut self,
+        built: Result<Throttle, redlimit_core::ArgumentError>,
+    ) -> Option<Throttle> {
         built
             .map_err(|e| self.hard(Failure::Argument(e.argument())))
             .ok()
     }
 
-    /// The rule of a window or lease request. A limit above `i64::MAX` (RL.FIXED takes
-    /// any) cannot be replied: the contract wants it refused ("never saturated silently"),
-    /// the module replies `i64::MAX`; accept both
-    /// (`bug_huge_limits_and_windows_are_saturated`).
-    fn rule(&mut self, algorithm: Algorithm, limit: u64, options: &Options) -> Rule {
-        let mut rule = Rule::simple(algorithm, limit, options.cost, options.peek);
-        let most = i64::MAX.unsigned_abs();
-        if limit > most {
-            self.soft(Failure::Argument("limit"));
-            rule.limit = most;
-            rule.most_remaining = most;
-        }
-        rule
-    }
-
-    /// Numbers the module accepts today but cannot reply or compute exactly, which the
-    /// contract says to refuse (`bug_huge_limits_and_windows_are_saturated`): a fix may
-    /// refuse them, so both answers pass. Windows: beyond 10^15 ms (31,700 years) the
-    /// microsecond arithmetic nears `u64::MAX`; refill_tokens: beyond `i64::MAX`.
-    fn refusable(&mut self, name: &'static str, value: Option<u64>) {
-        let most = match name {
-            "window_ms" => 1_000_000_000_000_000,
-            "refill_tokens" => i64::MAX.unsigned_abs(),
-            _ => return,
-        };
-        if value.is_some_and(|n| n > most) {
-            self.soft(Failure::Argument(name));
+    /// A policy whose ranges [`Oracle::at_most`] checked already, built by the core: where
+    /// those checks found nothing, the core must accept it too.
+    fn ranged<P>(&mut self, built: Result<P, redlimit_core::ArgumentError>) -> Option<P> {
+        match built {
+            Ok(policy) => Some(policy),
+            Err(e) => {
+                if !self
+                    .failures
+                    .iter()
+                    .any(|f| matches!(f, Failure::Bound(..)))
+                {
+                    self.disagreement.get_or_insert(format!(
+                        "the core refuses a policy within the documented ranges: {e}"
+                    ));
+                }
+                self.hard = true;
+                None
+            }
         }
     }
 
@@ -1146,6 +1274,7 @@ impl Oracle {
         Expect {
             success: if self.hard { None } else { success },
             failures: self.failures,
+            disagreement: self.disagreement,
         }
     }
 }
@@ -1159,7 +1288,7 @@ fn state_of(keys: &Keyspace, key: &[u8]) -> KeyState {
 fn arity() -> Expect {
     Expect {
         failures: vec![Failure::Arity],
-        success: None,
+        ..Expect::default()
     }
 }
 
@@ -1179,8 +1308,9 @@ fn expected(call: &Call, keys: &Keyspace) -> Expect {
             let mut oracle = Oracle::default();
             let limit = oracle.number("limit", &args[1], 1);
             let lease_ms = oracle.number("lease_ms", &args[2], 1);
+            oracle.ranges(Algorithm::Concurrency, &[limit, lease_ms]);
             let policy = match (limit, lease_ms) {
-                (Some(limit), Some(ms)) => oracle.policy(Concurrency::new(limit, ms)),
+                (Some(limit), Some(ms)) => oracle.ranged(Concurrency::new(limit, ms)),
                 _ => None,
             };
             if args[3].len() > MAX_LEASE_ID_LEN {
@@ -1225,7 +1355,18 @@ fn expected(call: &Call, keys: &Keyspace) -> Expect {
                 oracle.hard(Failure::WrongType);
             }
             match Limiter::decode(&args[1]) {
-                Ok(limiter) => oracle.finish(Some(Success::Stored(limiter.algorithm()))),
+                Ok(limiter) => {
+                    // "A policy a command would reject" is not a state.
+                    let numbers: Vec<u64> =
+                        limiter.policy_fields().iter().map(|&(_, n)| n).collect();
+                    if let Err(e) = check_policy_ranges(limiter.algorithm(), &numbers) {
+                        oracle.hard(Failure::BadState);
+                        oracle.disagreement.get_or_insert(format!(
+                            "the core decodes a state whose policy is out of range: {e}"
+                        ));
+                    }
+                    oracle.finish(Some(Success::Stored(limiter.algorithm())))
+                }
                 Err(_) => {
                     oracle.hard(Failure::BadState);
                     oracle.finish(None)
@@ -1251,17 +1392,25 @@ fn expect_tokenbucket(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
     let mut oracle = Oracle::default();
     let capacity = oracle.number("capacity", &args[1], 1);
     let refill_tokens = oracle.number("refill_tokens", &args[2], 1);
-    oracle.refusable("refill_tokens", refill_tokens);
     let refill_ms = oracle.number("refill_ms", &args[3], 1);
+    oracle.ranges(
+        Algorithm::TokenBucket,
+        &[capacity, refill_tokens, refill_ms],
+    );
     let policy = match (capacity, refill_tokens, refill_ms) {
-        (Some(c), Some(t), Some(ms)) => oracle.policy(TokenBucket::new(c, t, ms)),
+        (Some(c), Some(t), Some(ms)) => oracle.ranged(TokenBucket::new(c, t, ms)),
         _ => None,
     };
     let options = oracle.options(&args[4..], &[Flag::Cost, Flag::Peek, Flag::MaxWait]);
-    if let Some(p) = &policy
-        && p.check_max_wait(options.max_wait).is_err()
-    {
-        oracle.hard(Failure::Argument("MAXWAIT"));
+    if let Some(p) = &policy {
+        let most = bucket_max_wait_most(p.refill_tokens());
+        oracle.at_most("MAXWAIT", Some(options.max_wait), most);
+        if p.check_max_wait(options.max_wait).is_err() && options.max_wait <= most {
+            oracle.disagreement.get_or_insert(format!(
+                "the core refuses MAXWAIT {} although the documented bound is {most}",
+                options.max_wait
+            ));
+        }
     }
     oracle.limiter_key(keys, &args[0], Algorithm::TokenBucket);
     let rule = policy.map(|p| Rule {
@@ -1288,7 +1437,7 @@ fn expect_throttle(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
         None => Some(1),
     };
     let policy = match (max_burst, count, period) {
-        (Some(b), Some(c), Some(p)) => oracle.policy(Throttle::new(b, c, p)),
+        (Some(b), Some(c), Some(p)) => oracle.throttle(Throttle::new(b, c, p)),
         _ => None,
     };
     oracle.limiter_key(keys, &args[0], Algorithm::Throttle);
@@ -1311,7 +1460,6 @@ fn expect_window(args: &[Vec<u8>], keys: &Keyspace, sliding: bool) -> Expect {
     let mut oracle = Oracle::default();
     let limit = oracle.number("limit", &args[1], 1);
     let window_ms = oracle.number("window_ms", &args[2], 1);
-    oracle.refusable("window_ms", window_ms);
     let accepted: &[Flag] = if sliding {
         &[Flag::Cost, Flag::Peek, Flag::Approx]
     } else {
@@ -1323,13 +1471,14 @@ fn expect_window(args: &[Vec<u8>], keys: &Keyspace, sliding: bool) -> Expect {
         (true, false) => Algorithm::Sliding,
         (true, true) => Algorithm::SlidingApprox,
     };
+    oracle.ranges(algorithm, &[limit, window_ms]);
     let policy = limit.zip(window_ms).and_then(|(l, ms)| match algorithm {
-        Algorithm::Fixed => oracle.policy(FixedWindow::new(l, ms)).map(|p| p.limit()),
-        Algorithm::Sliding => oracle.policy(SlidingWindow::new(l, ms)).map(|p| p.limit()),
-        _ => oracle.policy(SlidingCounter::new(l, ms)).map(|p| p.limit()),
+        Algorithm::Fixed => oracle.ranged(FixedWindow::new(l, ms)).map(|p| p.limit()),
+        Algorithm::Sliding => oracle.ranged(SlidingWindow::new(l, ms)).map(|p| p.limit()),
+        _ => oracle.ranged(SlidingCounter::new(l, ms)).map(|p| p.limit()),
     });
     oracle.limiter_key(keys, &args[0], algorithm);
-    let rule = policy.map(|limit| oracle.rule(algorithm, limit, &options));
+    let rule = policy.map(|limit| Rule::simple(algorithm, limit, options.cost, options.peek));
     oracle.finish(rule.map(Success::Decision))
 }
 
@@ -1368,34 +1517,42 @@ fn expect_all(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
                 return oracle.finish(None);
             };
             tail = after;
-            let number = oracle.number(name, raw, 1);
-            oracle.refusable(name, number);
-            match number {
+            match oracle.number(name, raw, 1) {
                 Some(n) => numbers.push(n),
                 None => return oracle.finish(None),
             }
         }
-        let policy = if word.eq_ignore_ascii_case(b"TOKENBUCKET") {
-            oracle
-                .policy(TokenBucket::new(numbers[0], numbers[1], numbers[2]))
-                .map(|p| (Algorithm::TokenBucket, p.capacity()))
+        let approx = word.eq_ignore_ascii_case(b"SLIDING")
+            && tail
+                .first()
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"APPROX"));
+        let algorithm = if word.eq_ignore_ascii_case(b"TOKENBUCKET") {
+            Algorithm::TokenBucket
         } else if word.eq_ignore_ascii_case(b"FIXED") {
-            oracle
-                .policy(FixedWindow::new(numbers[0], numbers[1]))
-                .map(|p| (Algorithm::Fixed, p.limit()))
-        } else if tail
-            .first()
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"APPROX"))
-        {
+            Algorithm::Fixed
+        } else if approx {
             tail = &tail[1..];
-            oracle
-                .policy(SlidingCounter::new(numbers[0], numbers[1]))
-                .map(|p| (Algorithm::SlidingApprox, p.limit()))
+            Algorithm::SlidingApprox
         } else {
-            oracle
-                .policy(SlidingWindow::new(numbers[0], numbers[1]))
-                .map(|p| (Algorithm::Sliding, p.limit()))
+            Algorithm::Sliding
         };
+        let given: Vec<Option<u64>> = numbers.iter().copied().map(Some).collect();
+        oracle.ranges(algorithm, &given);
+        let limit = match algorithm {
+            Algorithm::TokenBucket => oracle
+                .ranged(TokenBucket::new(numbers[0], numbers[1], numbers[2]))
+                .map(|p| p.capacity()),
+            Algorithm::Fixed => oracle
+                .ranged(FixedWindow::new(numbers[0], numbers[1]))
+                .map(|p| p.limit()),
+            Algorithm::SlidingApprox => oracle
+                .ranged(SlidingCounter::new(numbers[0], numbers[1]))
+                .map(|p| p.limit()),
+            _ => oracle
+                .ranged(SlidingWindow::new(numbers[0], numbers[1]))
+                .map(|p| p.limit()),
+        };
+        let policy = limit.map(|limit| (algorithm, limit));
         match policy {
             Some(policy) => policies.push(policy),
             None => return oracle.finish(None),
@@ -1413,7 +1570,7 @@ fn expect_all(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
     }
     let rules = policies
         .iter()
-        .map(|&(algorithm, limit)| oracle.rule(algorithm, limit, &options))
+        .map(|&(algorithm, limit)| Rule::simple(algorithm, limit, options.cost, options.peek))
         .collect();
     oracle.finish(Some(Success::All(rules)))
 }
@@ -1453,11 +1610,35 @@ fn at_most(got: i64, most: u64, lossy: bool) -> bool {
     u64::try_from(got).is_ok_and(|n| n <= most) || lossy && got as f64 <= most as f64
 }
 
-/// Lua (scripts) turns `i64::MAX` into a double of 2^63 and back into `i64::MIN`; undo that
-/// for replies read through a script. (The module replies `i64::MAX` only where it
-/// saturates: `bug_huge_limits_and_windows_are_saturated`.)
-fn lua_unwrapped(fields: [i64; 5], lossy: bool) -> [i64; 5] {
-    fields.map(|n| if lossy && n == i64::MIN { i64::MAX } else { n })
+/// A field saturated at `i64::MAX` (read through a script, Lua turns it into a double of
+/// 2^63 and back into `i64::MIN`). Within the documented ranges every number a decision
+/// computes is far below it: a saturated field means a range check went missing.
+fn saturated(fields: &[i64], lossy: bool) -> bool {
+    fields
+        .iter()
+        .any(|&n| n == i64::MAX || lossy && n == i64::MIN)
+}
+
+/// The decision fields to check for saturation, with `retry`/`reset` read back where the
+/// known bug `bug_far_future_states_saturate_retry_and_reset` allows them saturated: a
+/// sliding, APPROX or lease state whose stored times lie 2^63 ms or more ahead (RL.SETSTATE
+/// takes it) answers `retry_after_ms`/`reset_after_ms` as `i64::MAX`. Only those two
+/// fields of those algorithms are let through; `limit` and `remaining` never are.
+fn far_future_tolerated(fields: [i64; 5], algorithm: Algorithm, lossy: bool) -> ([i64; 5], usize) {
+    let tolerated = matches!(
+        algorithm,
+        Algorithm::Sliding | Algorithm::SlidingApprox | Algorithm::Concurrency
+    );
+    if !tolerated {
+        return (fields, fields.len());
+    }
+    let mut fields = fields;
+    for n in &mut fields[3..] {
+        if lossy && *n == i64::MIN {
+            *n = i64::MAX;
+        }
+    }
+    (fields, 3)
 }
 
 /// What a checked reply said, for the key model.
@@ -1475,6 +1656,7 @@ impl Observed {
     fn outcome(&self) -> String {
         match (self.failure, self.allowed) {
             (Some(Failure::Argument(name)), _) => format!("ERR {name}"),
+            (Some(Failure::Bound(name, _)), _) => format!("ERR {name} at most"),
             (Some(failure), _) => format!("{failure:?}"),
             (None, Some(true)) => "allowed".to_owned(),
             (None, Some(false)) => "denied".to_owned(),
@@ -1531,10 +1713,8 @@ fn flag_of(value: Option<&Value>, maps: bool) -> Result<bool, String> {
     }
 }
 
-/// Field-value pairs of a map (RESP3) or of a flat array (RESP2).
-///
-/// A repeated name is an error unless it is `limit` with one value: RL.STATUS on a window or
-/// lease key repeats it (see `bug_status_repeats_limit_for_windows_and_leases`).
+/// Field-value pairs of a map (RESP3) or of a flat array (RESP2); a repeated name is an
+/// error (a map has no duplicate keys).
 fn pairs(value: &Value, maps: bool) -> Result<HashMap<String, Value>, String> {
     let list: Vec<(Value, Value)> = match (value, maps) {
         (Value::Map(pairs), true) => pairs.clone(),
@@ -1554,9 +1734,7 @@ fn pairs(value: &Value, maps: bool) -> Result<HashMap<String, Value>, String> {
     let mut fields = HashMap::new();
     for (name, value) in list {
         let name = text_of(&name).ok_or_else(|| format!("field name {name:?}"))?;
-        if let Some(earlier) = fields.insert(name.clone(), value.clone())
-            && (name != "limit" || earlier != value)
-        {
+        if fields.insert(name.clone(), value).is_some() {
             return Err(format!("field {name} appears twice"));
         }
     }
@@ -1601,9 +1779,12 @@ fn decision_from(fields: &HashMap<String, Value>, maps: bool) -> Result<[i64; 5]
 /// Checks a contract decision (`[allowed, limit, remaining, retry_ms, reset_ms]`) against
 /// `rule` and returns `allowed`.
 fn check_decision(fields: [i64; 5], rule: &Rule, lossy: bool) -> Result<bool, String> {
-    let fields = lua_unwrapped(fields, lossy);
+    let (fields, checked) = far_future_tolerated(fields, rule.algorithm, lossy);
     let [allowed, limit, remaining, retry, reset] = fields;
     let fail = |what: &str| Err(format!("{what}: {fields:?}"));
+    if saturated(&fields[..checked], lossy) {
+        return fail("a field is saturated at i64::MAX");
+    }
     if !(0..=1).contains(&allowed) {
         return fail("allowed is not 0/1");
     }
@@ -1626,14 +1807,20 @@ fn check_decision(fields: [i64; 5], rule: &Rule, lossy: bool) -> Result<bool, St
     if !allowed && !rule.never && retry < 1 {
         return fail("denied but retry_after_ms < 1 although the cost can succeed later");
     }
+    // Once the limiter is fully available again, a request that can ever succeed does.
+    if retry > reset {
+        return fail("retry_after_ms is later than reset_after_ms");
+    }
     Ok(allowed)
 }
 
 /// Checks redis-cell's reply `[limited, limit, remaining, retry_s, reset_s]`; returns allowed.
 fn check_throttle(fields: [i64; 5], rule: &Rule, lossy: bool) -> Result<bool, String> {
-    let fields = lua_unwrapped(fields, lossy);
     let [limited, limit, remaining, retry, reset] = fields;
     let fail = |what: &str| Err(format!("{what}: {fields:?}"));
+    if saturated(&fields, lossy) {
+        return fail("a field is saturated at i64::MAX");
+    }
     if !(0..=1).contains(&limited) {
         return fail("limited is not 0/1");
     }
@@ -1674,15 +1861,76 @@ const ALGORITHMS: [Algorithm; 6] = [
     Algorithm::Concurrency,
 ];
 
-/// The policy fields RL.STATUS reports for `algorithm`, with their least value. The first
-/// is the limit (a throttle's is `max_burst + 1`).
-fn policy_fields(algorithm: Algorithm) -> &'static [(&'static str, i64)] {
+/// The largest number a throttle's policy may hold: anything but a saturated `i64::MAX`
+/// (redis-cell's own ranges, which the core checks, keep every field below it).
+const THROTTLE_MOST: u64 = i64::MAX.unsigned_abs() - 1;
+
+/// The policy fields of `algorithm` (its arguments, and RL.STATUS's fields), each with its
+/// documented range. The first is the limit (a throttle's is `max_burst + 1`). A token
+/// bucket's `capacity` is also bounded by `refill_ms` (see [`bucket_capacity_most`]).
+fn policy_fields(algorithm: Algorithm) -> &'static [(&'static str, u64, u64)] {
     match algorithm {
-        Algorithm::TokenBucket => &[("capacity", 1), ("refill_tokens", 1), ("refill_ms", 1)],
-        Algorithm::Throttle => &[("max_burst", 0), ("count_per_period", 1), ("period", 1)],
-        Algorithm::Concurrency => &[("limit", 1), ("lease_ms", 1)],
-        _ => &[("limit", 1), ("window_ms", 1)],
+        Algorithm::TokenBucket => &[
+            ("capacity", 1, MAX_BUCKET_PRODUCT),
+            ("refill_tokens", 1, MAX_COUNT),
+            ("refill_ms", 1, MAX_DURATION_MS),
+        ],
+        Algorithm::Throttle => &[
+            ("max_burst", 0, THROTTLE_MOST),
+            ("count_per_period", 1, THROTTLE_MOST),
+            ("period", 1, THROTTLE_MOST),
+        ],
+        Algorithm::Fixed => &[("limit", 1, MAX_COUNT), ("window_ms", 1, MAX_DURATION_MS)],
+        Algorithm::Sliding => &[
+            ("limit", 1, MAX_SLIDING_LIMIT),
+            ("window_ms", 1, MAX_DURATION_MS),
+        ],
+        Algorithm::SlidingApprox => &[("limit", 1, MAX_APPROX), ("window_ms", 1, MAX_APPROX)],
+        Algorithm::Concurrency => &[("limit", 1, MAX_LEASES), ("lease_ms", 1, MAX_DURATION_MS)],
     }
+}
+
+/// A token bucket's largest `capacity` for `refill_ms`: `capacity * refill_ms` is at most
+/// 2^62 / 1000.
+fn bucket_capacity_most(refill_ms: u64) -> u64 {
+    MAX_BUCKET_PRODUCT / refill_ms.max(1)
+}
+
+/// A token bucket's largest `MAXWAIT` for `refill_tokens`: `MAXWAIT * refill_tokens` is at
+/// most 2^62 / 1000.
+fn bucket_max_wait_most(refill_tokens: u64) -> u64 {
+    MAX_BUCKET_PRODUCT / refill_tokens.max(1)
+}
+
+/// Checks the numbers of a stored policy (in [`policy_fields`] order) against the
+/// documented ranges.
+fn check_policy_ranges(algorithm: Algorithm, numbers: &[u64]) -> Result<(), String> {
+    for (&(name, min, most), &n) in policy_fields(algorithm).iter().zip(numbers) {
+        if !(min..=most).contains(&n) {
+            return Err(format!("{name} {n} is outside {min}..={most}"));
+        }
+    }
+    if algorithm == Algorithm::TokenBucket && numbers[0] > bucket_capacity_most(numbers[2]) {
+        return Err(format!(
+            "capacity {} is above {} for refill_ms {}",
+            numbers[0],
+            bucket_capacity_most(numbers[2]),
+            numbers[2]
+        ));
+    }
+    Ok(())
+}
+
+/// The field names of an RL.STATUS reply for `algorithm`, in order: each once.
+fn status_names(algorithm: Algorithm) -> Vec<&'static str> {
+    let mut names = vec!["algorithm"];
+    names.extend(policy_fields(algorithm).iter().map(|&(name, ..)| name));
+    for name in DECISION_FIELDS {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// Checks an `RL.STATUS` reply for a limiter and returns its algorithm.
@@ -1703,23 +1951,33 @@ fn check_status(
     if expected.is_some_and(|e| e != algorithm) {
         return Err(format!("expected a {expected:?} limiter, got {value:?}"));
     }
-    let names = policy_fields(algorithm);
+    let expected_names = status_names(algorithm);
+    if fields.len() != expected_names.len()
+        || expected_names
+            .iter()
+            .any(|name| !fields.contains_key(*name))
+    {
+        return Err(format!(
+            "expected exactly the fields {expected_names:?}, got {value:?}"
+        ));
+    }
     let mut numbers = Vec::new();
-    for &(name, min) in names {
+    for &(name, ..) in policy_fields(algorithm) {
         let n = int_of(fields.get(name), name)?;
-        if n < min {
-            return Err(format!("{name} below {min} in {value:?}"));
-        }
+        let n = u64::try_from(n).map_err(|_| format!("{name} is {n} in {value:?}"))?;
         numbers.push(n);
     }
+    // Through a script Lua's doubles round large numbers, but never across a bound (each
+    // is a double).
+    check_policy_ranges(algorithm, &numbers)
+        .map_err(|e| format!("RL.STATUS reports a policy out of range: {e} in {value:?}"))?;
     let limit = match algorithm {
         Algorithm::Throttle => numbers[0].saturating_add(1),
         _ => numbers[0],
     };
-    let mut rule = Rule::simple(algorithm, limit.unsigned_abs(), 1, true);
+    let mut rule = Rule::simple(algorithm, limit, 1, true);
     if algorithm == Algorithm::Throttle {
-        let [burst, count, period] = [0, 1, 2].map(|i| numbers[i].unsigned_abs());
-        rule.most_remaining = throttle_most_remaining(burst, count, period);
+        rule.most_remaining = throttle_most_remaining(numbers[0], numbers[1], numbers[2]);
     }
     check_decision(decision_from(&fields, maps)?, &rule, encoding.script)
         .map_err(|e| format!("status {value:?}: {e}"))?;
@@ -1758,6 +2016,9 @@ fn check(
     reply: &Value,
     encoding: Encoding,
 ) -> Result<Observed, String> {
+    if let Some(disagreement) = &expect.disagreement {
+        return Err(format!("{disagreement} (the module answered {reply:?})"));
+    }
     if let Some(text) = error_text(reply) {
         if text.contains("internal error") {
             return Err(format!("a caught panic or failed server call: {text:?}"));
@@ -2376,8 +2637,8 @@ impl Target {
 /// One `states` case.
 #[derive(Clone, Debug)]
 struct StateCase {
-    limiter: Limiter,
-    mutation: Mutation,
+    /// A valid encoding (maybe mutated), or one written by hand at the bounds.
+    state: Vec<u8>,
     key: &'static str,
     resp3: bool,
     /// A valid call of each command, made on the stored state.
@@ -2410,16 +2671,13 @@ fn state_cases() -> BoxedStrategy<StateCase> {
                 call(Command::All, &[&one, &key, &fixed, &a, &e]),
             ]
         });
-    (
-        limiter(),
-        mutation(),
-        select(pool()),
-        any::<bool>(),
-        follow_ups,
-    )
-        .prop_map(|(limiter, mutation, key, resp3, follow_ups)| StateCase {
-            limiter,
-            mutation,
+    let state = prop_oneof![
+        5 => (limiter(), mutation()).prop_map(|(limiter, m)| m.apply(limiter.encode())),
+        1 => bounded_state(),
+    ];
+    (state, select(pool()), any::<bool>(), follow_ups)
+        .prop_map(|(state, key, resp3, follow_ups)| StateCase {
+            state,
             key,
             resp3,
             follow_ups,
@@ -2431,7 +2689,7 @@ impl Target {
     /// Stores a (maybe mutated) state: accepted exactly when it decodes; then RL.STATUS
     /// reports its policy, DUMP/RESTORE copies it, and every command answers on it.
     fn state_case(&mut self, case: &StateCase) -> Result<(), String> {
-        let state = case.mutation.apply(case.limiter.encode());
+        let state = case.state.clone();
         let key = bytes(case.key);
         let call = Call::new(Command::SetState, vec![key.clone(), state.clone()]);
         let mut keys = self.prepare(std::iter::once(&call))?;
@@ -2473,8 +2731,6 @@ impl Target {
             let fields = pairs(&status, resp3)?;
             for (name, value) in stored.policy_fields() {
                 let got = int_of(fields.get(name), name)?;
-                // Saturated at i64::MAX: bug_huge_limits_and_windows_are_saturated.
-                let value = value.min(i64::MAX.unsigned_abs());
                 if u64::try_from(got) != Ok(value) {
                     return Err(format!(
                         "RL.STATUS: {name} is {got}, the state says {value}"
@@ -2776,8 +3032,6 @@ impl Target {
             self.ok(&[b"DEL", key.as_bytes()])?;
         }
         let mut last_writes: HashMap<String, LastWrite> = HashMap::new();
-        // The latest clock each key was written at: its state may be ahead of now.
-        let mut highest_writes: HashMap<String, i64> = HashMap::new();
         for (i, op) in scenario.ops.iter().enumerate() {
             let context = |e: String| format!("op {i}, {op:?}: {e}");
             match op {
@@ -2793,27 +3047,27 @@ impl Target {
                         .observe(&key, &args, &rule, peekable, limit.resp3)
                         .map_err(context)?;
                     if seen.wrote {
-                        let highest = highest_writes.entry(key.clone()).or_insert(self.offset);
-                        *highest = (*highest).max(self.offset);
                         let write = LastWrite {
                             offset: self.offset,
                             remaining: seen.fields[2],
                         };
                         last_writes.insert(key.clone(), write);
                     }
-                    let retry = seen.fields[3];
-                    // Token buckets and APPROX windows written at a later clock than now
-                    // answer too short a wait (bug_retry_after_ignores_a_clock_moved_back).
-                    let ahead = highest_writes.get(&key).is_some_and(|&o| o > self.offset);
-                    let known_bug = ahead && matches!(family, Family::Bucket | Family::Approx);
-                    if family.peeks() && !seen.allowed && retry > 0 && !known_bug {
+                    // Also (above all) where the state is ahead of a clock moved back: the
+                    // waits then include the wait for the clock.
+                    let [_, _, _, retry, reset] = seen.fields;
+                    if family.peeks() && !seen.allowed && retry > 0 {
                         let mut peek = LimitOp {
                             peek: true,
                             ..limit.clone()
                         };
                         peek.resp3 = false;
                         let args = family.args(&key, policy, &peek);
+                        let denied_at = self.offset;
                         self.retry_after(&args, retry).map_err(context)?;
+                        let fully = rule.limit.saturating_sub(limit.cost);
+                        self.reset_after(&args, denied_at, reset, fully)
+                            .map_err(context)?;
                     }
                 }
                 Op::Forward(ms) => {
@@ -2946,6 +3200,38 @@ impl Target {
             return Err(format!(
                 "denied with retry_after_ms {retry_ms}, yet {shown} is still denied {} ms later: {fields:?}",
                 retry_ms + 1
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a denial at `denied_at` with `reset_after_ms`, moves the clock that far past it
+    /// (plus 1 ms) and checks that the same request (`args`, a PEEK) finds the limiter fully
+    /// available: allowed, with `remaining` `fully`.
+    fn reset_after(
+        &mut self,
+        args: &[Vec<u8>],
+        denied_at: i64,
+        reset_ms: i64,
+        fully: u64,
+    ) -> Result<(), String> {
+        let to = denied_at.saturating_add(reset_ms).saturating_add(1);
+        if to > MAX_OFFSET_MS || to < self.offset {
+            return Ok(());
+        }
+        self.move_clock(to)?;
+        let mut cmd = Cmd::new();
+        for arg in args {
+            cmd.arg(&arg[..]);
+        }
+        let reply = self.send(false, &cmd)?;
+        let fields = decision_fields(&reply, false)?;
+        if fields[0] != 1 || u64::try_from(fields[2]) != Ok(fully) {
+            let shown = args.iter().map(|a| show(a)).collect::<Vec<_>>().join(" ");
+            return Err(format!(
+                "denied with reset_after_ms {reset_ms}, yet {} ms later {shown} finds the limiter \
+                 not fully available (expected allowed with {fully} remaining): {fields:?}",
+                reset_ms + 1
             ));
         }
         Ok(())
@@ -3100,7 +3386,7 @@ fn fuzz_valkey_9_1() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Bugs the fuzzer found, pinned until the module fixes them
+// Regression tests for the bugs the fuzzer found
 // ---------------------------------------------------------------------------------------
 
 /// Runs `check` on every available server; it returns the contract violations it saw.
@@ -3116,153 +3402,694 @@ fn on_every_server(check: impl Fn(&mut Target) -> Result<Vec<String>, String>) {
     assert!(violations.is_empty(), "\n{}", violations.join("\n"));
 }
 
-/// The decision fields of a RESP2 reply to `parts`.
+/// A command line as bytes.
+fn parts_of<'a>(call: &[&'a str]) -> Vec<&'a [u8]> {
+    call.iter().map(|p| p.as_bytes()).collect()
+}
+
+/// The decision fields of a RESP2 reply to `call`.
 fn decide(target: &mut Target, call: &[&str]) -> Result<[i64; 5], String> {
-    let parts: Vec<&[u8]> = call.iter().map(|p| p.as_bytes()).collect();
-    let reply = target.query(false, &parts)?;
+    let reply = target.query(false, &parts_of(call))?;
     decision_fields(&reply, false).map_err(|e| format!("{call:?}: {e}"))
 }
 
+/// The integer field `name` of a RESP2 RL.STATUS reply (the first, if it were repeated:
+/// `status_names_each_field_once` checks that).
+fn status_field(status: &Value, name: &str) -> Option<i64> {
+    let Value::Array(items) = status else {
+        return None;
+    };
+    items.chunks(2).find_map(|pair| match pair {
+        [key, Value::Int(n)] if text_of(key).as_deref() == Some(name) => Some(*n),
+        _ => None,
+    })
+}
+
+/// The server's clock in milliseconds (with the offset at 0).
+fn server_ms(t: &mut Target) -> Result<i64, String> {
+    Ok(i64::try_from(t.server_micros()? / 1_000).unwrap_or(i64::MAX))
+}
+
+/// The words of a command line.
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// When a limiter taken at the bounds is full again.
+#[derive(Clone, Copy)]
+enum Reset {
+    /// This many ms after the call.
+    After(i64),
+    /// At this Unix time in ms (the end of an epoch-aligned window).
+    At(i64),
+}
+
 /// "Values too large to compute exactly are rejected with an error, never wrapped or
-/// saturated silently" (spec, Errors). RL.FIXED takes any limit and window, RL.SLIDING any
-/// window, RL.TOKENBUCKET any refill_tokens, and the replies saturate at `i64::MAX` (or, for
-/// a fixed window's reset, at `u64::MAX` microseconds).
+/// saturated silently" (spec, Errors): every duration is at most 10^13 ms, every count at
+/// most 2^62, and the per-algorithm bounds hold (`docs/commands.md`, Ranges). A larger value
+/// is the error that gives the bound, writes nothing, and is not a state RL.SETSTATE takes;
+/// a value at the bound is taken and replied exactly. (The module used to take any RL.FIXED
+/// limit and window, any RL.SLIDING window and any refill_tokens, and saturated the replies
+/// at `i64::MAX`.)
 #[test]
-fn bug_huge_limits_and_windows_are_saturated() {
+fn huge_limits_and_windows_are_refused_not_saturated() {
+    const WINDOW: &str = "ERR window_ms must be at most 10000000000000";
+    const COUNT_LIMIT: &str = "ERR limit must be at most 4611686018427387904";
+    const REFILL_TOKENS: &str = "ERR refill_tokens must be at most 4611686018427387904";
+    const REFILL_MS: &str = "ERR refill_ms must be at most 10000000000000";
+    const APPROX_LIMIT: &str = "ERR limit must be at most 1099511627776";
+    const APPROX_WINDOW: &str = "ERR window_ms must be at most 1099511627776";
+    let refused: &[(&str, &str)] = &[
+        ("RL.FIXED reg:fixed 18446744073709551615 1000", COUNT_LIMIT),
+        ("RL.FIXED reg:fixed 4611686018427387905 1000", COUNT_LIMIT),
+        ("RL.FIXED reg:fixed 10 18446744073709551615", WINDOW),
+        ("RL.FIXED reg:fixed 10 9223372036854775807", WINDOW),
+        ("RL.FIXED reg:fixed 10 10000000000001", WINDOW),
+        ("RL.SLIDING reg:sliding 10 18446744073709551615", WINDOW),
+        ("RL.SLIDING reg:sliding 10 10000000000001", WINDOW),
+        (
+            "RL.SLIDING reg:sliding 1048577 1000",
+            "ERR limit must be at most 1048576",
+        ),
+        (
+            "RL.SLIDING reg:approx 1099511627777 1000 APPROX",
+            APPROX_LIMIT,
+        ),
+        (
+            "RL.SLIDING reg:approx 10 1099511627777 APPROX",
+            APPROX_WINDOW,
+        ),
+        (
+            "RL.TOKENBUCKET reg:bucket 5 18446744073709551615 1000",
+            REFILL_TOKENS,
+        ),
+        (
+            "RL.TOKENBUCKET reg:bucket 5 4611686018427387905 1000",
+            REFILL_TOKENS,
+        ),
+        ("RL.TOKENBUCKET reg:bucket 1 1 10000000000001", REFILL_MS),
+        (
+            "RL.TOKENBUCKET reg:bucket 4611686018427388 1 1",
+            "ERR capacity must be at most 4611686018427387 when refill_ms is 1",
+        ),
+        (
+            "RL.TOKENBUCKET reg:bucket 462 1 10000000000000",
+            "ERR capacity must be at most 461 when refill_ms is 10000000000000",
+        ),
+        (
+            "RL.TOKENBUCKET reg:bucket 1 1 1 MAXWAIT 4611686018427388",
+            "ERR MAXWAIT must be at most 4611686018427387",
+        ),
+        (
+            "RL.ACQUIRE reg:leases 1 10000000000001 job",
+            "ERR lease_ms must be at most 10000000000000",
+        ),
+        (
+            "RL.ACQUIRE reg:leases 100001 1000 job",
+            "ERR limit must be at most 100000",
+        ),
+        ("RL.ALL 1 reg:all FIXED 10 10000000000001", WINDOW),
+        (
+            "RL.ALL 1 reg:all FIXED 4611686018427387905 1000",
+            COUNT_LIMIT,
+        ),
+        ("RL.ALL 1 reg:all SLIDING 10 10000000000001", WINDOW),
+        (
+            "RL.ALL 1 reg:all SLIDING 10 1099511627777 APPROX",
+            APPROX_WINDOW,
+        ),
+        (
+            "RL.ALL 1 reg:all TOKENBUCKET 5 18446744073709551615 1000",
+            REFILL_TOKENS,
+        ),
+        ("RL.ALL 1 reg:all TOKENBUCKET 1 1 10000000000001", REFILL_MS),
+    ];
+    let duration = 10_000_000_000_000;
+    let approx_window = 1 << 40;
+    let max_count = 1 << 62;
+    // The APPROX window now is [k * 2^40, (k + 1) * 2^40); a count in it weighs until the
+    // end of the next one.
+    let now_ms = i64::try_from(wall_micros() / 1_000).unwrap_or(i64::MAX);
+    let approx_end = (now_ms / approx_window + 2) * approx_window;
+    // At the bounds: taken, every number replied as it is: [allowed, limit, remaining,
+    // retry_after_ms], and reset_after_ms.
+    let at_bounds: &[(&str, [i64; 4], Reset)] = &[
+        (
+            "RL.FIXED reg:fixed-max 4611686018427387904 10000000000000",
+            [1, max_count, max_count - 1, 0],
+            // The first window, [0, 10^13), ends in 2286.
+            Reset::At(duration),
+        ),
+        (
+            "RL.SLIDING reg:sliding-max 1048576 10000000000000",
+            [1, 1 << 20, (1 << 20) - 1, 0],
+            Reset::After(duration),
+        ),
+        (
+            "RL.SLIDING reg:approx-max 1099511627776 1099511627776 APPROX",
+            [1, approx_window, approx_window - 1, 0],
+            Reset::At(approx_end),
+        ),
+        (
+            "RL.TOKENBUCKET reg:bucket-slow 461 1 10000000000000",
+            [1, 461, 460, 0],
+            Reset::After(duration),
+        ),
+        (
+            "RL.TOKENBUCKET reg:bucket-fast 1 4611686018427387904 1",
+            [1, 1, 0, 0],
+            Reset::After(1),
+        ),
+        (
+            // One token borrowed, repaid in 1 ms; the bucket is full 1 ms later.
+            "RL.TOKENBUCKET reg:bucket-wait 1 1 1 COST 2 MAXWAIT 4611686018427387",
+            [1, 1, 0, 1],
+            Reset::After(2),
+        ),
+        (
+            "RL.ACQUIRE reg:leases-max 100000 10000000000000 job",
+            [1, 100_000, 99_999, 0],
+            Reset::After(duration),
+        ),
+    ];
+    // The hand-written states are the encoding's.
+    let fixed = FixedWindow::new(10, 1_000).expect("a valid window");
+    let count = redlimit_core::WindowCount {
+        end_ms: 5_000,
+        count: 2,
+    };
+    assert_eq!(
+        hand_state(3, &[10, 1_000, 5_000, 2]),
+        Limiter::Fixed(fixed, count).encode()
+    );
     on_every_server(|t| {
         let mut violations = Vec::new();
-        let now_ms = i64::try_from(t.server_micros()? / 1_000).unwrap_or(i64::MAX);
-
-        let fixed = [
-            "RL.FIXED",
-            "bug:fixed-limit",
-            "18446744073709551615",
-            "1000",
-        ];
-        let reply = t.query(false, &fixed.map(str::as_bytes))?;
-        if !error_text(&reply).is_some_and(|e| e.starts_with("ERR limit must be ")) {
-            violations.push(format!(
-                "{fixed:?}: expected ERR limit must be ..., got {reply:?}"
-            ));
-        }
-
-        let sliding = [
-            "RL.SLIDING",
-            "bug:sliding-window",
-            "10",
-            "18446744073709551615",
-        ];
-        let reply = t.query(false, &sliding.map(str::as_bytes))?;
-        if !error_text(&reply).is_some_and(|e| e.starts_with("ERR window_ms must be ")) {
-            violations.push(format!(
-                "{sliding:?}: reset_after_ms (about 1.8e19) cannot be replied, expected \
-                 ERR window_ms must be ..., got {reply:?}"
-            ));
-        }
-
-        // The window [0, i64::MAX) ends i64::MAX - now ms from now.
-        let window = ["RL.FIXED", "bug:fixed-window", "10", "9223372036854775807"];
-        let reply = t.query(false, &window.map(str::as_bytes))?;
-        if error_text(&reply).is_none() {
-            let reset = decision_fields(&reply, false)?[4];
-            let exact = i64::MAX - now_ms;
-            if (reset - exact).abs() > 60_000 {
-                violations.push(format!(
-                    "{window:?}: expected reset_after_ms about {exact} (or an error), got {reset}"
-                ));
+        for &(line, error) in refused {
+            let call = words(line);
+            let key = if call[0] == "RL.ALL" {
+                call[2]
+            } else {
+                call[1]
+            };
+            t.ok(&[b"DEL", key.as_bytes()])?;
+            for resp3 in [false, true] {
+                let reply = t.query(resp3, &parts_of(&call))?;
+                if error_text(&reply).as_deref() != Some(error) {
+                    violations.push(format!(
+                        "{line} (RESP3: {resp3}): expected {error:?}, got {reply:?}"
+                    ));
+                }
+            }
+            if t.ok(&[b"EXISTS", key.as_bytes()])? != Value::Int(0) {
+                violations.push(format!("{line} was refused, yet {key} exists"));
             }
         }
 
-        // A bucket written ahead of the clock lives long enough to be read back.
-        t.move_clock(1_000_000_000)?;
-        let bucket = [
-            "RL.TOKENBUCKET",
-            "bug:bucket-refill",
-            "5",
-            "18446744073709551615",
-            "1000",
-            "COST",
-            "5",
-        ];
-        let reply = t.query(false, &bucket.map(str::as_bytes))?;
-        t.move_clock(0)?;
-        if error_text(&reply).is_none() {
-            let status = t.query(false, &[b"RL.STATUS", b"bug:bucket-refill"])?;
-            let refill = pairs(&status, false)?.get("refill_tokens").cloned();
-            if refill == Some(Value::Int(i64::MAX)) {
+        for &(line, want, reset) in at_bounds {
+            let before = server_ms(t)?;
+            let got = decide(t, &words(line))?;
+            let after = server_ms(t)?;
+            let (least, most) = match reset {
+                Reset::After(ms) => (ms, ms),
+                Reset::At(at) => (at - after, at - before),
+            };
+            if got[..4] != want || !(least..=most).contains(&got[4]) {
                 violations.push(format!(
-                    "{bucket:?} then RL.STATUS: refill_tokens 18446744073709551615 is \
-                     replied as {refill:?}; expected the call refused (ERR refill_tokens must be ...)"
+                    "{line}: expected {want:?} with reset_after_ms in {least}..={most}, got {got:?}"
                 ));
+            }
+        }
+        let line = "RL.ALL 1 reg:all-max FIXED 4611686018427387904 10000000000000";
+        let all = t.query(false, &parts_of(&words(line)))?;
+        let all_fields = match &all {
+            Value::Array(items) if items.len() == 2 && items[0] == Value::Int(1) => {
+                decision_fields(&items[1], false).ok()
+            }
+            _ => None,
+        };
+        if all_fields.is_none_or(|f| f[..4] != [1, max_count, max_count - 1, 0]) {
+            violations.push(format!("{line}: answered {all:?}"));
+        }
+
+        // States: beyond the bounds refused, at the bounds stored and reported exactly.
+        let now_us = t.server_micros()?;
+        let max_count = max_count.unsigned_abs();
+        let duration = duration.unsigned_abs();
+        let beyond = [
+            (
+                "fixed limit 2^62 + 1",
+                hand_state(3, &[max_count + 1, 1_000, duration, 0]),
+            ),
+            (
+                "fixed window_ms 10^13 + 1",
+                hand_state(3, &[10, duration + 1, duration, 0]),
+            ),
+            (
+                "sliding window_ms 10^13 + 1",
+                hand_state(4, &[10, duration + 1, 0]),
+            ),
+            (
+                "approx window_ms 2^40 + 1",
+                hand_state(5, &[10, (1 << 40) + 1, 0, 0, 0]),
+            ),
+            (
+                "bucket refill_tokens 2^62 + 1",
+                hand_state(1, &[5, max_count + 1, 1_000, 0, now_us]),
+            ),
+            (
+                "bucket refill_ms 10^13 + 1",
+                hand_state(1, &[1, 1, duration + 1, 0, now_us]),
+            ),
+            (
+                "leases lease_ms 10^13 + 1",
+                hand_state(6, &[1, duration + 1, 0]),
+            ),
+        ];
+        for (what, state) in beyond {
+            let reply = t.query(false, &[b"RL.SETSTATE", b"reg:state", &state])?;
+            let refused = error_text(&reply)
+                .is_some_and(|e| e.starts_with("ERR state must be a redlimit state"));
+            if !refused {
+                violations.push(format!(
+                    "RL.SETSTATE with a {what}: expected ERR state must be a redlimit state, got {reply:?}"
+                ));
+            }
+        }
+        if t.ok(&[b"EXISTS", b"reg:state"])? != Value::Int(0) {
+            violations.push("refused states created reg:state".to_owned());
+        }
+        let stored = [
+            (
+                "reg:state-fixed",
+                hand_state(3, &[max_count, duration, duration, 1]),
+                [
+                    ("limit", max_count),
+                    ("window_ms", duration),
+                    ("remaining", max_count - 2),
+                ],
+            ),
+            (
+                "reg:state-bucket",
+                // One token missing, back in 10^13 ms.
+                hand_state(1, &[461, 1, duration, duration * 1_000, now_us]),
+                [
+                    ("capacity", 461),
+                    ("refill_ms", duration),
+                    ("remaining", 459),
+                ],
+            ),
+        ];
+        for (key, state, fields) in stored {
+            let reply = t.query(false, &[b"RL.SETSTATE", key.as_bytes(), &state])?;
+            if reply != Value::Okay {
+                violations.push(format!(
+                    "RL.SETSTATE {key} at the bounds answered {reply:?}"
+                ));
+                continue;
+            }
+            let status = t.query(false, &[b"RL.STATUS", key.as_bytes()])?;
+            for (name, value) in fields {
+                if status_field(&status, name).and_then(|n| u64::try_from(n).ok()) != Some(value) {
+                    violations.push(format!(
+                        "RL.STATUS {key} after a state at the bounds: expected {name} {value}, got {status:?}"
+                    ));
+                }
             }
         }
         Ok(violations)
     });
 }
 
-/// RL.STATUS on a fixed, sliding or lease key answers a map with the key `limit` twice (the
-/// policy's number and the decision field): 7 pairs of which 6 are distinct, which a client
-/// reading the map into a dictionary sees as a malformed reply.
+/// RL.STATUS names every field once, in the documented order: `algorithm`, the policy, then
+/// the decision fields the policy did not name already. (On window and lease keys it used to
+/// name `limit` twice, the policy's and the decision's, so a RESP3 map had a duplicate key:
+/// 7 pairs, 6 names.)
 #[test]
-fn bug_status_repeats_limit_for_windows_and_leases() {
+fn status_names_each_field_once() {
+    const WINDOW: &[&str] = &[
+        "algorithm",
+        "limit",
+        "window_ms",
+        "allowed",
+        "remaining",
+        "retry_after_ms",
+        "reset_after_ms",
+    ];
+    let cases: [(&[&str], &[&str], i64); 6] = [
+        (
+            &["RL.TOKENBUCKET", "reg:status-bucket", "5", "1", "100000"],
+            &[
+                "algorithm",
+                "capacity",
+                "refill_tokens",
+                "refill_ms",
+                "allowed",
+                "limit",
+                "remaining",
+                "retry_after_ms",
+                "reset_after_ms",
+            ],
+            5,
+        ),
+        (
+            &["RL.THROTTLE", "reg:status-throttle", "4", "1", "100"],
+            &[
+                "algorithm",
+                "max_burst",
+                "count_per_period",
+                "period",
+                "allowed",
+                "limit",
+                "remaining",
+                "retry_after_ms",
+                "reset_after_ms",
+            ],
+            5,
+        ),
+        (&["RL.FIXED", "reg:status-fixed", "5", "100000"], WINDOW, 5),
+        (
+            &["RL.SLIDING", "reg:status-sliding", "6", "100000"],
+            WINDOW,
+            6,
+        ),
+        (
+            &["RL.SLIDING", "reg:status-approx", "7", "100000", "APPROX"],
+            WINDOW,
+            7,
+        ),
+        (
+            &["RL.ACQUIRE", "reg:status-leases", "8", "100000", "job"],
+            &[
+                "algorithm",
+                "limit",
+                "lease_ms",
+                "allowed",
+                "remaining",
+                "retry_after_ms",
+                "reset_after_ms",
+            ],
+            8,
+        ),
+    ];
     on_every_server(|t| {
         let mut violations = Vec::new();
-        let calls: [&[&str]; 4] = [
-            &["RL.FIXED", "bug:status-fixed", "5", "100000"],
-            &["RL.SLIDING", "bug:status-sliding", "5", "100000"],
-            &["RL.SLIDING", "bug:status-approx", "5", "100000", "APPROX"],
-            &["RL.ACQUIRE", "bug:status-leases", "5", "100000", "job"],
-        ];
-        for call in calls {
+        for (call, names, limit) in cases {
             decide(t, call)?;
-            let status = t.query(true, &[b"RL.STATUS", call[1].as_bytes()])?;
-            let Value::Map(fields) = &status else {
-                return Err(format!("RL.STATUS {} answered {status:?}", call[1]));
-            };
-            let names: Vec<String> = fields.iter().filter_map(|(k, _)| text_of(k)).collect();
-            let distinct: HashSet<&String> = names.iter().collect();
-            if distinct.len() != names.len() {
-                violations.push(format!(
-                    "{call:?} then RL.STATUS {} (RESP3): expected distinct field names, got {names:?}",
-                    call[1]
-                ));
+            let key = call[1].as_bytes();
+            for resp3 in [false, true] {
+                let status = t.query(resp3, &[b"RL.STATUS", key])?;
+                let got: Vec<String> = match (&status, resp3) {
+                    (Value::Map(fields), true) => fields
+                        .iter()
+                        .map(|(k, _)| text_of(k).unwrap_or_default())
+                        .collect(),
+                    (Value::Array(items), false) => items
+                        .iter()
+                        .step_by(2)
+                        .map(|k| text_of(k).unwrap_or_default())
+                        .collect(),
+                    _ => {
+                        violations.push(format!("RL.STATUS {} answered {status:?}", call[1]));
+                        continue;
+                    }
+                };
+                if got != names {
+                    violations.push(format!(
+                        "{call:?} then RL.STATUS {} (RESP3: {resp3}): expected the fields {names:?}, got {got:?}",
+                        call[1]
+                    ));
+                    continue;
+                }
+                let fields = pairs(&status, resp3)?;
+                if fields.get("limit") != Some(&Value::Int(limit)) {
+                    violations.push(format!(
+                        "RL.STATUS {} (RESP3: {resp3}): expected limit {limit}, got {status:?}",
+                        call[1]
+                    ));
+                }
+                // The map's announced length matches what followed it: the connection still
+                // reads replies in step.
+                let pong = t.query(resp3, &[b"PING"])?;
+                if text_of(&pong).as_deref() != Some("PONG") {
+                    violations.push(format!(
+                        "after RL.STATUS {} (RESP3: {resp3}), PING answered {pong:?}",
+                        call[1]
+                    ));
+                }
             }
         }
         Ok(violations)
     });
+}
+
+/// A limiter written with the clock ahead, then called with the clock moved back.
+struct BackCase {
+    /// The call that writes (clock ahead).
+    write: &'static [&'static str],
+    /// The call that is then denied (clock back); it takes `PEEK` where `peeks`.
+    check: &'static [&'static str],
+    peeks: bool,
+    /// Milliseconds per unit of the reply (redis-cell's seconds for RL.THROTTLE).
+    unit: i64,
+    /// Besides the wait for the clock, `retry_after` and `reset_after` are within this
+    /// (milliseconds).
+    wait: (i64, i64),
 }
 
 /// After the clock moves back (a lower `redlimit.clock-offset-ms`, an NTP step, a failover
 /// to a server behind), a state written at the later clock admits nothing until the clock
-/// catches up; RL.FIXED, RL.SLIDING and RL.THROTTLE say so in `retry_after`, but
-/// RL.TOKENBUCKET (retry and reset) and RL.SLIDING APPROX (retry) measure from the state's
-/// time and tell the client to retry ~1e8 ms too early.
+/// is back at the state's time, and `retry_after` and `reset_after` say so: they are the
+/// wait for the clock plus what the state itself asks, and a retry at that moment succeeds.
+/// (RL.TOKENBUCKET, retry and reset, and RL.SLIDING APPROX, retry, used to leave out the wait
+/// for the clock and told the client to retry ~10^8 ms too early.)
 #[test]
-fn bug_retry_after_ignores_a_clock_moved_back() {
+fn retry_and_reset_after_a_clock_moved_back_include_the_wait_for_the_clock() {
+    let cases = [
+        BackCase {
+            write: &["RL.TOKENBUCKET", "reg:back-bucket", "1", "1", "1000"],
+            check: &["RL.TOKENBUCKET", "reg:back-bucket", "1", "1", "1000"],
+            peeks: true,
+            unit: 1,
+            // The token taken refills in 1 s from the state's time.
+            wait: (1_000, 1_000),
+        },
+        BackCase {
+            write: &["RL.SLIDING", "reg:back-approx", "1", "1000", "APPROX"],
+            check: &["RL.SLIDING", "reg:back-approx", "1", "1000", "APPROX"],
+            peeks: true,
+            unit: 1,
+            // The count weighs until the end of the window after the one it is in.
+            wait: (1_000, 2_000),
+        },
+        BackCase {
+            write: &["RL.SLIDING", "reg:back-sliding", "1", "1000"],
+            check: &["RL.SLIDING", "reg:back-sliding", "1", "1000"],
+            peeks: true,
+            unit: 1,
+            wait: (1_000, 1_000),
+        },
+        BackCase {
+            write: &["RL.FIXED", "reg:back-fixed", "1", "1000"],
+            check: &["RL.FIXED", "reg:back-fixed", "1", "1000"],
+            peeks: true,
+            unit: 1,
+            wait: (0, 1_000),
+        },
+        BackCase {
+            write: &["RL.ACQUIRE", "reg:back-leases", "1", "1000", "job-1"],
+            check: &["RL.ACQUIRE", "reg:back-leases", "1", "1000", "job-2"],
+            peeks: false,
+            unit: 1,
+            wait: (1_000, 1_000),
+        },
+        BackCase {
+            write: &["RL.THROTTLE", "reg:back-throttle", "0", "1", "1"],
+            check: &["RL.THROTTLE", "reg:back-throttle", "0", "1", "1"],
+            peeks: false,
+            unit: 1_000,
+            wait: (1_000, 1_000),
+        },
+    ];
     on_every_server(|t| {
-        let back_ms = 100_000_000;
-        let calls: [&[&str]; 5] = [
-            &["RL.TOKENBUCKET", "bug:back-bucket", "1", "1", "1000"],
-            &["RL.SLIDING", "bug:back-approx", "1", "1000", "APPROX"],
-            &["RL.SLIDING", "bug:back-sliding", "1", "1000"],
-            &["RL.FIXED", "bug:back-fixed", "1", "1000"],
-            &["RL.THROTTLE", "bug:back-throttle", "0", "1", "1"],
-        ];
-        t.move_clock(back_ms)?;
-        for call in calls {
-            decide(t, call)?;
+        let back_ms: i64 = 100_000_000;
+        let back = decimal(back_ms);
+        // Everything in one transaction: where the server freezes time for it, the clock
+        // is exactly `back_ms` behind the writes.
+        let started = server_ms(t)?;
+        t.ok(&[b"MULTI"])?;
+        t.query(
+            false,
+            &[b"CONFIG", b"SET", b"redlimit.clock-offset-ms", &back],
+        )?;
+        for case in &cases {
+            t.query(false, &parts_of(case.write))?;
         }
-        t.move_clock(0)?;
+        t.query(
+            false,
+            &[b"CONFIG", b"SET", b"redlimit.clock-offset-ms", b"0"],
+        )?;
+        for case in &cases {
+            t.query(false, &parts_of(case.check))?;
+            t.query(false, &[b"RL.STATUS", case.check[1].as_bytes()])?;
+        }
+        let exec = t.ok(&[b"EXEC"])?;
+        let elapsed = server_ms(t)? - started;
+        let Value::Array(replies) = exec else {
+            return Err(format!("EXEC answered {exec:?}"));
+        };
+        let errors: Vec<String> = replies.iter().filter_map(error_text).collect();
+        if !errors.is_empty() || replies.len() != 2 + 3 * cases.len() {
+            return Err(format!("EXEC answered {replies:?}"));
+        }
+        let written = &replies[1..=cases.len()];
+        let checked = &replies[2 + cases.len()..];
+        // The clock is back_ms behind the writes, less the time the transaction took where
+        // the server does not freeze it.
+        let lag = if t.freezes_time() {
+            (back_ms, back_ms)
+        } else {
+            (back_ms - elapsed - 1, back_ms)
+        };
         let mut violations = Vec::new();
-        for call in calls {
-            let fields = decide(t, call)?;
-            // redis-cell's reply is in seconds.
-            let unit = if call[0] == "RL.THROTTLE" { 1_000 } else { 1 };
-            let (retry, reset) = (fields[3] * unit, fields[4] * unit);
-            if retry < back_ms || reset < back_ms {
+        for (i, case) in cases.iter().enumerate() {
+            let throttle = case.unit > 1;
+            let wrote = decision_fields(&written[i], false)?;
+            let fields = decision_fields(&checked[2 * i], false)?;
+            // Allowed is 1, except for redis-cell's "limited" (0 = allowed).
+            let denied = if throttle { 1 } else { 0 };
+            if wrote[0] == denied || fields[0] != denied {
                 violations.push(format!(
-                    "{call:?} after the clock moved back {back_ms} ms: expected retry_after and \
-                     reset_after of at least {back_ms} ms, got {fields:?}"
+                    "{:?} with the clock {back_ms} ms ahead answered {wrote:?}, then {:?} {fields:?}: \
+                     expected allowed, then denied",
+                    case.write, case.check
+                ));
+                continue;
+            }
+            // redis-cell rounds to seconds: at most a second either way.
+            let rounding = if throttle { 1_000 } else { 1 };
+            let least = lag.0 + case.wait.0 - rounding;
+            let most = lag.1 + case.wait.1 + rounding;
+            let (retry, reset) = (fields[3] * case.unit, fields[4] * case.unit);
+            for (name, value) in [("retry_after", retry), ("reset_after", reset)] {
+                if !(least..=most).contains(&value) {
+                    violations.push(format!(
+                        "{:?} after the clock moved back {back_ms} ms: expected {name} within \
+                         {least}..={most} ms, got {fields:?}",
+                        case.check
+                    ));
+                }
+            }
+            if !throttle {
+                let status = &checked[2 * i + 1];
+                let status = ["retry_after_ms", "reset_after_ms"].map(|n| status_field(status, n));
+                if status != [Some(fields[3]), Some(fields[4])] && t.freezes_time() {
+                    violations.push(format!(
+                        "RL.STATUS {} at the same instant as {:?} answered {status:?}, the call {fields:?}",
+                        case.check[1], case.check
+                    ));
+                }
+            }
+        }
+        if !violations.is_empty() {
+            return Ok(violations);
+        }
+        // The waits are right, not just long enough: shortly before the retry the request is
+        // still denied, 1 ms after it allowed, and 1 ms after the reset the limiter is full.
+        for (i, case) in cases.iter().enumerate() {
+            let fields = decision_fields(&checked[2 * i], false)?;
+            let (retry, reset) = (fields[3] * case.unit, fields[4] * case.unit);
+            let mut check = case.check.to_vec();
+            if case.peeks {
+                check.push("PEEK");
+            }
+            let early = if case.unit > 1 { 1_500 } else { 500 };
+            let allowed = |f: [i64; 5]| f[0] == i64::from(case.unit == 1);
+            t.move_clock(retry - early)?;
+            let before_retry = decide(t, &check)?;
+            t.move_clock(retry + 1)?;
+            let at_retry = decide(t, &check)?;
+            if allowed(before_retry) || !allowed(at_retry) {
+                violations.push(format!(
+                    "{check:?} with retry_after {retry} ms: {early} ms before it answered \
+                     {before_retry:?}, 1 ms after it {at_retry:?}"
+                ));
+            }
+            if case.peeks {
+                t.move_clock(reset + 1)?;
+                let at_reset = decide(t, &check)?;
+                if !allowed(at_reset) || at_reset[2] != at_reset[1] - 1 {
+                    violations.push(format!(
+                        "{check:?} with reset_after {reset} ms: 1 ms after it answered \
+                         {at_reset:?}, expected a full limiter"
+                    ));
+                }
+            }
+            t.move_clock(0)?;
+        }
+        Ok(violations)
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Bugs the fuzzer found, pinned until the module fixes them
+// ---------------------------------------------------------------------------------------
+
+/// "Values too large to compute exactly are rejected with an error, never wrapped or
+/// saturated silently" (spec, Errors), and every time a decision computes fits in 64-bit
+/// microseconds (`docs/commands.md`, Ranges). RL.SETSTATE takes a sliding, APPROX or lease
+/// state whose stored time is `u64::MAX` ms (an entry, a window start, a lease expiry) —
+/// a moment no clock of the module reaches — and every decision on it then answers
+/// `retry_after_ms`/`reset_after_ms` saturated at `i64::MAX` (while the key's PTTL is
+/// about 1.8e16 ms). Expected: the state refused (`ERR state must be a redlimit state`), or
+/// exact replies. (Found by the `states` property, seed 20261123, 2048 cases.)
+#[test]
+fn bug_far_future_states_saturate_retry_and_reset() {
+    let far = u64::MAX;
+    let cases = [
+        // An exact log of limit 1 whose one entry (cost 1) is at u64::MAX ms.
+        (
+            "reg:far-sliding",
+            [hand_state(4, &[1, 1_000, far]), varints(&[0, 1])].concat(),
+        ),
+        // An APPROX window of limit 1 starting at u64::MAX ms, holding 1.
+        ("reg:far-approx", hand_state(5, &[1, 1_000, far, 0, 1])),
+        // One lease ("a") of a limit of 1, expiring at u64::MAX ms.
+        (
+            "reg:far-leases",
+            [
+                hand_state(6, &[1, 1_000, 1]),
+                varints(&[far, 1]),
+                bytes("a"),
+            ]
+            .concat(),
+        ),
+    ];
+    on_every_server(|t| {
+        let mut violations = Vec::new();
+        for (key, state) in &cases {
+            let reply = t.query(false, &[b"RL.SETSTATE", key.as_bytes(), state])?;
+            if error_text(&reply)
+                .is_some_and(|e| e.starts_with("ERR state must be a redlimit state"))
+            {
+                continue;
+            }
+            if reply != Value::Okay {
+                return Err(format!(
+                    "RL.SETSTATE {key} {} answered {reply:?}",
+                    show(state)
+                ));
+            }
+            let status = t.query(false, &[b"RL.STATUS", key.as_bytes()])?;
+            let saturated: Vec<&str> = ["retry_after_ms", "reset_after_ms"]
+                .into_iter()
+                .filter(|name| status_field(&status, name) == Some(i64::MAX))
+                .collect();
+            if !saturated.is_empty() {
+                let pttl = t.ok(&[b"PTTL", key.as_bytes()])?;
+                violations.push(format!(
+                    "RL.SETSTATE {key} {} accepted, then RL.STATUS {key} answers {saturated:?} \
+                     saturated at i64::MAX (PTTL {pttl:?}): {status:?}",
+                    show(state)
                 ));
             }
         }
