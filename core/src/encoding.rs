@@ -178,7 +178,33 @@ impl Limiter {
         if !reader.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }
+        if limiter.latest_ms() > MAX_TIME_MS {
+            return Err(DecodeError("a time beyond the year 5000"));
+        }
         Ok(limiter)
+    }
+}
+
+/// The latest absolute time a stored state may hold, in Unix milliseconds (10^14, in
+/// the year 5138): every time computed from a state then fits, unsaturated, in replies.
+pub const MAX_TIME_MS: u64 = 100_000_000_000_000;
+
+impl Limiter {
+    /// The latest absolute time in this limiter's state, in Unix milliseconds.
+    fn latest_ms(&self) -> u64 {
+        match self {
+            Self::TokenBucket(_, s) => s.at.as_micros() / 1_000,
+            Self::Throttle(_, s) => s.tat_ns / 1_000_000,
+            Self::Fixed(_, s) => s.end_ms,
+            Self::Sliding(_, log) => log.iter().last().map_or(log.first_ms(), |(time, _)| time),
+            Self::SlidingApprox(_, s) => s.start_ms,
+            Self::Concurrency(_, leases) => leases
+                .held()
+                .iter()
+                .map(|lease| lease.expires_ms)
+                .max()
+                .unwrap_or(0),
+        }
     }
 }
 
@@ -206,6 +232,27 @@ mod tests {
             Limiter::SlidingApprox(p, _) => Policy::SlidingApprox(*p),
             Limiter::Concurrency(..) => return None,
         })
+    }
+
+    #[test]
+    fn rejects_times_beyond_the_year_5000() {
+        let window = |start_ms: u64| {
+            let limiter = Limiter::SlidingApprox(
+                SlidingCounter::new(1, 1_000).unwrap(),
+                WindowPair {
+                    start_ms,
+                    previous: 0,
+                    current: 1,
+                },
+            );
+            Limiter::decode(&limiter.encode())
+        };
+        assert!(window(MAX_TIME_MS).is_ok());
+        assert_eq!(
+            window(MAX_TIME_MS + 1),
+            Err(DecodeError("a time beyond the year 5000"))
+        );
+        assert!(window(u64::MAX).is_err());
     }
 
     #[test]

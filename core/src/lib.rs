@@ -40,7 +40,7 @@ mod varint;
 
 pub use concurrency::{Concurrency, Lease, Leases, MAX_LEASE_ID_LEN, MAX_LEASES};
 pub use decision::{Decision, Outcome, Request, RetryAfter};
-pub use encoding::{DecodeError, ENCODING_VERSION};
+pub use encoding::{DecodeError, ENCODING_VERSION, MAX_TIME_MS};
 pub use error::{ArgumentError, MAX_COUNT, MAX_DURATION_MS};
 pub use fixed_window::{FixedWindow, WindowCount};
 pub use limiter::{Algorithm, Limiter, Policy, WrongAlgorithm};
