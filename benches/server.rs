@@ -46,7 +46,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redlimit_test_support::{Server, ServerBinary, ServerBuilder, available_servers};
+use redlimit_test_support::{
+    Server, ServerBinary, ServerBuilder, available_servers, set_clock_offset,
+};
 
 /// Concurrent connections of `redis-benchmark`.
 const CLIENTS: u32 = 50;
@@ -236,6 +238,53 @@ fn workloads(empty_script_sha: &str) -> Vec<Workload> {
             "evalsha",
             None,
             &["EVALSHA", empty_script_sha, "1", "ev:__rand_int__"],
+        ),
+        workload(
+            "RL.SLIDING 100 60000 (exact)",
+            "rl.sliding",
+            Some("sliding"),
+            &["RL.SLIDING", "sl:__rand_int__", "100", "60000"],
+        ),
+        workload(
+            "RL.SLIDING 100 60000 APPROX",
+            "rl.sliding",
+            Some("sliding"),
+            &["RL.SLIDING", "sa:__rand_int__", "100", "60000", "APPROX"],
+        ),
+        workload(
+            "RL.FIXED 100 60000",
+            "rl.fixed",
+            Some("fixed"),
+            &["RL.FIXED", "fx:__rand_int__", "100", "60000"],
+        ),
+        workload(
+            "RL.ALL 2 keys: SLIDING 10 60000 + FIXED 100 3600000",
+            "rl.all",
+            Some("all"),
+            &[
+                "RL.ALL",
+                "2",
+                "{a__rand_int__}m",
+                "{a__rand_int__}h",
+                "SLIDING",
+                "10",
+                "60000",
+                "FIXED",
+                "100",
+                "3600000",
+            ],
+        ),
+        workload(
+            "RL.ACQUIRE 10 60000 (one lease per call)",
+            "rl.acquire",
+            Some("acquire"),
+            &[
+                "RL.ACQUIRE",
+                "ls:__rand_int__",
+                "10",
+                "60000",
+                "__rand_int__",
+            ],
         ),
         workload(
             "ref: RL.TOKENBUCKET 1000000 1 60000 (keys stay)",
@@ -602,11 +651,16 @@ struct KeyKind {
     /// The command as the table shows it.
     command: &'static str,
     write: fn(&mut redis::Pipeline, &str),
+    /// Calls per key, `SPACING_MS` apart on the module's test clock (1: one call).
+    calls_per_key: u64,
 }
+
+/// Time between two calls on one key when a kind makes several (100 in a minute).
+const SPACING_MS: u64 = 600;
 
 /// Policies slow enough that no key expires while the keyspace is being filled and
 /// measured (the throughput policies' keys go idle, and vanish, within 2 s).
-fn key_kinds() -> [KeyKind; 4] {
+fn key_kinds() -> [KeyKind; 8] {
     [
         KeyKind {
             kind: "token bucket",
@@ -619,6 +673,7 @@ fn key_kinds() -> [KeyKind; 4] {
                     .arg(60_000)
                     .ignore();
             },
+            calls_per_key: 1,
         },
         KeyKind {
             kind: "throttle",
@@ -631,6 +686,57 @@ fn key_kinds() -> [KeyKind; 4] {
                     .arg(60)
                     .ignore();
             },
+            calls_per_key: 1,
+        },
+        KeyKind {
+            kind: "sliding log, 100 calls in 60 s",
+            command: "RL.SLIDING key 100 60000, 100 times 600 ms apart",
+            write: |pipe, key| {
+                pipe.cmd("RL.SLIDING")
+                    .arg(key)
+                    .arg(100)
+                    .arg(60_000)
+                    .ignore();
+            },
+            calls_per_key: 100,
+        },
+        KeyKind {
+            kind: "sliding APPROX",
+            command: "RL.SLIDING key 100 60000 APPROX",
+            write: |pipe, key| {
+                pipe.cmd("RL.SLIDING")
+                    .arg(key)
+                    .arg(100)
+                    .arg(60_000)
+                    .arg("APPROX")
+                    .ignore();
+            },
+            calls_per_key: 1,
+        },
+        KeyKind {
+            kind: "fixed window",
+            command: "RL.FIXED key 100 3600000",
+            write: |pipe, key| {
+                pipe.cmd("RL.FIXED")
+                    .arg(key)
+                    .arg(100)
+                    .arg(3_600_000)
+                    .ignore();
+            },
+            calls_per_key: 1,
+        },
+        KeyKind {
+            kind: "lease key, one 8-byte holder",
+            command: "RL.ACQUIRE key 10 60000 holder-1",
+            write: |pipe, key| {
+                pipe.cmd("RL.ACQUIRE")
+                    .arg(key)
+                    .arg(10)
+                    .arg(60_000)
+                    .arg("holder-1")
+                    .ignore();
+            },
+            calls_per_key: 1,
         },
         KeyKind {
             kind: "string, 19 digits, TTL (redis-cell)",
@@ -643,6 +749,7 @@ fn key_kinds() -> [KeyKind; 4] {
                     .arg(60_000)
                     .ignore();
             },
+            calls_per_key: 1,
         },
         KeyKind {
             kind: "INCR counter, no TTL",
@@ -650,6 +757,7 @@ fn key_kinds() -> [KeyKind; 4] {
             write: |pipe, key| {
                 pipe.cmd("INCR").arg(key).ignore();
             },
+            calls_per_key: 1,
         },
     ]
 }
@@ -675,16 +783,26 @@ fn measure_memory(binary: &ServerBinary, module: &Path, keys: usize) -> Vec<Memo
         settle();
         let before = used_memory(&mut con);
         let started = Instant::now();
+        // Kinds with many calls per key fill a tenth of the keys (the same calls in all).
+        let keys = if kind.calls_per_key > 1 {
+            keys / 10
+        } else {
+            keys
+        };
         let names: Vec<String> = (0..keys).map(|i| format!("key:{i:012}")).collect();
-        for batch in names.chunks(FILL_BATCH) {
-            let mut pipe = redis::pipe();
-            for key in batch {
-                (kind.write)(&mut pipe, key);
+        for call in 0..kind.calls_per_key {
+            set_clock_offset(&mut con, call * SPACING_MS);
+            for batch in names.chunks(FILL_BATCH) {
+                let mut pipe = redis::pipe();
+                for key in batch {
+                    (kind.write)(&mut pipe, key);
+                }
+                let () = pipe.query(&mut con).unwrap_or_else(|e| {
+                    panic!("{}: writing {} keys failed: {e}", binary.name(), kind.kind)
+                });
             }
-            let () = pipe.query(&mut con).unwrap_or_else(|e| {
-                panic!("{}: writing {} keys failed: {e}", binary.name(), kind.kind)
-            });
         }
+        set_clock_offset(&mut con, 0);
         settle();
         let after = used_memory(&mut con);
         let count: usize = redis::cmd("DBSIZE")
