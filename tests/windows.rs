@@ -206,7 +206,11 @@ fn all_counts_everywhere_or_nowhere() {
         );
         assert_eq!(call(con, "2")[0], Value::Int(1), "{name}");
         let hour: Vec<Value> = cmd("RL.STATUS").arg("{u:42}:h").query(con).unwrap();
-        let remaining: i64 = redis::from_redis_value(&hour[11]).unwrap();
+        let at = hour
+            .iter()
+            .position(|v| *v == Value::BulkString(b"remaining".to_vec()))
+            .unwrap();
+        let remaining: i64 = redis::from_redis_value(&hour[at + 1]).unwrap();
         assert_eq!(
             remaining, 1,
             "{name}: 8 + 2 counted on the hour key, 1 more peeked"
