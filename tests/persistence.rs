@@ -11,6 +11,8 @@
 //! first (`cargo build -p redlimit-module`). Time moves with the module's clock offset,
 //! never with sleeps.
 
+#[path = "live/calls.rs"]
+mod calls;
 #[path = "persistence/setstate.rs"]
 mod setstate;
 #[path = "persistence/workload.rs"]

@@ -11,8 +11,15 @@
 //! first (`cargo build -p redlimit-module`). Time moves with the module's clock offset,
 //! never with sleeps; the only waits are bounded polls for an event (sync, expiry).
 
+#[path = "live/calls.rs"]
+mod calls;
 #[path = "replication/propagation.rs"]
 mod propagation;
+
+use calls::{
+    acquire, assert_expiry_follows_state, command, fixed, release, servers, show, sliding, stored,
+    throttle, tokenbucket, with_module,
+};
 
 use redlimit_test_support::{snapshot, stored_state};
 use std::thread;
@@ -20,23 +27,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 use redlimit_core::{BucketState, Limiter, Timestamp, TokenBucket};
-use redlimit_test_support::{
-    Flavor, KeySnapshot, Server, ServerBinary, ServerBuilder, available_servers, info_value,
-    module_path, set_clock_offset, status,
-};
-
-fn servers() -> Vec<ServerBinary> {
-    let servers = available_servers();
-    if servers.is_empty() {
-        eprintln!("skipped: no server found; run scripts/install-deps.sh");
-    }
-    servers
-}
-
-/// A server of `binary` with the redlimit module.
-fn with_module(binary: &ServerBinary) -> ServerBuilder {
-    ServerBuilder::new(binary).module(module_path())
-}
+use redlimit_test_support::{Flavor, Server, ServerBinary, info_value, set_clock_offset, status};
 
 /// A primary and a synced replica, both with the module. The replica's clock is two hours
 /// ahead of the primary's from the start, so any decision it re-ran would differ.
@@ -50,60 +41,6 @@ fn primary_and_replica(binary: &ServerBinary, primary_args: &[&str]) -> (Server,
         .start();
     replica.wait_for_sync();
     (primary, replica)
-}
-
-fn show(key: &[u8]) -> String {
-    String::from_utf8_lossy(key).into_owned()
-}
-
-/// `command key args...` (args split on spaces).
-fn command(command: &str, key: &[u8], args: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd(command);
-    cmd.arg(key);
-    for arg in args.split_whitespace() {
-        cmd.arg(arg);
-    }
-    cmd
-}
-
-/// A limiting command's reply; panics naming the server on an error.
-fn decide(con: &mut Connection, who: &str, name: &str, key: &[u8], args: &str) -> Vec<i64> {
-    command(name, key, args)
-        .query(con)
-        .unwrap_or_else(|e| panic!("{who}: {name} {} {args}: {e}", show(key)))
-}
-
-fn tokenbucket(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
-    decide(con, who, "RL.TOKENBUCKET", key, args)
-}
-
-fn throttle(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
-    decide(con, who, "RL.THROTTLE", key, args)
-}
-
-fn sliding(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
-    decide(con, who, "RL.SLIDING", key, args)
-}
-
-fn fixed(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
-    decide(con, who, "RL.FIXED", key, args)
-}
-
-/// `RL.ACQUIRE key <policy> id` (`policy`: "limit lease_ms"), the id as bytes.
-fn acquire(con: &mut Connection, who: &str, key: &[u8], policy: &str, id: &[u8]) -> Vec<i64> {
-    command("RL.ACQUIRE", key, policy)
-        .arg(id)
-        .query(con)
-        .unwrap_or_else(|e| panic!("{who}: RL.ACQUIRE {} {policy} {}: {e}", show(key), show(id)))
-}
-
-/// `RL.RELEASE key id`: 1 if the lease was held.
-fn release(con: &mut Connection, who: &str, key: &[u8], id: &[u8]) -> i64 {
-    redis::cmd("RL.RELEASE")
-        .arg(key)
-        .arg(id)
-        .query(con)
-        .unwrap_or_else(|e| panic!("{who}: RL.RELEASE {} {}: {e}", show(key), show(id)))
 }
 
 /// A command written out, split on spaces: `"RL.ALL 2 a b SLIDING 3 60000 FIXED 5 1000"`.
@@ -165,12 +102,6 @@ impl Clock {
     }
 }
 
-/// The decoded limiter stored at `key`.
-fn stored(con: &mut Connection, key: &[u8]) -> Limiter {
-    let state = stored_state(con, key).unwrap_or_else(|| panic!("no key {}", show(key)));
-    Limiter::decode(&state).unwrap_or_else(|e| panic!("{}: {e}: {state:?}", show(key)))
-}
-
 /// `WAIT 1 5000` on the primary: every write so far has reached the replica.
 fn wait_for_replica(primary: &mut Connection, who: &str) {
     let acked: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query(primary).unwrap();
@@ -191,18 +122,6 @@ fn keys(con: &mut Connection) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(con).unwrap();
     keys.sort();
     keys
-}
-
-/// The key's absolute expiry is the moment its stored state is back to "no key".
-fn assert_expiry_follows_state(snap: &KeySnapshot, who: &str) {
-    let limiter = Limiter::decode(&snap.state)
-        .unwrap_or_else(|e| panic!("{who}: stored state does not decode ({e}): {snap:?}"));
-    let idle_ms = limiter.idle_at().as_micros().div_ceil(1_000);
-    assert_eq!(
-        snap.expire_at_ms,
-        i64::try_from(idle_ms).unwrap(),
-        "{who}: PEXPIREAT is not the state's idle moment: {limiter:?}"
-    );
 }
 
 /// `DEBUG DIGEST`: one hash of the whole dataset, values and expiries.

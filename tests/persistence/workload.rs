@@ -4,15 +4,16 @@
 //! windows, RL.ALL over several keys and leases (RL.ACQUIRE / RL.RELEASE), in two phases
 //! (so an AOF rewrite can happen in between).
 
+pub use crate::calls::{
+    acquire, assert_expiry_follows_state, command, decide, fixed, release, servers, show, sliding,
+    stored, throttle, tokenbucket, with_module,
+};
 pub use redlimit_test_support::{snapshot, stored_state};
 use std::time::Instant;
 
 use redis::{Connection, Value};
 use redlimit_core::Limiter;
-use redlimit_test_support::{
-    KeySnapshot, ServerBinary, ServerBuilder, Status, available_servers, info_value, module_path,
-    set_clock_offset, status,
-};
+use redlimit_test_support::{KeySnapshot, Status, info_value, set_clock_offset, status};
 
 /// Token bucket, 10 tokens, one a minute (slow: nothing refills during a test).
 pub const BASIC: &[u8] = b"tb:basic";
@@ -132,73 +133,6 @@ impl std::ops::Add for Written {
             delete: self.delete + other.delete,
         }
     }
-}
-
-pub fn servers() -> Vec<ServerBinary> {
-    let servers = available_servers();
-    if servers.is_empty() {
-        eprintln!("skipped: no server found; run scripts/install-deps.sh");
-    }
-    servers
-}
-
-/// A server of `binary` with the redlimit module.
-pub fn with_module(binary: &ServerBinary) -> ServerBuilder {
-    ServerBuilder::new(binary).module(module_path())
-}
-
-pub fn show(key: &[u8]) -> String {
-    String::from_utf8_lossy(key).into_owned()
-}
-
-/// `command key args...` (args split on spaces).
-pub fn command(command: &str, key: &[u8], args: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd(command);
-    cmd.arg(key);
-    for arg in args.split_whitespace() {
-        cmd.arg(arg);
-    }
-    cmd
-}
-
-/// A limiting command's reply; panics naming the server on an error.
-pub fn decide(con: &mut Connection, who: &str, name: &str, key: &[u8], args: &str) -> Vec<i64> {
-    command(name, key, args)
-        .query(con)
-        .unwrap_or_else(|e| panic!("{who}: {name} {} {args}: {e}", show(key)))
-}
-
-pub fn tokenbucket(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
-    decide(con, who, "RL.TOKENBUCKET", key, args)
-}
-
-fn throttle(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
-    decide(con, who, "RL.THROTTLE", key, args)
-}
-
-fn sliding(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
-    decide(con, who, "RL.SLIDING", key, args)
-}
-
-fn fixed(con: &mut Connection, who: &str, key: &[u8], args: &str) -> Vec<i64> {
-    decide(con, who, "RL.FIXED", key, args)
-}
-
-/// `RL.ACQUIRE key <policy> id` (`policy`: "limit lease_ms").
-fn acquire(con: &mut Connection, who: &str, key: &[u8], policy: &str, id: &[u8]) -> Vec<i64> {
-    command("RL.ACQUIRE", key, policy)
-        .arg(id)
-        .query(con)
-        .unwrap_or_else(|e| panic!("{who}: RL.ACQUIRE {} {policy} {}: {e}", show(key), show(id)))
-}
-
-/// `RL.RELEASE key id`: 1 if the lease was held.
-fn release(con: &mut Connection, who: &str, key: &[u8], id: &[u8]) -> i64 {
-    redis::cmd("RL.RELEASE")
-        .arg(key)
-        .arg(id)
-        .query(con)
-        .unwrap_or_else(|e| panic!("{who}: RL.RELEASE {} {}: {e}", show(key), show(id)))
 }
 
 /// `RL.ALL` over [`ALL_KEYS`] with their policies, then `options`: the overall
@@ -563,12 +497,6 @@ fn assert_stored_shapes(con: &mut Connection, who: &str) {
     assert_eq!(ids, [HOLDER], "{who}: {leases:?}");
 }
 
-/// The decoded limiter stored at `key`.
-pub fn stored(con: &mut Connection, key: &[u8]) -> Limiter {
-    let state = stored_state(con, key).unwrap_or_else(|| panic!("no key {}", show(key)));
-    Limiter::decode(&state).unwrap_or_else(|e| panic!("{}: {e}: {state:?}", show(key)))
-}
-
 /// The workload's limiter keys that exist, with their snapshots.
 pub fn snapshots(con: &mut Connection, who: &str) -> Vec<(Vec<u8>, KeySnapshot)> {
     LIMITERS
@@ -584,19 +512,6 @@ pub fn statuses(con: &mut Connection) -> Vec<(Vec<u8>, Status)> {
         .iter()
         .filter_map(|(key, _, _)| status(con, *key).map(|s| (key.to_vec(), s)))
         .collect()
-}
-
-/// The key's absolute expiry is the moment its stored state is back to "no key",
-/// rounded up to the millisecond: derived from the state alone.
-pub fn assert_expiry_follows_state(snap: &KeySnapshot, who: &str) {
-    let limiter = Limiter::decode(&snap.state)
-        .unwrap_or_else(|e| panic!("{who}: stored state does not decode ({e}): {snap:?}"));
-    let idle_ms = limiter.idle_at().as_micros().div_ceil(1_000);
-    assert_eq!(
-        snap.expire_at_ms,
-        i64::try_from(idle_ms).unwrap(),
-        "{who}: PEXPIRETIME is not the state's idle moment: {limiter:?}"
-    );
 }
 
 /// Checks that the keyspace after a reload is exactly the one before it.
