@@ -25,6 +25,7 @@
 //! assert!(policy.decide(stored.as_ref(), now, Request::new(1)).unwrap().decision.allowed);
 //! ```
 
+mod all;
 mod concurrency;
 mod decision;
 mod encoding;
@@ -38,6 +39,7 @@ mod time;
 mod token_bucket;
 mod varint;
 
+pub use all::{AllOutcome, decide_all};
 pub use concurrency::{Concurrency, Lease, Leases, MAX_LEASE_ID_LEN, MAX_LEASES};
 pub use decision::{Decision, Outcome, Request, RetryAfter};
 pub use encoding::{DecodeError, ENCODING_VERSION, MAX_TIME_MS};

@@ -8,9 +8,8 @@ use crate::error::CommandError;
 use crate::ffi::{Content, Ctx, RawString, bytes};
 use crate::{clock, info, reply};
 use redlimit_core::{
-    Decision, FixedWindow, Limiter, Policy, SlidingCounter, SlidingWindow, TokenBucket,
+    FixedWindow, Limiter, Policy, SlidingCounter, SlidingWindow, TokenBucket, decide_all,
 };
-use std::collections::HashMap;
 
 /// Runs `RL.ALL`: counts the request against every key iff every key allows it.
 pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
@@ -29,37 +28,15 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
 
     // Decide key by key; a key named twice sees the state its earlier policy left.
     let now = clock::now(ctx);
-    let mut states: HashMap<&[u8], (usize, Option<Limiter>, bool)> =
-        HashMap::with_capacity(numkeys);
-    let mut decisions: Vec<Decision> = Vec::with_capacity(numkeys);
-    for (index, (&key, policy)) in keys.iter().zip(&policies).enumerate() {
-        let name = bytes(key);
-        if !states.contains_key(name) {
-            states.insert(name, (index, stored(ctx, key)?, false));
-        }
-        let Some((_, state, changed)) = states.get_mut(name) else {
-            return Err(CommandError::Internal);
-        };
-        let outcome = policy.decide(state.as_ref(), now, request)?;
-        decisions.push(outcome.decision);
-        if let Some(update) = outcome.update {
-            *state = Some(update);
-            *changed = true;
-        }
+    let limits: Vec<(&[u8], Policy)> = keys.iter().map(|&key| bytes(key)).zip(policies).collect();
+    let outcome = decide_all(&limits, now, request, |index, _| {
+        stored(ctx, *keys.get(index).ok_or(CommandError::Internal)?)
+    })?;
+    for (index, limiter) in outcome.updates {
+        let key_name = *keys.get(index).ok_or(CommandError::Internal)?;
+        limit::write(ctx, key_name, &mut ctx.open_key(key_name, true)?, limiter)?;
     }
-
-    let allowed = decisions.iter().all(|decision| decision.allowed);
-    if allowed {
-        let mut changed: Vec<(usize, Limiter)> = states
-            .into_values()
-            .filter_map(|(index, state, changed)| state.filter(|_| changed).map(|s| (index, s)))
-            .collect();
-        changed.sort_unstable_by_key(|(index, _)| *index);
-        for (index, limiter) in changed {
-            let key_name = *keys.get(index).ok_or(CommandError::Internal)?;
-            limit::write(ctx, key_name, &mut ctx.open_key(key_name, true)?, limiter)?;
-        }
-    }
+    let (allowed, decisions) = (outcome.allowed, outcome.decisions);
     info::ALL_OF.decided(allowed);
     ctx.reply_array(1 + decisions.len());
     ctx.reply_bool(allowed);
