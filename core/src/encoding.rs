@@ -12,7 +12,7 @@ use crate::sliding_log::{SlidingLog, SlidingWindow};
 use crate::throttle::{Throttle, ThrottleState};
 use crate::time::Timestamp;
 use crate::token_bucket::{BucketState, TokenBucket};
-use crate::varint::{self, Reader};
+use crate::varint::{self, Reader, Sink, SliceSink};
 use core::fmt;
 
 /// The encoding version this build writes.
@@ -49,6 +49,30 @@ impl Limiter {
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(48);
+        self.encode_to(&mut out);
+        out
+    }
+
+    /// Writes the stored encoding of this limiter into `buffer` without allocating, and
+    /// returns its length; `None` when it does not fit (the buffer then holds a prefix).
+    ///
+    /// ```
+    /// use redlimit_core::{Limiter, Policy, Request, Timestamp, TokenBucket};
+    /// let policy = Policy::TokenBucket(TokenBucket::new(5, 1, 1_000).unwrap());
+    /// let limiter = policy.decide(None, Timestamp::from_millis(9), Request::new(1)).unwrap().update.unwrap();
+    /// let mut buffer = [0u8; 64];
+    /// let len = limiter.encode_into(&mut buffer).unwrap();
+    /// assert_eq!(buffer[..len], limiter.encode()[..]);
+    /// assert_eq!(limiter.encode_into(&mut [0u8; 3]), None);
+    /// ```
+    #[must_use]
+    pub fn encode_into(&self, buffer: &mut [u8]) -> Option<usize> {
+        let mut sink = SliceSink::new(buffer);
+        self.encode_to(&mut sink);
+        sink.written()
+    }
+
+    fn encode_to(&self, out: &mut impl Sink) {
         out.push(ENCODING_VERSION);
         match self {
             Self::TokenBucket(p, s) => {
@@ -59,47 +83,46 @@ impl Limiter {
                     s.deficit,
                     s.at.as_micros(),
                 ];
-                put_all(&mut out, TAG_TOKEN_BUCKET, &numbers);
+                put_all(out, TAG_TOKEN_BUCKET, &numbers);
             }
             Self::Throttle(p, s) => put_all(
-                &mut out,
+                out,
                 TAG_THROTTLE,
                 &[p.max_burst(), p.count(), p.period_s(), s.tat_ns],
             ),
             Self::Fixed(p, s) => put_all(
-                &mut out,
+                out,
                 TAG_FIXED,
                 &[p.limit(), p.window_ms(), s.end_ms, s.count],
             ),
             Self::Sliding(p, log) => {
                 put_all(
-                    &mut out,
+                    out,
                     TAG_SLIDING,
                     &[p.limit(), p.window_ms(), log.first_ms()],
                 );
-                out.extend_from_slice(log.entries());
+                out.extend(log.entries());
             }
             Self::SlidingApprox(p, s) => {
                 put_all(
-                    &mut out,
+                    out,
                     TAG_SLIDING_APPROX,
                     &[p.limit(), p.window_ms(), s.start_ms, s.previous, s.current],
                 );
             }
             Self::Concurrency(p, leases) => {
                 put_all(
-                    &mut out,
+                    out,
                     TAG_CONCURRENCY,
                     &[p.limit(), p.lease_ms(), leases.held().len() as u64],
                 );
                 for lease in leases.held() {
-                    varint::put(&mut out, lease.expires_ms);
-                    varint::put(&mut out, lease.id.len() as u64);
-                    out.extend_from_slice(&lease.id);
+                    varint::put(out, lease.expires_ms);
+                    varint::put(out, lease.id.len() as u64);
+                    out.extend(&lease.id);
                 }
             }
         }
-        out
     }
 
     /// Reads a limiter back, checking every policy number as a command would.
@@ -209,7 +232,7 @@ impl Limiter {
 }
 
 /// Appends the algorithm tag and the numbers as varints.
-fn put_all(out: &mut Vec<u8>, tag: u8, numbers: &[u64]) {
+fn put_all(out: &mut impl Sink, tag: u8, numbers: &[u64]) {
     out.push(tag);
     for &n in numbers {
         varint::put(out, n);
@@ -282,7 +305,12 @@ mod tests {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
             if let Ok(limiter) = Limiter::decode(&bytes) {
-                prop_assert_eq!(Limiter::decode(&limiter.encode()), Ok(limiter));
+                let encoded = limiter.encode();
+                let mut buffer = [0u8; 64];
+                let len = limiter.encode_into(&mut buffer);
+                prop_assert_eq!(len.map(|len| &buffer[..len]), Some(&encoded[..]));
+                prop_assert_eq!(limiter.encode_into(&mut buffer[..encoded.len() - 1]), None);
+                prop_assert_eq!(Limiter::decode(&encoded), Ok(limiter));
             }
         }
 

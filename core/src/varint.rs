@@ -1,7 +1,69 @@
 //! Unsigned LEB128 varints, the building block of the stored encoding.
 
+/// Where encoded bytes go: a growing `Vec`, or a fixed buffer on the stack.
+pub(crate) trait Sink {
+    /// Appends one byte.
+    fn push(&mut self, byte: u8);
+    /// Appends several bytes.
+    fn extend(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn push(&mut self, byte: u8) {
+        Vec::push(self, byte);
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A fixed buffer that remembers whether it overflowed (it then holds a prefix).
+pub(crate) struct SliceSink<'a> {
+    buffer: &'a mut [u8],
+    len: usize,
+    overflowed: bool,
+}
+
+impl<'a> SliceSink<'a> {
+    pub(crate) fn new(buffer: &'a mut [u8]) -> Self {
+        Self {
+            buffer,
+            len: 0,
+            overflowed: false,
+        }
+    }
+
+    /// The bytes written, or `None` if they did not all fit.
+    pub(crate) fn written(&self) -> Option<usize> {
+        (!self.overflowed).then_some(self.len)
+    }
+}
+
+impl Sink for SliceSink<'_> {
+    fn push(&mut self, byte: u8) {
+        match self.buffer.get_mut(self.len) {
+            Some(slot) => {
+                *slot = byte;
+                self.len += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        match self.buffer.get_mut(self.len..self.len + bytes.len()) {
+            Some(slots) => {
+                slots.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.overflowed = true,
+        }
+    }
+}
+
 /// Appends `n` as a varint.
-pub(crate) fn put(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn put(out: &mut impl Sink, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;

@@ -9,6 +9,7 @@ use redis_module::raw;
 use redlimit_core::Limiter;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Reads one function pointer of the module API (filled in by `RedisModule_Init`).
 macro_rules! api {
@@ -206,9 +207,16 @@ impl Ctx {
 pub enum Content<'a> {
     /// Nothing.
     Empty,
-    /// A limiter of this module.
-    Limiter(&'a mut Limiter),
+    /// A limiter of this module: its stored encoding (`Limiter::encode`).
+    Limiter(&'a [u8]),
     /// Any other type.
+    Other,
+}
+
+/// What an opened key holds, as the server's value pointer.
+enum RawContent {
+    Empty,
+    Ours(NonNull<c_void>),
     Other,
 }
 
@@ -224,44 +232,78 @@ pub struct Key {
 }
 
 impl Key {
-    /// What the key holds.
-    pub fn content(&mut self) -> Content<'_> {
+    fn raw_content(&self) -> RawContent {
         let Some(ptr) = self.ptr else {
-            return Content::Empty;
+            return RawContent::Empty;
         };
         let (Some(key_type), Some(get_type), Some(get_value)) = (
             api!(RedisModule_KeyType),
             api!(RedisModule_ModuleTypeGetType),
             api!(RedisModule_ModuleTypeGetValue),
         ) else {
-            return Content::Other;
+            return RawContent::Other;
         };
         // SAFETY: an open key handle.
         let kind = unsafe { key_type(ptr.as_ptr()) };
         if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
-            return Content::Empty;
+            return RawContent::Empty;
         }
         // SAFETY: an open key handle.
         if kind != raw::REDISMODULE_KEYTYPE_MODULE as c_int
             || unsafe { get_type(ptr.as_ptr()) } != datatype::raw_type()
         {
-            return Content::Other;
+            return RawContent::Other;
         }
-        // SAFETY: values of our type are always `Box<Limiter>`, owned by the key and
-        // borrowed here for no longer than the key handle.
-        match unsafe { get_value(ptr.as_ptr()).cast::<Limiter>().as_mut() } {
-            Some(limiter) => Content::Limiter(limiter),
-            None => Content::Other,
+        // SAFETY: an open key handle holding a value of our type.
+        match NonNull::new(unsafe { get_value(ptr.as_ptr()) }) {
+            Some(value) => RawContent::Ours(value),
+            None => RawContent::Other,
         }
     }
 
-    /// Stores `limiter` (in place when the key already holds one) and expires the key
-    /// at `expire_at_ms`, absolute Unix milliseconds.
-    pub fn store(&mut self, limiter: Limiter, expire_at_ms: i64) -> Result<(), ()> {
+    /// What the key holds.
+    pub fn content(&mut self) -> Content<'_> {
+        match self.raw_content() {
+            RawContent::Empty => Content::Empty,
+            // SAFETY: values of our type are always made by `datatype::Value`, owned by the
+            // key and borrowed here for no longer than the key handle.
+            RawContent::Ours(value) => match unsafe { datatype::encoding(value.as_ptr()) } {
+                Some(bytes) => Content::Limiter(bytes),
+                None => Content::Other,
+            },
+            RawContent::Other => Content::Other,
+        }
+    }
+
+    /// The limiter the key holds (`None`: no key), decoded.
+    pub fn limiter(&mut self) -> Result<Option<Limiter>, CommandError> {
         match self.content() {
-            Content::Limiter(stored) => *stored = limiter,
-            Content::Empty => self.set_new(limiter)?,
-            Content::Other => return Err(()),
+            Content::Empty => Ok(None),
+            // Every stored encoding was checked on its way in: this cannot fail.
+            Content::Limiter(bytes) => Limiter::decode(bytes)
+                .map(Some)
+                .map_err(|_| CommandError::Internal),
+            Content::Other => Err(CommandError::WrongType(None)),
+        }
+    }
+
+    /// Stores the limiter encoded as `encoding` (in place when the key already holds one
+    /// of the same length) and expires the key at `expire_at_ms`, absolute Unix
+    /// milliseconds.
+    pub fn store(&mut self, encoding: &[u8], expire_at_ms: i64) -> Result<(), ()> {
+        match self.raw_content() {
+            RawContent::Ours(value) => {
+                // SAFETY: our value, owned by this key, opened for writing; no other
+                // reference to its bytes is alive.
+                match unsafe { datatype::encoding_mut(value.as_ptr()) } {
+                    Some(bytes) if bytes.len() == encoding.len() => {
+                        bytes.copy_from_slice(encoding);
+                    }
+                    _ => self.replace(encoding)?,
+                }
+            }
+            RawContent::Empty => self.set_value(datatype::Value::new(encoding).ok_or(())?)?,
+            RawContent::Other => return Err(()),
         }
         let set_expire = api!(RedisModule_SetAbsExpire).ok_or(())?;
         let ptr = self.ptr.ok_or(())?;
@@ -275,6 +317,29 @@ impl Key {
         }
     }
 
+    /// Swaps the key's value for a new one holding `encoding`, keeping the key (and its
+    /// expiry) where it is; without `RedisModule_ModuleTypeReplaceValue`, sets it anew.
+    fn replace(&mut self, encoding: &[u8]) -> Result<(), ()> {
+        let value = datatype::Value::new(encoding).ok_or(())?;
+        let (Some(replace_value), Some(ptr)) = (replace_value_api(), self.ptr) else {
+            return self.set_value(value);
+        };
+        let new = value.into_raw();
+        let mut old: *mut c_void = std::ptr::null_mut();
+        // SAFETY: an open, writable key holding a value of our type; on success the
+        // server keeps `new` and hands the old value back to us.
+        let status = unsafe { replace_value(ptr.as_ptr(), datatype::raw_type(), new, &mut old) };
+        if status == raw::REDISMODULE_OK as c_int {
+            // SAFETY: the old value is ours again, and no longer in the keyspace.
+            drop(unsafe { datatype::Value::from_raw(old) });
+            Ok(())
+        } else {
+            // SAFETY: the server refused `new`, so it is still ours.
+            drop(unsafe { datatype::Value::from_raw(new) });
+            Err(())
+        }
+    }
+
     /// Tells the server the key changed (`WATCH`, client-side caching).
     fn signal_modified(&self) {
         if let Some(signal) = api!(RedisModule_SignalModifiedKey) {
@@ -283,19 +348,18 @@ impl Key {
         }
     }
 
-    /// Replaces whatever the key holds by a new limiter value.
-    pub fn set_new(&mut self, limiter: Limiter) -> Result<(), ()> {
+    /// Replaces whatever the key holds by `value`.
+    fn set_value(&mut self, value: datatype::Value) -> Result<(), ()> {
         let set_value = api!(RedisModule_ModuleTypeSetValue).ok_or(())?;
         let ptr = self.ptr.ok_or(())?;
-        let value = Box::into_raw(Box::new(limiter));
+        let value = value.into_raw();
         // SAFETY: the server takes ownership of `value` and frees it with our `free` callback.
-        let status =
-            unsafe { set_value(ptr.as_ptr(), datatype::raw_type(), value.cast::<c_void>()) };
+        let status = unsafe { set_value(ptr.as_ptr(), datatype::raw_type(), value) };
         if status == raw::REDISMODULE_OK as c_int {
             return Ok(());
         }
         // SAFETY: the server refused the value, so it is still ours.
-        drop(unsafe { Box::from_raw(value) });
+        drop(unsafe { datatype::Value::from_raw(value) });
         Err(())
     }
 
@@ -307,6 +371,45 @@ impl Key {
             self.signal_modified();
         }
     }
+}
+
+/// `RedisModule_ModuleTypeReplaceValue(key, type, new, &old)`.
+type ReplaceValue = unsafe extern "C" fn(
+    *mut raw::RedisModuleKey,
+    *mut raw::RedisModuleType,
+    *mut c_void,
+    *mut *mut c_void,
+) -> c_int;
+
+/// `RedisModule_ModuleTypeReplaceValue`, looked up at load (the SDK does not bind it).
+static REPLACE_VALUE: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Looks up the server APIs the SDK does not bind; called once, at load.
+pub fn load_optional_apis() {
+    let Some(get_api) = api!(RedisModule_GetApi) else {
+        return;
+    };
+    let mut pointer: *mut c_void = std::ptr::null_mut();
+    // SAFETY: GetApi writes the function's address when the server has it.
+    let status = unsafe {
+        get_api(
+            c"RedisModule_ModuleTypeReplaceValue".as_ptr(),
+            (&raw mut pointer).cast(),
+        )
+    };
+    if status == raw::REDISMODULE_OK as c_int {
+        REPLACE_VALUE.store(pointer, Ordering::Relaxed);
+    }
+}
+
+fn replace_value_api() -> Option<ReplaceValue> {
+    let pointer = REPLACE_VALUE.load(Ordering::Relaxed);
+    if pointer.is_null() {
+        return None;
+    }
+    // SAFETY: the address the server gave for `RedisModule_ModuleTypeReplaceValue`, whose
+    // C signature `ReplaceValue` spells out.
+    Some(unsafe { std::mem::transmute::<*mut c_void, ReplaceValue>(pointer) })
 }
 
 impl Drop for Key {

@@ -34,6 +34,7 @@ fn on_load(ctx: &Context, _args: &[RedisString]) -> Status {
         ffi::log_warning(std::ptr::null_mut(), &format!("redlimit: panic: {panic}"));
     }));
     datatype::remember_raw_type();
+    ffi::load_optional_apis();
     set_module_options(ctx.ctx);
     if let Err(error) = register::register_commands(ctx.ctx) {
         ffi::log_warning(ctx.ctx, &format!("redlimit: {error}"));

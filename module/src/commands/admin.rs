@@ -36,13 +36,9 @@ pub fn status(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     info::STATUS.call();
     let mut args = Args::new(argv, 1, 1)?;
     let mut key = ctx.open_key(args.raw()?, false)?;
-    let limiter = match key.content() {
-        Content::Empty => {
-            ctx.reply_null();
-            return Ok(());
-        }
-        Content::Limiter(limiter) => limiter.clone(),
-        Content::Other => return Err(CommandError::WrongType(None)),
+    let Some(limiter) = key.limiter()? else {
+        ctx.reply_null();
+        return Ok(());
     };
     let policy = limiter.policy_fields();
     let decision = limiter.status(clock::now(ctx));
@@ -71,14 +67,15 @@ pub fn set_state(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     info::SETSTATE.call();
     let mut args = Args::new(argv, 2, 2)?;
     let name = args.raw()?;
-    let limiter = Limiter::decode(bytes(args.raw()?))
+    let state = bytes(args.raw()?);
+    let limiter = Limiter::decode(state)
         .map_err(|e| CommandError::Argument(format!("state must be a redlimit state ({e})")))?;
     let mut key = ctx.open_key(name, true)?;
     if matches!(key.content(), Content::Other) {
         return Err(CommandError::WrongType(None));
     }
-    let expire_at_ms = clock::expire_at_ms(&limiter);
-    key.store(limiter, expire_at_ms)
+    // Stored as received: these bytes decode, and the same bytes go to replicas.
+    key.store(state, clock::expire_at_ms(&limiter))
         .map_err(|()| CommandError::Internal)?;
     ctx.replicate_verbatim();
     ctx.reply_simple(c"OK");

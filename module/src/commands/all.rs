@@ -5,11 +5,9 @@ use super::limit;
 use super::options::{self, Flag};
 use crate::args::Args;
 use crate::error::CommandError;
-use crate::ffi::{Content, Ctx, RawString, bytes};
+use crate::ffi::{Ctx, Key, RawString, bytes};
 use crate::{clock, info, reply};
-use redlimit_core::{
-    FixedWindow, Limiter, Policy, SlidingCounter, SlidingWindow, TokenBucket, decide_all,
-};
+use redlimit_core::{FixedWindow, Policy, SlidingCounter, SlidingWindow, TokenBucket, decide_all};
 
 /// Runs `RL.ALL`: counts the request against every key iff every key allows it.
 pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
@@ -27,14 +25,24 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let request = options::parse(&mut args, &[Flag::Cost, Flag::Peek])?.request;
 
     // Decide key by key; a key named twice sees the state its earlier policy left.
+    // Each distinct key is opened once, at its first limit, and written through that
+    // handle (writable unless the request only asks).
     let now = clock::now(ctx);
+    let writable = !request.is_read_only();
     let limits: Vec<(&[u8], Policy)> = keys.iter().map(|&key| bytes(key)).zip(policies).collect();
+    let mut opened: Vec<Option<Key>> = (0..numkeys).map(|_| None).collect();
     let outcome = decide_all(&limits, now, request, |index, _| {
-        stored(ctx, *keys.get(index).ok_or(CommandError::Internal)?)
+        let name = *keys.get(index).ok_or(CommandError::Internal)?;
+        let slot = opened.get_mut(index).ok_or(CommandError::Internal)?;
+        slot.insert(ctx.open_key(name, writable)?).limiter()
     })?;
-    for (index, limiter) in outcome.updates {
-        let key_name = *keys.get(index).ok_or(CommandError::Internal)?;
-        limit::write(ctx, key_name, &mut ctx.open_key(key_name, true)?, limiter)?;
+    for (index, limiter) in &outcome.updates {
+        let key_name = *keys.get(*index).ok_or(CommandError::Internal)?;
+        let key = opened
+            .get_mut(*index)
+            .and_then(Option::as_mut)
+            .ok_or(CommandError::Internal)?;
+        limit::write(ctx, key_name, key, limiter)?;
     }
     let (allowed, decisions) = (outcome.allowed, outcome.decisions);
     info::ALL_OF.decided(allowed);
@@ -44,15 +52,6 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
         reply::decision(ctx, decision);
     }
     Ok(())
-}
-
-/// The limiter stored at `key`, if any.
-fn stored(ctx: Ctx, key: RawString) -> Result<Option<Limiter>, CommandError> {
-    match ctx.open_key(key, false)?.content() {
-        Content::Empty => Ok(None),
-        Content::Limiter(limiter) => Ok(Some(limiter.clone())),
-        Content::Other => Err(CommandError::WrongType(None)),
-    }
 }
 
 /// One policy: `TOKENBUCKET capacity refill_tokens refill_ms` | `SLIDING limit window_ms

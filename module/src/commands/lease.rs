@@ -4,7 +4,7 @@
 use super::limit;
 use crate::args::Args;
 use crate::error::CommandError;
-use crate::ffi::{Content, Ctx, RawString, bytes};
+use crate::ffi::{Ctx, RawString, bytes};
 use crate::{clock, info, reply};
 use redlimit_core::{Concurrency, Limiter, WrongAlgorithm};
 
@@ -17,25 +17,22 @@ pub fn acquire(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let id = Concurrency::check_lease_id(bytes(args.raw()?))?;
     let mut key = ctx.open_key(key_name, true)?;
     let now = clock::now(ctx);
-    let outcome = match key.content() {
-        Content::Empty => policy.acquire(None, now, id, false),
-        Content::Limiter(Limiter::Concurrency(_, leases)) => {
-            policy.acquire(Some(leases), now, id, false)
-        }
-        Content::Limiter(other) => {
+    let outcome = match key.limiter()? {
+        None => policy.acquire(None, now, id, false),
+        Some(Limiter::Concurrency(_, leases)) => policy.acquire(Some(&leases), now, id, false),
+        Some(other) => {
             return Err(WrongAlgorithm {
                 stored: other.algorithm(),
             }
             .into());
         }
-        Content::Other => return Err(CommandError::WrongType(None)),
     };
     if let Some(leases) = outcome.update {
         limit::write(
             ctx,
             key_name,
             &mut key,
-            Limiter::Concurrency(policy, Box::new(leases)),
+            &Limiter::Concurrency(policy, Box::new(leases)),
         )?;
     }
     info::ACQUIRE.decided(outcome.decision.allowed);
@@ -51,18 +48,15 @@ pub fn release(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let id = bytes(args.raw()?);
     let mut key = ctx.open_key(key_name, true)?;
     let now = clock::now(ctx);
-    let (policy, (released, left)) = match key.content() {
-        Content::Empty => (None, (false, None)),
-        Content::Limiter(Limiter::Concurrency(policy, leases)) => {
-            (Some(*policy), leases.release(now, id))
-        }
-        Content::Limiter(other) => {
+    let (policy, (released, left)) = match key.limiter()? {
+        None => (None, (false, None)),
+        Some(Limiter::Concurrency(policy, leases)) => (Some(policy), leases.release(now, id)),
+        Some(other) => {
             return Err(WrongAlgorithm {
                 stored: other.algorithm(),
             }
             .into());
         }
-        Content::Other => return Err(CommandError::WrongType(None)),
     };
     match (policy, left) {
         (Some(_), Some(left)) if left.held().is_empty() => {
@@ -73,7 +67,7 @@ pub fn release(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
             ctx,
             key_name,
             &mut key,
-            Limiter::Concurrency(policy, Box::new(left)),
+            &Limiter::Concurrency(policy, Box::new(left)),
         )?,
         _ => {}
     }

@@ -2,7 +2,7 @@
 
 use crate::clock;
 use crate::error::CommandError;
-use crate::ffi::{Content, Ctx, Key, RawString};
+use crate::ffi::{Ctx, Key, RawString};
 use crate::info::Counters;
 use redlimit_core::{Decision, Limiter, Policy, Request};
 
@@ -18,28 +18,38 @@ pub fn decide(
 ) -> Result<Decision, CommandError> {
     let mut key = ctx.open_key(key_name, !request.is_read_only())?;
     let now = clock::now(ctx);
-    let outcome = match key.content() {
-        Content::Empty => policy.decide(None, now, request)?,
-        Content::Limiter(stored) => policy.decide(Some(stored), now, request)?,
-        Content::Other => return Err(CommandError::WrongType(None)),
-    };
+    let stored = key.limiter()?;
+    let outcome = policy.decide(stored.as_ref(), now, request)?;
     if let Some(limiter) = outcome.update {
-        write(ctx, key_name, &mut key, limiter)?;
+        write(ctx, key_name, &mut key, &limiter)?;
     }
     counters.decided(outcome.decision.allowed);
     Ok(outcome.decision)
 }
+
+/// The largest encoding written without a heap allocation (every limiter but long
+/// sliding logs and lease sets).
+const STACK_ENCODING: usize = 64;
 
 /// Stores `limiter` in the open `key`, expiring when it idles, and replicates the state.
 pub fn write(
     ctx: Ctx,
     key_name: RawString,
     key: &mut Key,
-    limiter: Limiter,
+    limiter: &Limiter,
 ) -> Result<(), CommandError> {
-    let (expire_at_ms, state) = (clock::expire_at_ms(&limiter), limiter.encode());
-    key.store(limiter, expire_at_ms)
+    let expire_at_ms = clock::expire_at_ms(limiter);
+    let mut buffer = [0u8; STACK_ENCODING];
+    let heap;
+    let state = match limiter.encode_into(&mut buffer) {
+        Some(len) => buffer.get(..len).ok_or(CommandError::Internal)?,
+        None => {
+            heap = limiter.encode();
+            &heap
+        }
+    };
+    key.store(state, expire_at_ms)
         .map_err(|()| CommandError::Internal)?;
-    ctx.replicate_state(key_name, &state);
+    ctx.replicate_state(key_name, state);
     Ok(())
 }

@@ -19,6 +19,11 @@ pub enum Flag {
 }
 
 impl Flag {
+    /// This flag's bit in a set of seen flags.
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     fn keyword(self) -> &'static [u8] {
         match self {
             Self::Cost => b"COST",
@@ -41,15 +46,15 @@ pub struct Options {
 /// Reads the options left in `args`, accepting only `accepted`.
 pub fn parse(args: &mut Args<'_>, accepted: &[Flag]) -> Result<Options, CommandError> {
     let mut options = Options::default();
-    let mut seen: Vec<Flag> = Vec::with_capacity(accepted.len());
+    let mut seen = 0u8;
     while let Some(word) = args.next_bytes() {
         let flag = accepted
             .iter()
             .copied()
             .find(|flag| word.eq_ignore_ascii_case(flag.keyword()))
-            .filter(|flag| !seen.contains(flag))
+            .filter(|flag| seen & flag.bit() == 0)
             .ok_or(CommandError::Syntax)?;
-        seen.push(flag);
+        seen |= flag.bit();
         match flag {
             Flag::Cost => options.request.cost = value(args, "COST")?,
             Flag::Peek => options.request.peek = true,
