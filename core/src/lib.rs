@@ -27,6 +27,7 @@
 
 mod all;
 mod concurrency;
+mod constructors;
 mod decision;
 mod encoding;
 mod error;

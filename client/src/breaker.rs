@@ -1,0 +1,144 @@
+//! A circuit breaker: after repeated failures the server is left alone for a cool-down,
+//! then one probe call decides whether it is back.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Whether to call the server now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Call it.
+    Call,
+    /// Do not: the breaker is open until this moment.
+    Skip(Instant),
+}
+
+/// A state change worth reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The breaker opened: calls are skipped for a cool-down.
+    Opened,
+    /// A call succeeded after the breaker had opened: it is closed again.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum State {
+    /// Calls go through; this many have failed in a row.
+    Closed { failures: u32 },
+    /// Calls are skipped until `until`; then one probe goes through per cool-down.
+    Open { until: Instant },
+}
+
+/// The breaker shared by every call of a limiter.
+#[derive(Debug)]
+pub struct Breaker {
+    state: Mutex<State>,
+    threshold: u32,
+    cool_down: Duration,
+}
+
+impl Breaker {
+    /// Opens after `threshold` consecutive failures (at least 1), for `cool_down`.
+    pub fn new(threshold: u32, cool_down: Duration) -> Self {
+        Self {
+            state: Mutex::new(State::Closed { failures: 0 }),
+            threshold: threshold.max(1),
+            cool_down,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is plain data, valid whatever a panicking holder left.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a call made at `now` may go to the server. Once the cool-down is over,
+    /// exactly one call per cool-down goes through as a probe.
+    pub fn admit(&self, now: Instant) -> Admit {
+        let mut state = self.state();
+        match *state {
+            State::Closed { .. } => Admit::Call,
+            State::Open { until } if now < until => Admit::Skip(until),
+            State::Open { .. } => {
+                *state = State::Open {
+                    until: now + self.cool_down,
+                };
+                Admit::Call
+            }
+        }
+    }
+
+    /// A call succeeded.
+    pub fn success(&self) -> Option<Change> {
+        let mut state = self.state();
+        let change = matches!(*state, State::Open { .. }).then_some(Change::Closed);
+        *state = State::Closed { failures: 0 };
+        change
+    }
+
+    /// A call failed at `now` because the server was unavailable.
+    pub fn failure(&self, now: Instant) -> Option<Change> {
+        let mut state = self.state();
+        match *state {
+            State::Closed { failures } if failures + 1 < self.threshold => {
+                *state = State::Closed {
+                    failures: failures + 1,
+                };
+                None
+            }
+            State::Closed { .. } => {
+                *state = State::Open {
+                    until: now + self.cool_down,
+                };
+                Some(Change::Opened)
+            }
+            State::Open { .. } => {
+                *state = State::Open {
+                    until: now + self.cool_down,
+                };
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COOL: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn opens_after_the_threshold_and_probes_once_per_cool_down() {
+        let breaker = Breaker::new(2, COOL);
+        let t0 = Instant::now();
+        assert_eq!(breaker.admit(t0), Admit::Call);
+        assert_eq!(breaker.failure(t0), None);
+        assert_eq!(breaker.failure(t0), Some(Change::Opened));
+        assert_eq!(breaker.admit(t0), Admit::Skip(t0 + COOL));
+        let later = t0 + COOL;
+        assert_eq!(breaker.admit(later), Admit::Call, "the probe");
+        assert_eq!(
+            breaker.admit(later),
+            Admit::Skip(later + COOL),
+            "only one probe"
+        );
+        assert_eq!(breaker.failure(later), None);
+        assert_eq!(breaker.admit(later + COOL), Admit::Call);
+        assert_eq!(breaker.success(), Some(Change::Closed));
+        assert_eq!(breaker.admit(later + COOL), Admit::Call);
+    }
+
+    #[test]
+    fn a_success_clears_the_failure_count() {
+        let breaker = Breaker::new(2, COOL);
+        let t0 = Instant::now();
+        breaker.failure(t0);
+        assert_eq!(breaker.success(), None);
+        assert_eq!(breaker.failure(t0), None);
+        assert_eq!(breaker.admit(t0), Admit::Call);
+    }
+}

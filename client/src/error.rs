@@ -1,0 +1,282 @@
+//! One error type for every operation, in the style of `redis::RedisError`: opaque, with
+//! a [`kind`](Error::kind) and `is_*` predicates.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// What went wrong, broadly. New kinds may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A policy, cost, wait or lease id out of range, rejected by this crate or the
+    /// server (`ERR <argument> must be ...`).
+    InvalidArgument,
+    /// The key holds another Redis type, or a limiter of another algorithm.
+    WrongType,
+    /// The server has no `RL.*` commands: the redlimit module is not loaded.
+    ModuleNotLoaded,
+    /// The keys of an all-or-nothing check hash to different Redis Cluster slots.
+    CrossSlot,
+    /// The server did not answer within the decision timeout.
+    Timeout,
+    /// The server could not be reached or cannot serve writes now (connection refused
+    /// or dropped, loading, read-only replica, cluster down, out of memory, ...).
+    Unavailable,
+    /// The circuit breaker is open after repeated failures: the server was not asked.
+    CircuitOpen,
+    /// Any other error reply from the server (for example an ACL `NOPERM`).
+    Server,
+    /// The server answered something this crate cannot read (a version mismatch?).
+    Protocol,
+}
+
+impl ErrorKind {
+    /// A short stable name, used in logs and metric labels.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::WrongType => "wrong_type",
+            Self::ModuleNotLoaded => "module_not_loaded",
+            Self::CrossSlot => "cross_slot",
+            Self::Timeout => "timeout",
+            Self::Unavailable => "unavailable",
+            Self::CircuitOpen => "circuit_open",
+            Self::Server => "server",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+/// The error of every redlimit operation.
+pub struct Error {
+    kind: ErrorKind,
+    detail: Cow<'static, str>,
+    source: Option<redis::RedisError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// What went wrong.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The server is down, slow or refusing writes (timeout, unavailable or circuit
+    /// open): the errors a failure policy answers for.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Timeout | ErrorKind::Unavailable | ErrorKind::CircuitOpen
+        )
+    }
+
+    /// No answer within the decision timeout.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+
+    /// The circuit breaker was open.
+    #[must_use]
+    pub fn is_circuit_open(&self) -> bool {
+        self.kind == ErrorKind::CircuitOpen
+    }
+
+    /// The redlimit module is not loaded on the server.
+    #[must_use]
+    pub fn is_module_not_loaded(&self) -> bool {
+        self.kind == ErrorKind::ModuleNotLoaded
+    }
+
+    /// A value out of range.
+    #[must_use]
+    pub fn is_invalid_argument(&self) -> bool {
+        self.kind == ErrorKind::InvalidArgument
+    }
+
+    /// The key holds something else.
+    #[must_use]
+    pub fn is_wrong_type(&self) -> bool {
+        self.kind == ErrorKind::WrongType
+    }
+
+    /// Keys in different cluster slots.
+    #[must_use]
+    pub fn is_cross_slot(&self) -> bool {
+        self.kind == ErrorKind::CrossSlot
+    }
+
+    /// The underlying `redis` error, if there was one.
+    #[must_use]
+    pub fn redis_error(&self) -> Option<&redis::RedisError> {
+        self.source.as_ref()
+    }
+
+    /// Whether a failed connection should be dropped and made again.
+    pub(crate) fn breaks_connection(&self) -> bool {
+        matches!(self.kind, ErrorKind::Timeout | ErrorKind::Unavailable)
+    }
+}
+
+impl From<redlimit_core::ArgumentError> for Error {
+    fn from(error: redlimit_core::ArgumentError) -> Self {
+        Self::new(ErrorKind::InvalidArgument, error.to_string())
+    }
+}
+
+impl From<redlimit_core::WrongAlgorithm> for Error {
+    fn from(error: redlimit_core::WrongAlgorithm) -> Self {
+        Self::new(ErrorKind::WrongType, error.to_string())
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(error: redis::RedisError) -> Self {
+        let kind = classify(&error);
+        Self {
+            kind,
+            detail: Cow::Owned(error.to_string()),
+            source: Some(error),
+        }
+    }
+}
+
+/// Sorts a `redis` error into the kinds above.
+fn classify(error: &redis::RedisError) -> ErrorKind {
+    use redis::ErrorKind as R;
+    if error.is_timeout() {
+        return ErrorKind::Timeout;
+    }
+    let detail = error.detail().unwrap_or_default();
+    match error.code() {
+        Some("WRONGTYPE") => return ErrorKind::WrongType,
+        Some("CROSSSLOT") => return ErrorKind::CrossSlot,
+        Some("OOM" | "BUSY" | "LOADING" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN") => {
+            return ErrorKind::Unavailable;
+        }
+        Some("ERR") if detail.starts_with("unknown command") => {
+            return ErrorKind::ModuleNotLoaded;
+        }
+        Some("ERR")
+            if detail.contains(" must be ")
+                || detail.starts_with("syntax error")
+                || detail.starts_with("wrong number of arguments") =>
+        {
+            return ErrorKind::InvalidArgument;
+        }
+        _ => {}
+    }
+    match error.kind() {
+        R::CrossSlot => ErrorKind::CrossSlot,
+        R::IoError
+        | R::BusyLoadingError
+        | R::TryAgain
+        | R::ClusterDown
+        | R::MasterDown
+        | R::ReadOnly
+        | R::ClusterConnectionNotFound
+        | R::MasterNameNotFoundBySentinel
+        | R::NoValidReplicasFoundBySentinel
+        | R::EmptySentinelList
+        | R::Moved
+        | R::Ask => ErrorKind::Unavailable,
+        R::TypeError | R::ParseError => ErrorKind::Protocol,
+        _ if error.is_io_error() || error.is_connection_dropped() => ErrorKind::Unavailable,
+        _ => ErrorKind::Server,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "redlimit {}: {}", self.kind.as_str(), self.detail)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("detail", &self.detail)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|error| error as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: &str, detail: &str) -> Error {
+        let known = [
+            ("ERR", redis::ErrorKind::ResponseError),
+            ("READONLY", redis::ErrorKind::ReadOnly),
+            ("LOADING", redis::ErrorKind::BusyLoadingError),
+            ("CROSSSLOT", redis::ErrorKind::CrossSlot),
+        ];
+        let error = match known.iter().find(|(name, _)| *name == code) {
+            Some(&(_, kind)) => redis::RedisError::from((kind, "server", detail.to_owned())),
+            None => redis::make_extension_error(code.to_owned(), Some(detail.to_owned())),
+        };
+        Error::from(error)
+    }
+
+    #[test]
+    fn server_replies_sort_into_kinds() {
+        let cases = [
+            (
+                "ERR",
+                "unknown command 'RL.TOKENBUCKET', with args beginning with: ",
+                ErrorKind::ModuleNotLoaded,
+            ),
+            (
+                "ERR",
+                "capacity must be a positive integer",
+                ErrorKind::InvalidArgument,
+            ),
+            (
+                "WRONGTYPE",
+                "the key holds a sliding limiter",
+                ErrorKind::WrongType,
+            ),
+            (
+                "READONLY",
+                "You can't write against a read only replica.",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "LOADING",
+                "Redis is loading the dataset in memory",
+                ErrorKind::Unavailable,
+            ),
+            ("NOPERM", "User app has no permissions", ErrorKind::Server),
+            (
+                "CROSSSLOT",
+                "Keys in request don't hash to the same slot",
+                ErrorKind::CrossSlot,
+            ),
+        ];
+        for (code, detail, kind) in cases {
+            assert_eq!(server_error(code, detail).kind(), kind, "{code} {detail}");
+        }
+    }
+}

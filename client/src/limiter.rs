@@ -1,0 +1,674 @@
+//! [`RateLimiter`]: every operation, with the timeout, the circuit breaker, the failure
+//! policy and the denied-key cache around the server call.
+
+use crate::backend::{Backend, Kind, Remote, one_slot};
+use crate::breaker::{Admit, Breaker};
+use crate::decision::{AllDecision, Decision, Source, Status, StoredPolicy};
+use crate::deny_cache::DenyCache;
+use crate::error::{Error, ErrorKind, Result};
+use crate::local::{self, LocalStore};
+use crate::{observe, protocol};
+use redis::{Cmd, Value};
+use redlimit_core::{Concurrency, Limiter, MAX_COUNT, MAX_DURATION_MS, Policy, Request};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a decision answers when the server is down, slow or refusing writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Allow the request ([`Source::FailedOpen`]): availability over protection.
+    Open,
+    /// Deny the request ([`Source::FailedClosed`]), with a retry after the breaker's
+    /// cool-down: protection over availability.
+    Closed,
+    /// Decide in this process's memory with the same algorithms
+    /// ([`Source::Fallback`]): every process enforces the limits on its own traffic
+    /// until the server is back. The default.
+    #[default]
+    Fallback,
+    /// Return the error ([`Error::is_unavailable`]) and let the caller choose.
+    Error,
+}
+
+/// Settings of a [`RateLimiter`]; start from [`RateLimiter::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct Builder {
+    backend: Backend,
+    timeout: Duration,
+    failure: FailurePolicy,
+    breaker_threshold: u32,
+    cool_down: Duration,
+    local_capacity: usize,
+    deny_cache: Option<usize>,
+}
+
+impl Builder {
+    /// How long one decision may wait for the server (connecting included) before the
+    /// failure policy answers. Default 50 ms.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What to answer when the server cannot. Default [`FailurePolicy::Fallback`].
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.failure = policy;
+        self
+    }
+
+    /// The circuit breaker: after `failures` consecutive timeouts or connection errors
+    /// (default 3), the server is not called for `cool_down` (default 1 s); then one
+    /// call probes it per cool-down until one succeeds.
+    pub fn circuit_breaker(mut self, failures: u32, cool_down: Duration) -> Self {
+        self.breaker_threshold = failures;
+        self.cool_down = cool_down;
+        self
+    }
+
+    /// Keys the in-memory store (the [`Backend::memory`] backend, or the fallback)
+    /// holds at most; idle keys go first. Default 100 000.
+    pub fn local_capacity(mut self, keys: usize) -> Self {
+        self.local_capacity = keys;
+        self
+    }
+
+    /// Answers denied keys locally until their retry time, for at most `keys` keys at
+    /// once ([`Source::LocalCache`]). Off by default: a reset made by another process
+    /// is not seen until the cached retry time passes.
+    pub fn deny_cache(mut self, keys: usize) -> Self {
+        self.deny_cache = Some(keys);
+        self
+    }
+
+    /// The limiter.
+    ///
+    /// # Errors
+    /// A zero timeout.
+    pub fn build(self) -> Result<RateLimiter> {
+        if self.timeout.is_zero() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "timeout must be positive",
+            ));
+        }
+        Ok(self.into_limiter())
+    }
+
+    fn into_limiter(self) -> RateLimiter {
+        RateLimiter {
+            shared: Arc::new(Shared {
+                timeout: self.timeout,
+                failure: self.failure,
+                breaker: Breaker::new(self.breaker_threshold, self.cool_down),
+                cool_down: self.cool_down,
+                local: LocalStore::new(self.local_capacity),
+                deny_cache: self.deny_cache.map(DenyCache::new),
+                is_cluster: self.backend.is_cluster(),
+                backend: self.backend,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Memory => "Backend::Memory",
+            Kind::Remote(_) => "Backend::Remote",
+        })
+    }
+}
+
+/// Rate limits and concurrency limits, decided by the redlimit module on a Redis
+/// server (or in memory). Cheap to clone: clones share connections and state.
+///
+/// See the [crate documentation](crate) for an example.
+#[derive(Clone, Debug)]
+pub struct RateLimiter {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    backend: Backend,
+    timeout: Duration,
+    failure: FailurePolicy,
+    breaker: Breaker,
+    cool_down: Duration,
+    local: LocalStore,
+    deny_cache: Option<DenyCache>,
+    is_cluster: bool,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Remote")
+    }
+}
+
+fn check_cost(cost: u64) -> Result<u64> {
+    if cost > MAX_COUNT {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("cost must be at most {MAX_COUNT}"),
+        ));
+    }
+    Ok(cost)
+}
+
+impl RateLimiter {
+    /// Settings for a limiter on `backend`.
+    pub fn builder(backend: Backend) -> Builder {
+        Builder {
+            backend,
+            timeout: Duration::from_millis(50),
+            failure: FailurePolicy::default(),
+            breaker_threshold: 3,
+            cool_down: Duration::from_secs(1),
+            local_capacity: 100_000,
+            deny_cache: None,
+        }
+    }
+
+    /// A limiter deciding in this process's memory (no server).
+    #[must_use]
+    pub fn memory() -> Self {
+        Self::builder(Backend::memory()).into_limiter()
+    }
+
+    /// Counts one request against `key` under `policy` if the policy allows it.
+    ///
+    /// # Errors
+    /// See [`Error`]; when the server is unavailable, the [`FailurePolicy`] answers
+    /// instead (and only [`FailurePolicy::Error`] returns an error).
+    pub async fn check(&self, key: impl AsRef<[u8]>, policy: &Policy) -> Result<Decision> {
+        self.decide("check", key.as_ref(), policy, Request::new(1))
+            .await
+    }
+
+    /// Counts a request of `cost` units (0: only asks) if the policy allows it.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check); a cost above 2^62.
+    pub async fn check_cost(
+        &self,
+        key: impl AsRef<[u8]>,
+        policy: &Policy,
+        cost: u64,
+    ) -> Result<Decision> {
+        let request = Request::new(check_cost(cost)?);
+        self.decide("check", key.as_ref(), policy, request).await
+    }
+
+    /// What a request of `cost` would get now, without counting it.
+    ///
+    /// # Errors
+    /// As [`check_cost`](Self::check_cost); a throttle policy cannot peek a cost
+    /// above 0 (redis-cell's command has no peek).
+    pub async fn peek(
+        &self,
+        key: impl AsRef<[u8]>,
+        policy: &Policy,
+        cost: u64,
+    ) -> Result<Decision> {
+        let request = Request {
+            peek: true,
+            ..Request::new(check_cost(cost)?)
+        };
+        self.decide("peek", key.as_ref(), policy, request).await
+    }
+
+    /// Waits until a request of `cost` is allowed, at most `max_wait`, then returns
+    /// the allowed decision; returns a denied decision at once when it cannot be
+    /// allowed within `max_wait`.
+    ///
+    /// For a token bucket this is one call: the server reserves the tokens
+    /// (`MAXWAIT`), so waiters are served in arrival order, and the future sleeps the
+    /// reservation's wait. Dropping the future while it sleeps forfeits the reserved
+    /// tokens (they stay spent) and leaves nothing else behind. For other policies it
+    /// retries at each retry time until allowed or out of time.
+    ///
+    /// # Errors
+    /// As [`check_cost`](Self::check_cost).
+    pub async fn wait(
+        &self,
+        key: impl AsRef<[u8]>,
+        policy: &Policy,
+        cost: u64,
+        max_wait: Duration,
+    ) -> Result<Decision> {
+        let (key, cost) = (key.as_ref(), check_cost(cost)?);
+        let deadline = Instant::now() + max_wait;
+        if let Policy::TokenBucket(_) = policy {
+            let max_wait_ms = u64::try_from(max_wait.as_millis())
+                .unwrap_or(u64::MAX)
+                .min(MAX_DURATION_MS);
+            let request = Request {
+                max_wait_ms,
+                ..Request::new(cost)
+            };
+            let decision = self.decide("wait", key, policy, request).await?;
+            if let (true, Some(wait)) = (decision.allowed, decision.retry_after) {
+                tokio::time::sleep(wait).await;
+            }
+            return Ok(decision);
+        }
+        loop {
+            let decision = self.decide("wait", key, policy, Request::new(cost)).await?;
+            let retry_at = decision.retry_after.map(|wait| Instant::now() + wait);
+            match retry_at {
+                _ if decision.allowed => return Ok(decision),
+                Some(at) if at <= deadline => {
+                    tokio::time::sleep_until(
+                        at.max(Instant::now() + Duration::from_millis(1)).into(),
+                    )
+                    .await;
+                }
+                _ => return Ok(decision),
+            }
+        }
+    }
+
+    /// Counts one request of `cost` against every `(key, policy)` if and only if every
+    /// one allows it (`RL.ALL`): one round trip, atomic. Policies: token bucket, fixed
+    /// and sliding windows. In Redis Cluster the keys must share a hash tag.
+    ///
+    /// # Errors
+    /// As [`check_cost`](Self::check_cost); no limits; a throttle policy; in a
+    /// cluster, keys in different slots ([`ErrorKind::CrossSlot`]).
+    pub async fn check_all<K: AsRef<[u8]>>(
+        &self,
+        limits: &[(K, Policy)],
+        cost: u64,
+    ) -> Result<AllDecision> {
+        self.decide_all("check_all", limits, Request::new(check_cost(cost)?))
+            .await
+    }
+
+    /// What [`check_all`](Self::check_all) would answer, without counting anything.
+    ///
+    /// # Errors
+    /// As [`check_all`](Self::check_all).
+    pub async fn peek_all<K: AsRef<[u8]>>(
+        &self,
+        limits: &[(K, Policy)],
+        cost: u64,
+    ) -> Result<AllDecision> {
+        let request = Request {
+            peek: true,
+            ..Request::new(check_cost(cost)?)
+        };
+        self.decide_all("peek_all", limits, request).await
+    }
+
+    /// Takes the lease `lease_id` on `key` (at most `policy.limit()` held at once, each
+    /// expiring after `policy.lease_ms()` unless renewed); acquiring a held id renews it.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check); a lease id over 1 KiB.
+    pub async fn acquire(
+        &self,
+        key: impl AsRef<[u8]>,
+        policy: &Concurrency,
+        lease_id: impl AsRef<[u8]>,
+    ) -> Result<Decision> {
+        let (key, id) = (key.as_ref(), lease_id.as_ref());
+        Concurrency::check_lease_id(id)?;
+        let started = Instant::now();
+        let limit = policy.limit();
+        let decision = match self.remote() {
+            None => Decision::from_core(
+                self.shared.local.acquire(key, policy, id, local::now())?,
+                Source::Memory,
+            ),
+            Some(remote) => match self
+                .call(remote, "acquire", &protocol::acquire(key, policy, id), None)
+                .await
+            {
+                Ok(value) => protocol::parse_decision(&value)?,
+                Err(error) => self.fail(error, limit, 1, |local| {
+                    local.acquire(key, policy, id, local::now())
+                })?,
+            },
+        };
+        observe::decision(
+            "acquire",
+            decision.allowed,
+            decision.source,
+            started.elapsed(),
+        );
+        Ok(decision)
+    }
+
+    /// Renews the lease `lease_id` (the same as acquiring it again).
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    pub async fn renew(
+        &self,
+        key: impl AsRef<[u8]>,
+        policy: &Concurrency,
+        lease_id: impl AsRef<[u8]>,
+    ) -> Result<Decision> {
+        self.acquire(key, policy, lease_id).await
+    }
+
+    /// Releases the lease `lease_id`; true if it was held.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check), except that when the server is unavailable only the
+    /// fallback policy answers (from its own leases); the others return the error.
+    pub async fn release(&self, key: impl AsRef<[u8]>, lease_id: impl AsRef<[u8]>) -> Result<bool> {
+        let (key, id) = (key.as_ref(), lease_id.as_ref());
+        let now = local::now();
+        let Some(remote) = self.remote() else {
+            return self.shared.local.release(key, id, now);
+        };
+        // Leases taken by the fallback while the server was down are released too.
+        let fallback = self.shared.failure == FailurePolicy::Fallback;
+        let released_locally = fallback && self.shared.local.release(key, id, now).unwrap_or(false);
+        match self
+            .call(remote, "release", &protocol::release(key, id), None)
+            .await
+        {
+            Ok(value) => Ok(protocol::integer(&value)? == 1 || released_locally),
+            Err(error) if fallback && error.is_unavailable() => Ok(released_locally),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Deletes limiter keys (`RL.RESET`); the number deleted. In a cluster, keys are
+    /// deleted slot by slot.
+    ///
+    /// # Errors
+    /// A key holding another type (nothing deleted in its slot), or the server
+    /// unavailable (no failure policy applies).
+    pub async fn reset<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
+        for key in keys {
+            if let Some(cache) = &self.shared.deny_cache {
+                cache.forget(key.as_ref());
+            }
+        }
+        let deleted_locally = self.shared.local.reset(keys, local::now());
+        let Some(remote) = self.remote() else {
+            return Ok(deleted_locally);
+        };
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut groups: Vec<(Option<u16>, Vec<&[u8]>)> = Vec::new();
+        for key in keys {
+            let slot = self
+                .shared
+                .is_cluster
+                .then(|| crate::slot::of(key.as_ref()));
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, group)) => group.push(key.as_ref()),
+                None => groups.push((slot, vec![key.as_ref()])),
+            }
+        }
+        let mut deleted = 0;
+        for (slot, group) in groups {
+            let value = self
+                .call(remote, "reset", &protocol::reset(&group), slot)
+                .await?;
+            deleted += u64::try_from(protocol::integer(&value)?).unwrap_or(0);
+        }
+        Ok(deleted)
+    }
+
+    /// The policy `key` was last changed with and what a request of cost 1 would get
+    /// now (`RL.STATUS`); `None` for a missing or idle key.
+    ///
+    /// # Errors
+    /// A key holding another type, or the server unavailable.
+    pub async fn status(&self, key: impl AsRef<[u8]>) -> Result<Option<Status>> {
+        let key = key.as_ref();
+        let Some(remote) = self.remote() else {
+            let now = local::now();
+            return Ok(self.shared.local.get(key, now).map(|limiter| Status {
+                decision: Decision::from_core(limiter.status(now), Source::Memory),
+                policy: stored_policy(&limiter),
+            }));
+        };
+        let value = self
+            .call(remote, "status", &protocol::status(key), None)
+            .await?;
+        protocol::parse_status(&value)
+    }
+
+    fn remote(&self) -> Option<&Remote> {
+        match &self.shared.backend.kind {
+            Kind::Memory => None,
+            Kind::Remote(remote) => Some(remote),
+        }
+    }
+
+    /// One decision of a rate policy.
+    async fn decide(
+        &self,
+        operation: &'static str,
+        key: &[u8],
+        policy: &Policy,
+        request: Request,
+    ) -> Result<Decision> {
+        if let Policy::TokenBucket(bucket) = policy {
+            bucket.check_max_wait(request.max_wait_ms)?;
+        }
+        let started = Instant::now();
+        let decision = self.decide_once(operation, key, policy, request).await?;
+        observe::decision(
+            operation,
+            decision.allowed,
+            decision.source,
+            started.elapsed(),
+        );
+        Ok(decision)
+    }
+
+    async fn decide_once(
+        &self,
+        operation: &'static str,
+        key: &[u8],
+        policy: &Policy,
+        request: Request,
+    ) -> Result<Decision> {
+        let Some(remote) = self.remote() else {
+            let decision = self
+                .shared
+                .local
+                .decide(key, policy, request, local::now())?;
+            return Ok(Decision::from_core(decision, Source::Memory));
+        };
+        let cache = self
+            .shared
+            .deny_cache
+            .as_ref()
+            .filter(|_| request.max_wait_ms == 0 && !matches!(policy, Policy::Throttle(_)));
+        if let Some(hit) = cache.and_then(|c| c.get(key, policy, request.cost, Instant::now())) {
+            return Ok(hit);
+        }
+        let cmd = protocol::decide(key, policy, request)?;
+        let sent_at = Instant::now();
+        match self.call(remote, operation, &cmd, None).await {
+            Ok(value) => {
+                let decision = match policy {
+                    Policy::Throttle(_) => protocol::parse_throttle(&value)?,
+                    _ => protocol::parse_decision(&value)?,
+                };
+                if let Some(cache) = cache {
+                    cache.remember(key, policy, request.cost, &decision, sent_at);
+                }
+                Ok(decision)
+            }
+            Err(error) => self.fail(error, policy.limit(), request.cost, |local| {
+                local.decide(key, policy, request, local::now())
+            }),
+        }
+    }
+
+    async fn decide_all<K: AsRef<[u8]>>(
+        &self,
+        operation: &'static str,
+        limits: &[(K, Policy)],
+        request: Request,
+    ) -> Result<AllDecision> {
+        if limits.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "an all-or-nothing check needs at least one limit",
+            ));
+        }
+        let cmd = protocol::all(limits, request)?;
+        let started = Instant::now();
+        let local_all = |source: Source| -> Result<AllDecision> {
+            let outcome = self
+                .shared
+                .local
+                .decide_all(limits, request, local::now())?;
+            Ok(AllDecision {
+                allowed: outcome.allowed,
+                decisions: outcome
+                    .decisions
+                    .into_iter()
+                    .map(|decision| Decision::from_core(decision, source))
+                    .collect(),
+                source,
+            })
+        };
+        let all = match self.remote() {
+            None => local_all(Source::Memory)?,
+            Some(remote) => {
+                let slot = if self.shared.is_cluster {
+                    one_slot(limits.iter().map(|(key, _)| key))?
+                } else {
+                    None
+                };
+                match self.call(remote, operation, &cmd, slot).await {
+                    Ok(value) => protocol::parse_all(&value, limits.len())?,
+                    Err(error) if error.is_unavailable() => match self.shared.failure {
+                        FailurePolicy::Fallback => local_all(Source::Fallback)?,
+                        FailurePolicy::Error => return Err(error),
+                        FailurePolicy::Open | FailurePolicy::Closed => {
+                            let decisions: Vec<Decision> = limits
+                                .iter()
+                                .map(|(_, policy)| self.failed(policy.limit(), request.cost))
+                                .collect();
+                            AllDecision {
+                                allowed: self.shared.failure == FailurePolicy::Open,
+                                source: decisions
+                                    .first()
+                                    .map_or(Source::FailedClosed, |d| d.source),
+                                decisions,
+                            }
+                        }
+                    },
+                    Err(error) => return Err(error),
+                }
+            }
+        };
+        observe::decision(operation, all.allowed, all.source, started.elapsed());
+        Ok(all)
+    }
+
+    /// The answer of the open or closed failure policy.
+    fn failed(&self, limit: u64, cost: u64) -> Decision {
+        let open = self.shared.failure == FailurePolicy::Open;
+        Decision {
+            allowed: open,
+            limit,
+            remaining: if open { limit.saturating_sub(cost) } else { 0 },
+            retry_after: Some(if open {
+                Duration::ZERO
+            } else {
+                self.shared.cool_down
+            }),
+            reset_after: Duration::ZERO,
+            source: if open {
+                Source::FailedOpen
+            } else {
+                Source::FailedClosed
+            },
+        }
+    }
+
+    /// Answers by the failure policy when `error` says the server is unavailable.
+    fn fail(
+        &self,
+        error: Error,
+        limit: u64,
+        cost: u64,
+        fallback: impl FnOnce(&LocalStore) -> Result<redlimit_core::Decision>,
+    ) -> Result<Decision> {
+        if !error.is_unavailable() {
+            return Err(error);
+        }
+        match self.shared.failure {
+            FailurePolicy::Fallback => Ok(Decision::from_core(
+                fallback(&self.shared.local)?,
+                Source::Fallback,
+            )),
+            FailurePolicy::Error => Err(error),
+            FailurePolicy::Open | FailurePolicy::Closed => Ok(self.failed(limit, cost)),
+        }
+    }
+
+    /// Sends `cmd` under the timeout and the circuit breaker.
+    async fn call(
+        &self,
+        remote: &Remote,
+        operation: &'static str,
+        cmd: &Cmd,
+        slot: Option<u16>,
+    ) -> Result<Value> {
+        let shared = &self.shared;
+        if let Admit::Skip(until) = shared.breaker.admit(Instant::now()) {
+            let left = until.saturating_duration_since(Instant::now());
+            return Err(Error::new(
+                ErrorKind::CircuitOpen,
+                format!(
+                    "the server failed repeatedly; next attempt in {} ms",
+                    left.as_millis()
+                ),
+            ));
+        }
+        let result = tokio::time::timeout(shared.timeout, remote.query(cmd, slot, shared.timeout))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {} ms", shared.timeout.as_millis()),
+                ))
+            });
+        match &result {
+            Err(error) if error.breaks_connection() => {
+                remote.disconnect();
+                observe::backend_error(operation, error);
+                if let Some(change) = shared.breaker.failure(Instant::now()) {
+                    observe::breaker(change, shared.cool_down);
+                }
+            }
+            // The server answered (perhaps with an error reply): it is up.
+            _ => {
+                if let Some(change) = shared.breaker.success() {
+                    observe::breaker(change, shared.cool_down);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// The policy a stored limiter was last changed with.
+fn stored_policy(limiter: &Limiter) -> StoredPolicy {
+    match limiter {
+        Limiter::TokenBucket(p, _) => StoredPolicy::Rate(Policy::TokenBucket(*p)),
+        Limiter::Throttle(p, _) => StoredPolicy::Rate(Policy::Throttle(*p)),
+        Limiter::Fixed(p, _) => StoredPolicy::Rate(Policy::Fixed(*p)),
+        Limiter::Sliding(p, _) => StoredPolicy::Rate(Policy::Sliding(*p)),
+        Limiter::SlidingApprox(p, _) => StoredPolicy::Rate(Policy::SlidingApprox(*p)),
+        Limiter::Concurrency(p, _) => StoredPolicy::Concurrency(*p),
+    }
+}

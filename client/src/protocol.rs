@@ -1,0 +1,401 @@
+//! The `RL.*` commands this crate sends and the replies it reads, RESP2 and RESP3 alike.
+
+use crate::decision::{AllDecision, Decision, Source, Status, StoredPolicy};
+use crate::error::{Error, ErrorKind, Result};
+use redis::{Cmd, Value};
+use redlimit_core::{
+    Concurrency, FixedWindow, Policy, Request, SlidingCounter, SlidingWindow, Throttle, TokenBucket,
+};
+use std::time::Duration;
+
+/// The command deciding `request` under `policy` for `key`.
+pub fn decide(key: &[u8], policy: &Policy, request: Request) -> Result<Cmd> {
+    let mut cmd;
+    match policy {
+        Policy::Throttle(p) => {
+            if request.peek && request.cost > 0 {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "peek is not available for a throttle policy (RL.THROTTLE has no PEEK); \
+                     a cost of 0 reads its state",
+                ));
+            }
+            cmd = redis::cmd("RL.THROTTLE");
+            cmd.arg(key)
+                .arg(p.max_burst())
+                .arg(p.count())
+                .arg(p.period_s())
+                .arg(request.cost);
+            return Ok(cmd);
+        }
+        Policy::TokenBucket(p) => {
+            cmd = redis::cmd("RL.TOKENBUCKET");
+            cmd.arg(key)
+                .arg(p.capacity())
+                .arg(p.refill_tokens())
+                .arg(p.refill_ms());
+        }
+        Policy::Fixed(p) => {
+            cmd = redis::cmd("RL.FIXED");
+            cmd.arg(key).arg(p.limit()).arg(p.window_ms());
+        }
+        Policy::Sliding(p) => {
+            cmd = redis::cmd("RL.SLIDING");
+            cmd.arg(key).arg(p.limit()).arg(p.window_ms());
+        }
+        Policy::SlidingApprox(p) => {
+            cmd = redis::cmd("RL.SLIDING");
+            cmd.arg(key).arg(p.limit()).arg(p.window_ms()).arg("APPROX");
+        }
+    }
+    options(&mut cmd, request);
+    if request.max_wait_ms > 0 {
+        cmd.arg("MAXWAIT").arg(request.max_wait_ms);
+    }
+    Ok(cmd)
+}
+
+/// `COST n` (unless 1) and `PEEK`.
+fn options(cmd: &mut Cmd, request: Request) {
+    if request.cost != 1 {
+        cmd.arg("COST").arg(request.cost);
+    }
+    if request.peek {
+        cmd.arg("PEEK");
+    }
+}
+
+/// `RL.ALL` over `limits`.
+pub fn all<K: AsRef<[u8]>>(limits: &[(K, Policy)], request: Request) -> Result<Cmd> {
+    let mut cmd = redis::cmd("RL.ALL");
+    cmd.arg(limits.len());
+    for (key, _) in limits {
+        cmd.arg(key.as_ref());
+    }
+    for (_, policy) in limits {
+        match policy {
+            Policy::TokenBucket(p) => cmd
+                .arg("TOKENBUCKET")
+                .arg(p.capacity())
+                .arg(p.refill_tokens())
+                .arg(p.refill_ms()),
+            Policy::Fixed(p) => cmd.arg("FIXED").arg(p.limit()).arg(p.window_ms()),
+            Policy::Sliding(p) => cmd.arg("SLIDING").arg(p.limit()).arg(p.window_ms()),
+            Policy::SlidingApprox(p) => cmd
+                .arg("SLIDING")
+                .arg(p.limit())
+                .arg(p.window_ms())
+                .arg("APPROX"),
+            Policy::Throttle(_) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    "an all-or-nothing check takes token bucket, sliding and fixed policies, \
+                     not throttle",
+                ));
+            }
+        };
+    }
+    options(&mut cmd, request);
+    Ok(cmd)
+}
+
+/// `RL.ACQUIRE key limit lease_ms lease_id`.
+pub fn acquire(key: &[u8], policy: &Concurrency, lease_id: &[u8]) -> Cmd {
+    let mut cmd = redis::cmd("RL.ACQUIRE");
+    cmd.arg(key)
+        .arg(policy.limit())
+        .arg(policy.lease_ms())
+        .arg(lease_id);
+    cmd
+}
+
+/// `RL.RELEASE key lease_id`.
+pub fn release(key: &[u8], lease_id: &[u8]) -> Cmd {
+    let mut cmd = redis::cmd("RL.RELEASE");
+    cmd.arg(key).arg(lease_id);
+    cmd
+}
+
+/// `RL.RESET key [key ...]`.
+pub fn reset<K: AsRef<[u8]>>(keys: &[K]) -> Cmd {
+    let mut cmd = redis::cmd("RL.RESET");
+    for key in keys {
+        cmd.arg(key.as_ref());
+    }
+    cmd
+}
+
+/// `RL.STATUS key`.
+pub fn status(key: &[u8]) -> Cmd {
+    let mut cmd = redis::cmd("RL.STATUS");
+    cmd.arg(key);
+    cmd
+}
+
+fn unexpected(what: &str, value: &Value) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("expected {what}, the server sent {value:?}"),
+    )
+}
+
+/// An integer reply (RESP3 booleans read as 0/1).
+pub fn integer(value: &Value) -> Result<i64> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        Value::Boolean(b) => Ok(i64::from(*b)),
+        _ => Err(unexpected("an integer", value)),
+    }
+}
+
+fn unsigned(value: &Value) -> Result<u64> {
+    u64::try_from(integer(value)?).map_err(|_| unexpected("a non-negative integer", value))
+}
+
+fn millis(value: &Value) -> Result<Duration> {
+    unsigned(value).map(Duration::from_millis)
+}
+
+/// `-1`: never; otherwise a wait, made a duration by `unit`.
+fn retry_after(value: &Value, unit: fn(u64) -> Duration) -> Result<Option<Duration>> {
+    match integer(value)? {
+        -1 => Ok(None),
+        _ => unsigned(value).map(|n| Some(unit(n))),
+    }
+}
+
+/// The elements of an array reply.
+fn array<'v>(value: &'v Value, what: &str) -> Result<&'v [Value]> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        _ => Err(unexpected(what, value)),
+    }
+}
+
+/// Field/value pairs of a RESP3 map or a RESP2 flat array.
+fn pairs(value: &Value) -> Result<Vec<(String, &Value)>> {
+    let text = |name: &Value| match name {
+        Value::BulkString(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(s) => Ok(s.clone()),
+        _ => Err(unexpected("a field name", name)),
+    };
+    match value {
+        Value::Map(map) => map
+            .iter()
+            .map(|(name, value)| Ok((text(name)?, value)))
+            .collect(),
+        Value::Array(items) if items.len() % 2 == 0 => items
+            .chunks_exact(2)
+            .map(|pair| match pair {
+                [name, value] => Ok((text(name)?, value)),
+                _ => Err(unexpected("field/value pairs", value)),
+            })
+            .collect(),
+        _ => Err(unexpected("field/value pairs", value)),
+    }
+}
+
+fn field<'v>(pairs: &[(String, &'v Value)], name: &str) -> Result<&'v Value> {
+    pairs
+        .iter()
+        .find(|(field, _)| field == name)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| Error::new(ErrorKind::Protocol, format!("the reply has no `{name}`")))
+}
+
+/// A decision reply: five integers (RESP2) or a map (RESP3).
+pub fn parse_decision(value: &Value) -> Result<Decision> {
+    let five = match value {
+        Value::Array(items) => match items.as_slice() {
+            [a, l, r, t, s] => [a, l, r, t, s],
+            _ => return Err(unexpected("a decision of five integers", value)),
+        },
+        _ => {
+            let pairs = pairs(value)?;
+            let get = |name| field(&pairs, name);
+            [
+                get("allowed")?,
+                get("limit")?,
+                get("remaining")?,
+                get("retry_after_ms")?,
+                get("reset_after_ms")?,
+            ]
+        }
+    };
+    let [allowed, limit, remaining, retry, reset] = five;
+    Ok(Decision {
+        allowed: integer(allowed)? == 1,
+        limit: unsigned(limit)?,
+        remaining: unsigned(remaining)?,
+        retry_after: retry_after(retry, Duration::from_millis)?,
+        reset_after: millis(reset)?,
+        source: Source::Server,
+    })
+}
+
+/// redis-cell's reply `[limited, limit, remaining, retry_after_s, reset_after_s]`.
+pub fn parse_throttle(value: &Value) -> Result<Decision> {
+    let [limited, limit, remaining, retry, reset] = array(value, "a throttle reply")? else {
+        return Err(unexpected("a throttle reply of five integers", value));
+    };
+    let allowed = integer(limited)? == 0;
+    Ok(Decision {
+        allowed,
+        limit: unsigned(limit)?,
+        remaining: unsigned(remaining)?,
+        retry_after: if allowed {
+            Some(Duration::ZERO)
+        } else {
+            retry_after(retry, Duration::from_secs)?
+        },
+        reset_after: Duration::from_secs(unsigned(reset)?),
+        source: Source::Server,
+    })
+}
+
+/// `RL.ALL`'s reply: the overall answer, then one decision per key.
+pub fn parse_all(value: &Value, count: usize) -> Result<AllDecision> {
+    let items = array(value, "an all-or-nothing reply")?;
+    let (overall, decisions) = items
+        .split_first()
+        .filter(|(_, rest)| rest.len() == count)
+        .ok_or_else(|| unexpected("an all-or-nothing reply", value))?;
+    Ok(AllDecision {
+        allowed: integer(overall)? == 1,
+        decisions: decisions
+            .iter()
+            .map(parse_decision)
+            .collect::<Result<_>>()?,
+        source: Source::Server,
+    })
+}
+
+/// `RL.STATUS`'s reply: nil, or the policy fields and a decision.
+pub fn parse_status(value: &Value) -> Result<Option<Status>> {
+    if matches!(value, Value::Nil) {
+        return Ok(None);
+    }
+    let pairs = pairs(value)?;
+    let number = |name| field(&pairs, name).and_then(unsigned);
+    let algorithm = match field(&pairs, "algorithm")? {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        other => return Err(unexpected("an algorithm name", other)),
+    };
+    let policy = match algorithm.as_str() {
+        "tokenbucket" => StoredPolicy::Rate(Policy::TokenBucket(TokenBucket::new(
+            number("capacity")?,
+            number("refill_tokens")?,
+            number("refill_ms")?,
+        )?)),
+        "throttle" => StoredPolicy::Rate(Policy::Throttle(Throttle::new(
+            number("max_burst")?,
+            number("count_per_period")?,
+            number("period")?,
+        )?)),
+        "fixed" => StoredPolicy::Rate(Policy::Fixed(FixedWindow::new(
+            number("limit")?,
+            number("window_ms")?,
+        )?)),
+        "sliding" => StoredPolicy::Rate(Policy::Sliding(SlidingWindow::new(
+            number("limit")?,
+            number("window_ms")?,
+        )?)),
+        "sliding-approx" => StoredPolicy::Rate(Policy::SlidingApprox(SlidingCounter::new(
+            number("limit")?,
+            number("window_ms")?,
+        )?)),
+        "concurrency" => {
+            StoredPolicy::Concurrency(Concurrency::new(number("limit")?, number("lease_ms")?)?)
+        }
+        other => {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("unknown algorithm `{other}`"),
+            ));
+        }
+    };
+    let decision = Decision {
+        allowed: integer(field(&pairs, "allowed")?)? == 1,
+        limit: number("limit")?,
+        remaining: number("remaining")?,
+        retry_after: retry_after(field(&pairs, "retry_after_ms")?, Duration::from_millis)?,
+        reset_after: Duration::from_millis(number("reset_after_ms")?),
+        source: Source::Server,
+    };
+    Ok(Some(Status { policy, decision }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(values: &[i64]) -> Value {
+        Value::Array(values.iter().map(|&n| Value::Int(n)).collect())
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn decisions_read_the_same_from_resp2_and_resp3() {
+        let resp2 = parse_decision(&ints(&[0, 5, 0, 1_000, 5_000])).unwrap();
+        let resp3 = parse_decision(&Value::Map(vec![
+            (bulk("allowed"), Value::Boolean(false)),
+            (bulk("limit"), Value::Int(5)),
+            (bulk("remaining"), Value::Int(0)),
+            (bulk("retry_after_ms"), Value::Int(1_000)),
+            (bulk("reset_after_ms"), Value::Int(5_000)),
+        ]))
+        .unwrap();
+        assert_eq!(resp2, resp3);
+        assert_eq!(resp2.retry_after, Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_decision(&ints(&[0, 5, 0, -1, 0]))
+                .unwrap()
+                .retry_after,
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_replies_are_protocol_errors() {
+        for value in [
+            ints(&[1, 2]),
+            ints(&[1, 2, -3, 4, 5]),
+            bulk("OK"),
+            Value::Nil,
+        ] {
+            assert_eq!(
+                parse_decision(&value).unwrap_err().kind(),
+                ErrorKind::Protocol
+            );
+        }
+        assert!(parse_all(&ints(&[1]), 1).is_err());
+    }
+
+    #[test]
+    fn throttle_replies_follow_redis_cell() {
+        let allowed = parse_throttle(&ints(&[0, 11, 10, -1, 6])).unwrap();
+        assert!(allowed.allowed);
+        assert_eq!(allowed.retry_after, Some(Duration::ZERO));
+        let limited = parse_throttle(&ints(&[1, 11, 0, 6, 60])).unwrap();
+        assert_eq!(limited.retry_after, Some(Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn commands_carry_options_only_when_needed() {
+        let bucket = Policy::TokenBucket(TokenBucket::new(10, 1, 1_000).unwrap());
+        let packed = |cmd: Cmd| String::from_utf8_lossy(&cmd.get_packed_command()).into_owned();
+        let plain = packed(decide(b"k", &bucket, Request::new(1)).unwrap());
+        assert!(!plain.contains("COST") && !plain.contains("PEEK"));
+        let request = Request {
+            cost: 3,
+            peek: true,
+            max_wait_ms: 500,
+        };
+        let full = packed(decide(b"k", &bucket, request).unwrap());
+        assert!(full.contains("COST") && full.contains("PEEK") && full.contains("MAXWAIT"));
+    }
+}
