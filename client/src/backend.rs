@@ -217,7 +217,8 @@ impl Remote {
                 None => connection.req_packed_command(cmd).await?,
             },
         };
-        Ok(value)
+        // Error replies arrive as values: make them errors.
+        Ok(value.extract_error()?)
     }
 }
 
