@@ -98,9 +98,9 @@ impl Builder {
 
     fn into_limiter(self) -> RateLimiter {
         RateLimiter {
+            failure: self.failure,
             shared: Arc::new(Shared {
                 timeout: self.timeout,
-                failure: self.failure,
                 breaker: Breaker::new(self.breaker_threshold, self.cool_down),
                 cool_down: self.cool_down,
                 local: LocalStore::new(self.local_capacity),
@@ -128,13 +128,13 @@ impl std::fmt::Debug for Backend {
 #[derive(Clone, Debug)]
 pub struct RateLimiter {
     shared: Arc<Shared>,
+    failure: FailurePolicy,
 }
 
 #[derive(Debug)]
 struct Shared {
     backend: Backend,
     timeout: Duration,
-    failure: FailurePolicy,
     breaker: Breaker,
     cool_down: Duration,
     local: LocalStore,
@@ -170,6 +170,22 @@ impl RateLimiter {
             local_capacity: 100_000,
             deny_cache: None,
         }
+    }
+
+    /// The same limiter (same connection, breaker and fallback store) answering by
+    /// `policy` when the server is unavailable: for rules that need another policy.
+    #[must_use]
+    pub fn with_failure_policy(&self, policy: FailurePolicy) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            failure: policy,
+        }
+    }
+
+    /// The policy answering when the server is unavailable.
+    #[must_use]
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure
     }
 
     /// A limiter deciding in this process's memory (no server).
@@ -367,7 +383,7 @@ impl RateLimiter {
             return self.shared.local.release(key, id, now);
         };
         // Leases taken by the fallback while the server was down are released too.
-        let fallback = self.shared.failure == FailurePolicy::Fallback;
+        let fallback = self.failure == FailurePolicy::Fallback;
         let released_locally = fallback && self.shared.local.release(key, id, now).unwrap_or(false);
         match self
             .call(remote, "release", &protocol::release(key, id), None)
@@ -548,7 +564,7 @@ impl RateLimiter {
                 };
                 match self.call(remote, operation, &cmd, slot).await {
                     Ok(value) => protocol::parse_all(&value, limits.len())?,
-                    Err(error) if error.is_unavailable() => match self.shared.failure {
+                    Err(error) if error.is_unavailable() => match self.failure {
                         FailurePolicy::Fallback => local_all(Source::Fallback)?,
                         FailurePolicy::Error => return Err(error),
                         FailurePolicy::Open | FailurePolicy::Closed => {
@@ -557,7 +573,7 @@ impl RateLimiter {
                                 .map(|(_, policy)| self.failed(policy.limit(), request.cost))
                                 .collect();
                             AllDecision {
-                                allowed: self.shared.failure == FailurePolicy::Open,
+                                allowed: self.failure == FailurePolicy::Open,
                                 source: decisions
                                     .first()
                                     .map_or(Source::FailedClosed, |d| d.source),
@@ -575,7 +591,7 @@ impl RateLimiter {
 
     /// The answer of the open or closed failure policy.
     fn failed(&self, limit: u64, cost: u64) -> Decision {
-        let open = self.shared.failure == FailurePolicy::Open;
+        let open = self.failure == FailurePolicy::Open;
         Decision {
             allowed: open,
             limit,
@@ -605,7 +621,7 @@ impl RateLimiter {
         if !error.is_unavailable() {
             return Err(error);
         }
-        match self.shared.failure {
+        match self.failure {
             FailurePolicy::Fallback => Ok(Decision::from_core(
                 fallback(&self.shared.local)?,
                 Source::Fallback,
