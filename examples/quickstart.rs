@@ -1,24 +1,47 @@
 //! The demo: a real redis-server with the redlimit module, and a burst of requests.
 //!
 //! Run with `scripts/demo.sh` (it installs what is missing and builds the module), or,
-//! once the module is built, `cargo run --example quickstart`.
+//! once the module is built, `cargo run --example quickstart`: it starts its own
+//! `redis-server` with the module on a free port and stops it at the end. With
+//! `REDIS_URL` set (`REDIS_URL=redis://127.0.0.1:6379 cargo run --example quickstart`)
+//! it uses that server instead, which must have the module loaded; it resets the demo's
+//! two keys (`user:42`, `user:42:cell`) first.
 
 use redis::cmd;
-use redlimit_test_support::{ServerBuilder, available_servers, module_path};
+use redlimit_test_support::{Server, ServerBuilder, available_servers, module_path};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let binary = available_servers()
-        .into_iter()
-        .next()
-        .ok_or("no redis-server found: run scripts/install-deps.sh")?;
-    println!(
-        "Starting {} with {} ...",
-        binary.name(),
-        module_path().display()
-    );
-    let server = ServerBuilder::new(&binary).module(module_path()).start();
-    let mut con = server.connection();
-    println!("redis-server listening on 127.0.0.1:{}\n", server.port());
+    // Kept alive until the end of the demo: dropping it stops the server.
+    let mut own_server: Option<Server> = None;
+    let mut con = match std::env::var("REDIS_URL") {
+        Ok(url) => {
+            println!("Using {url} (REDIS_URL)\n");
+            let mut con = redis::Client::open(url.as_str())?.get_connection()?;
+            // Fresh keys; also fails clearly when the module is not loaded there.
+            let _: i64 = cmd("RL.RESET")
+                .arg("user:42")
+                .arg("user:42:cell")
+                .query(&mut con)
+                .map_err(|e| format!("{url}: {e} (is the redlimit module loaded?)"))?;
+            con
+        }
+        Err(_) => {
+            let binary = available_servers()
+                .into_iter()
+                .next()
+                .ok_or("no redis-server found: run scripts/install-deps.sh")?;
+            println!(
+                "Starting {} with {} ...",
+                binary.name(),
+                module_path().display()
+            );
+            let server = ServerBuilder::new(&binary).module(module_path()).start();
+            println!("redis-server listening on 127.0.0.1:{}\n", server.port());
+            let con = server.connection();
+            own_server = Some(server);
+            con
+        }
+    };
 
     println!("A token bucket of 5 tokens that gains 1 token per second:");
     println!(
@@ -65,7 +88,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ttl: i64 = cmd("PTTL").arg("user:42").query(&mut con)?;
     println!("\nThe key expires by itself when the bucket is full again: PTTL user:42 = {ttl} ms");
     drop(con);
-    drop(server);
-    println!("Server stopped.");
+    if let Some(server) = own_server {
+        drop(server);
+        println!("Server stopped.");
+    }
     Ok(())
 }
