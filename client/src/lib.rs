@@ -65,6 +65,9 @@ mod observe;
 mod protocol;
 mod slot;
 
+#[cfg(feature = "axum")]
+pub mod http;
+
 pub use backend::Backend;
 pub use decision::{AllDecision, Decision, Source, Status, StoredPolicy};
 pub use error::{Error, ErrorKind, Result};

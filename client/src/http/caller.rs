@@ -1,0 +1,321 @@
+//! Who is asking: the client IP (behind trusted proxies), an API key, a JWT's user and
+//! tier, or the application's own answer.
+
+use http::HeaderMap;
+use http::request::Parts;
+use ipnet::IpNet;
+use jsonwebtoken::{DecodingKey, Validation};
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+/// What the middleware knows about the caller of one request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Caller {
+    /// The client IP, resolved through trusted proxies.
+    pub ip: Option<IpAddr>,
+    /// The API key header's value.
+    pub api_key: Option<String>,
+    /// The verified JWT's user id.
+    pub user: Option<String>,
+    /// The verified JWT's tier.
+    pub tier: Option<String>,
+}
+
+/// The key a request counts under, and the tier picking its limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Requests with the same key (within a rule) share their limits.
+    pub key: String,
+    /// The tier, if any (else the rule's default limits apply).
+    pub tier: Option<String>,
+}
+
+/// The application's own way to say who is asking (rules with `key = "custom"`).
+///
+/// ```
+/// use redlimit::http::{Caller, Identify, Identity};
+/// struct ByTenant;
+/// impl Identify for ByTenant {
+///     fn identify(&self, request: &http::request::Parts, _: &Caller) -> Option<Identity> {
+///         let tenant = request.headers.get("x-tenant")?.to_str().ok()?;
+///         Some(Identity { key: format!("tenant:{tenant}"), tier: Some("pro".into()) })
+///     }
+/// }
+/// ```
+pub trait Identify: Send + Sync + 'static {
+    /// The identity of `request`'s caller; `None` falls back to the client IP.
+    fn identify(&self, request: &Parts, caller: &Caller) -> Option<Identity>;
+}
+
+/// How to verify JWTs.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    pub(crate) key: DecodingKey,
+    pub(crate) validation: Validation,
+    pub(crate) user_claim: String,
+    pub(crate) tier_claim: String,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("user_claim", &self.user_claim)
+            .field("tier_claim", &self.tier_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to find the caller of a request.
+#[derive(Clone, Debug, Default)]
+pub struct CallerResolver {
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    /// A CDN header (`CF-Connecting-IP`) believed only from trusted proxies.
+    pub(crate) client_ip_header: Option<http::HeaderName>,
+    pub(crate) ipv6_prefix: u8,
+    pub(crate) api_key_header: Option<http::HeaderName>,
+    pub(crate) jwt: Option<JwtVerifier>,
+}
+
+impl CallerResolver {
+    /// The caller of a request that arrived from `peer`.
+    pub(crate) fn resolve(&self, parts: &Parts, peer: Option<IpAddr>) -> Caller {
+        let headers = &parts.headers;
+        let (user, tier) = self
+            .jwt
+            .as_ref()
+            .and_then(|jwt| verify(jwt, headers))
+            .unwrap_or_default();
+        Caller {
+            ip: peer.map(|peer| self.client_ip(headers, canonical(peer))),
+            api_key: self
+                .api_key_header
+                .as_ref()
+                .and_then(|name| headers.get(name))
+                .and_then(|value| value.to_str().ok())
+                .filter(|key| !key.is_empty())
+                .map(str::to_owned),
+            user,
+            tier,
+        }
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client behind `peer`: `peer` itself unless it is a trusted proxy; then the
+    /// CDN header if configured, else the rightmost address of `Forwarded` (or else
+    /// `X-Forwarded-For`) that is not a trusted proxy.
+    fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        if !self.trusted(peer) {
+            return peer;
+        }
+        if let Some(name) = &self.client_ip_header {
+            if let Some(ip) = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_ip(v.trim()))
+            {
+                return canonical(ip);
+            }
+        }
+        let hops = forwarded_for(headers);
+        let hops = if hops.is_empty() {
+            x_forwarded_for(headers)
+        } else {
+            hops
+        };
+        // Walk from the nearest hop back; stop at the first we cannot vouch for.
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            let Some(ip) = hop else {
+                // Garbage from an untrusted hop: the last trusted one saw this client.
+                return client;
+            };
+            client = canonical(ip);
+            if !self.trusted(client) {
+                return client;
+            }
+        }
+        client
+    }
+
+    /// The part of the key naming the caller's IP: IPv6 grouped by prefix.
+    pub(crate) fn ip_key(&self, ip: IpAddr) -> String {
+        match ip {
+            IpAddr::V4(v4) => format!("ip:{v4}"),
+            IpAddr::V6(v6) => {
+                let prefix = self.ipv6_prefix.min(128);
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                let net = Ipv6Addr::from(u128::from(v6) & mask);
+                format!("ip:{net}/{prefix}")
+            }
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// An address as proxies write it: bare, `[v6]`, `[v6]:port` or `v4:port`.
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    let text = text.trim().trim_matches('"');
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    text.strip_prefix('[')
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|v6| v6.parse().ok())
+}
+
+/// `X-Forwarded-For` hops, left (farthest) to right (nearest); `None` for garbage.
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|value| {
+            value
+                .to_str()
+                .map(|v| v.split(',').map(parse_ip).collect::<Vec<_>>())
+                .unwrap_or_else(|_| vec![None])
+        })
+        .collect()
+}
+
+/// RFC 7239 `Forwarded: for=...` hops, left to right; `None` for obfuscated or garbage.
+fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let mut hops = Vec::new();
+    for value in headers.get_all("forwarded") {
+        let Ok(value) = value.to_str() else {
+            hops.push(None);
+            continue;
+        };
+        for element in value.split(',') {
+            let for_value = element.split(';').find_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                name.trim().eq_ignore_ascii_case("for").then_some(value)
+            });
+            if let Some(for_value) = for_value {
+                hops.push(parse_ip(for_value));
+            }
+        }
+    }
+    hops
+}
+
+/// The verified token's user and tier claims.
+fn verify(jwt: &JwtVerifier, headers: &HeaderMap) -> Option<(Option<String>, Option<String>)> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+        token,
+        &jwt.key,
+        &jwt.validation,
+    )
+    .ok()?;
+    let claim = |name: &str| match data.claims.get(name)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    Some((claim(&jwt.user_claim), claim(&jwt.tier_claim)))
+}
+
+/// A secret or unbounded value made fit for a Redis key: a hash, never the value.
+pub(crate) fn digest(kind: &str, value: &str) -> String {
+    let hash = Sha256::digest(value.as_bytes());
+    let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{kind}:{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver(trusted: &[&str]) -> CallerResolver {
+        CallerResolver {
+            trusted_proxies: trusted.iter().map(|n| n.parse().unwrap()).collect(),
+            ipv6_prefix: 64,
+            ..CallerResolver::default()
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_spoof_forwarded_headers() {
+        let r = resolver(&["10.0.0.0/8"]);
+        let spoof = headers(&[("x-forwarded-for", "1.2.3.4")]);
+        assert_eq!(r.client_ip(&spoof, ip("203.0.113.9")), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_hop_is_the_client() {
+        let r = resolver(&["10.0.0.0/8"]);
+        // The client forged the first entry; the proxy appended the real address.
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.2")]);
+        assert_eq!(r.client_ip(&h, ip("10.0.0.1")), ip("198.51.100.7"));
+        let two_lines = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(r.client_ip(&two_lines, ip("10.0.0.1")), ip("198.51.100.7"));
+        let garbage = headers(&[("x-forwarded-for", "6.6.6.6, nonsense")]);
+        assert_eq!(r.client_ip(&garbage, ip("10.0.0.1")), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn rfc_7239_forwarded_wins_over_x_forwarded_for() {
+        let r = resolver(&["10.0.0.0/8"]);
+        let h = headers(&[
+            (
+                "forwarded",
+                r#"for=6.6.6.6, for="[2001:db8::1]:4711";proto=https"#,
+            ),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(r.client_ip(&h, ip("10.0.0.1")), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn a_cdn_header_counts_only_when_configured_and_from_a_trusted_peer() {
+        let mut r = resolver(&["10.0.0.0/8"]);
+        let h = headers(&[("cf-connecting-ip", "198.51.100.7")]);
+        assert_eq!(r.client_ip(&h, ip("10.0.0.1")), ip("10.0.0.1"));
+        r.client_ip_header = Some(http::HeaderName::from_static("cf-connecting-ip"));
+        assert_eq!(r.client_ip(&h, ip("10.0.0.1")), ip("198.51.100.7"));
+        assert_eq!(r.client_ip(&h, ip("203.0.113.9")), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_prefix() {
+        let r = resolver(&[]);
+        assert_eq!(r.ip_key(ip("2001:db8:1:2:3:4:5:6")), "ip:2001:db8:1:2::/64");
+        assert_eq!(r.ip_key(ip("2001:db8:1:2:ffff::1")), "ip:2001:db8:1:2::/64");
+        assert_eq!(r.ip_key(ip("192.0.2.1")), "ip:192.0.2.1");
+        assert_eq!(canonical(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+    }
+}

@@ -1,0 +1,183 @@
+//! Per-rule counters and a decision-latency histogram, rendered in the Prometheus text
+//! exposition format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 10] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+
+/// Reads one counter of a rule's series.
+type Counter = fn(&RuleSeries) -> &AtomicU64;
+
+/// How one decision ended, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Allowed,
+    Denied,
+    ShadowDenied,
+}
+
+#[derive(Debug, Default)]
+struct RuleSeries {
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    shadow_denied: AtomicU64,
+    backend_errors: AtomicU64,
+    latency: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_ns: AtomicU64,
+}
+
+/// The middleware's metrics; clone the handle from the layer and serve
+/// [`render`](Metrics::render) on your metrics endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    rules: Arc<Mutex<BTreeMap<String, Arc<RuleSeries>>>>,
+}
+
+impl Metrics {
+    fn series(&self, rule: &str) -> Arc<RuleSeries> {
+        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        match rules.get(rule) {
+            Some(series) => Arc::clone(series),
+            None => {
+                let series = Arc::new(RuleSeries::default());
+                rules.insert(rule.to_owned(), Arc::clone(&series));
+                series
+            }
+        }
+    }
+
+    /// Counts one decision of `rule`.
+    pub(crate) fn decision(
+        &self,
+        rule: &str,
+        outcome: Outcome,
+        backend_error: bool,
+        latency: Duration,
+    ) {
+        let series = self.series(rule);
+        let counter = match outcome {
+            Outcome::Allowed => &series.allowed,
+            Outcome::Denied => &series.denied,
+            Outcome::ShadowDenied => &series.shadow_denied,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if backend_error {
+            series.backend_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = latency.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&series.latency) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        series.latency_count.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        series.latency_sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Counts a backend error that left no decision (the request was let through).
+    pub(crate) fn backend_error(&self, rule: &str) {
+        self.series(rule)
+            .backend_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every series in the Prometheus text format (version 0.0.4).
+    #[must_use]
+    pub fn render(&self) -> String {
+        let rules: Vec<(String, Arc<RuleSeries>)> = self
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, series)| (name.clone(), Arc::clone(series)))
+            .collect();
+        let mut out = String::new();
+        let counters: [(&str, &str, Counter); 4] = [
+            ("redlimit_http_allowed_total", "Requests allowed.", |s| {
+                &s.allowed
+            }),
+            (
+                "redlimit_http_denied_total",
+                "Requests refused with 429.",
+                |s| &s.denied,
+            ),
+            (
+                "redlimit_http_shadow_denied_total",
+                "Requests over the limit let through by shadow mode.",
+                |s| &s.shadow_denied,
+            ),
+            (
+                "redlimit_http_backend_errors_total",
+                "Decisions the server could not make (answered by the failure policy).",
+                |s| &s.backend_errors,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (rule, series) in &rules {
+                let value = get(series).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{rule=\"{}\"}} {value}", escape(rule));
+            }
+        }
+        let name = "redlimit_http_decision_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to decide a request.\n# TYPE {name} histogram"
+        );
+        for (rule, series) in &rules {
+            let rule = escape(rule);
+            for (bound, bucket) in BUCKETS.iter().zip(&series.latency) {
+                let count = bucket.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{rule=\"{rule}\",le=\"{bound}\"}} {count}"
+                );
+            }
+            let count = series.latency_count.load(Ordering::Relaxed);
+            let sum = Duration::from_nanos(series.latency_sum_ns.load(Ordering::Relaxed));
+            let _ = writeln!(out, "{name}_bucket{{rule=\"{rule}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "{name}_sum{{rule=\"{rule}\"}} {}", sum.as_secs_f64());
+            let _ = writeln!(out, "{name}_count{{rule=\"{rule}\"}} {count}");
+        }
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let metrics = Metrics::default();
+        metrics.decision("hello", Outcome::Allowed, false, Duration::from_micros(300));
+        metrics.decision("hello", Outcome::Denied, true, Duration::from_millis(3));
+        let text = metrics.render();
+        assert!(text.contains("redlimit_http_allowed_total{rule=\"hello\"} 1"));
+        assert!(text.contains("redlimit_http_denied_total{rule=\"hello\"} 1"));
+        assert!(text.contains("redlimit_http_backend_errors_total{rule=\"hello\"} 1"));
+        assert!(
+            text.contains("redlimit_http_decision_seconds_bucket{rule=\"hello\",le=\"0.0005\"} 1")
+        );
+        assert!(
+            text.contains("redlimit_http_decision_seconds_bucket{rule=\"hello\",le=\"0.005\"} 2")
+        );
+        assert!(text.contains("redlimit_http_decision_seconds_count{rule=\"hello\"} 2"));
+    }
+}

@@ -1,0 +1,53 @@
+//! Tower/axum middleware (feature `axum`): per-IP, per-user, per-API-key, per-route and
+//! per-tier limits decided in Redis, with standard headers, exemptions, shadow mode,
+//! hot-reloadable TOML configuration and Prometheus metrics.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use redlimit::http::{Config, RateLimitLayer};
+//! use redlimit::{Backend, RateLimiter};
+//! use std::net::SocketAddr;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_toml(r#"
+//!     [[rules]]
+//!     name = "hello"
+//!     path = "/api/hello"
+//!     methods = ["GET"]
+//!     limits = [{ name = "burst", algorithm = "token_bucket", capacity = 10, refill_tokens = 1, refill_ms = 1000 }]
+//! "#)?;
+//! let limiter = RateLimiter::builder(Backend::redis("redis://127.0.0.1:6379")?).build()?;
+//! let layer = RateLimitLayer::from_config(limiter, &config)?;
+//! let metrics = layer.metrics();
+//! let app = Router::new()
+//!     .route("/api/hello", get(|| async { "hello" }))
+//!     .route("/metrics", get(move || async move { metrics.render() }))
+//!     .layer(layer);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // The peer address is needed to know who is asking.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The guide is `docs/middleware.md`.
+
+mod caller;
+mod config;
+mod headers;
+mod metrics;
+mod rejection;
+mod reload;
+mod rules;
+mod service;
+
+pub use caller::{Caller, Identify, Identity};
+pub use config::{
+    Config, ConfigError, ENV_PREFIX, ExemptConfig, FailureConfig, HeaderStyleConfig,
+    IdentityConfig, JwtConfig, LimitConfig, RuleConfig, Settings, TierConfig,
+};
+pub use headers::HeaderStyle;
+pub use metrics::Metrics;
+pub use rejection::{Limited, QUOTA_EXCEEDED, RejectionFn, problem};
+pub use reload::Reloader;
+pub use rules::NamedLimit;
+pub use service::{CostFn, RateLimit, RateLimitLayer, ResponseFuture};

@@ -1,0 +1,60 @@
+//! The answer to an over-limit request: 429, `Retry-After`, and an RFC 9457 problem.
+
+use super::headers::ceil_secs;
+use axum::body::Body;
+use http::{HeaderValue, Response, StatusCode, header};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the middleware knows when it refuses a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limited {
+    /// The rule that refused it.
+    pub rule: String,
+    /// The names of its limits that refused it.
+    pub violated_policies: Vec<String>,
+    /// How long until a retry can succeed; `None` if the request can never fit.
+    pub retry_after: Option<Duration>,
+}
+
+/// Builds the response to an over-limit request. The middleware adds `Retry-After`
+/// and the rate-limit headers afterwards.
+pub type RejectionFn = Arc<dyn Fn(&Limited) -> Response<Body> + Send + Sync>;
+
+/// The problem type registered by the rate-limit headers draft.
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+
+/// The default answer: 429 with an `application/problem+json` body.
+#[must_use]
+pub fn problem(limited: &Limited) -> Response<Body> {
+    let retry = limited.retry_after.map(ceil_secs);
+    let detail = match retry {
+        Some(secs) => format!("Too many requests; retry in {secs} s."),
+        None => "This request is larger than the limit allows.".to_owned(),
+    };
+    let body = serde_json::json!({
+        "type": QUOTA_EXCEEDED,
+        "title": "Request cannot be satisfied as assigned quota has been exceeded",
+        "status": 429,
+        "detail": detail,
+        "violated-policies": limited.violated_policies,
+        "retry-after": retry,
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+/// Adds `Retry-After` (whole seconds, rounded up) unless the request can never fit.
+pub(crate) fn retry_after(response: &mut Response<Body>, limited: &Limited) {
+    if let Some(wait) = limited.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(ceil_secs(wait)));
+    }
+}

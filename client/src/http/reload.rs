@@ -1,0 +1,85 @@
+//! Hot reload: new settings replace the old ones whole, between two requests. Counters
+//! live in Redis under names made of the rule and limit names, so a reload that keeps
+//! those names keeps every counter, and no request is dropped.
+
+use super::config::{Config, ConfigError, Settings};
+use super::service::SharedSettings;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, SystemTime};
+
+/// Swaps the settings of a [`RateLimitLayer`](super::RateLimitLayer).
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    settings: SharedSettings,
+}
+
+impl Reloader {
+    pub(crate) fn new(settings: SharedSettings) -> Self {
+        Self { settings }
+    }
+
+    /// Puts `settings` in force for every request from now on.
+    pub fn replace(&self, settings: Settings) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(settings);
+    }
+
+    /// Reads, checks and puts in force the configuration at `path` (with the
+    /// `REDLIMIT__*` environment overrides). On error the old settings stay.
+    ///
+    /// # Errors
+    /// The configuration's first problem, named.
+    pub fn reload(&self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let settings = Config::load(path)?.compile()?;
+        self.replace(settings);
+        Ok(())
+    }
+
+    /// Spawns a task reloading `path` on SIGHUP and whenever its modification time
+    /// changes (checked every `poll`). Errors are logged and the old settings stay.
+    /// Needs a Tokio runtime; the task ends with the runtime.
+    pub fn watch(self, path: impl Into<PathBuf>, poll: Duration) -> tokio::task::JoinHandle<()> {
+        let path = path.into();
+        tokio::spawn(async move {
+            let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            let mut seen: Option<SystemTime> = modified(&path);
+            #[cfg(unix)]
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                #[cfg(unix)]
+                let signalled = match hangup.as_mut() {
+                    Some(hangup) => tokio::select! {
+                        _ = hangup.recv() => true,
+                        () = tokio::time::sleep(poll) => false,
+                    },
+                    None => {
+                        tokio::time::sleep(poll).await;
+                        false
+                    }
+                };
+                #[cfg(not(unix))]
+                let signalled = {
+                    tokio::time::sleep(poll).await;
+                    false
+                };
+                let now = modified(&path);
+                if !signalled && now == seen {
+                    continue;
+                }
+                seen = now;
+                match self.reload(&path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), signalled, "redlimit: configuration reloaded")
+                    }
+                    Err(error) => {
+                        tracing::error!(path = %path.display(), %error, "redlimit: configuration NOT reloaded; the previous one stays")
+                    }
+                }
+            }
+        })
+    }
+}

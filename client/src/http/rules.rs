@@ -1,0 +1,229 @@
+//! Compiled rules: which requests a rule covers, whose key counts, which limits apply.
+
+use super::caller::{Caller, Identity};
+use crate::{FailurePolicy, Policy};
+use http::Method;
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// A path pattern: literal segments, `*` for exactly one segment, and a final `**`
+/// for any rest (zero or more segments).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathPattern {
+    segments: Vec<Segment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    One,
+    Rest,
+}
+
+impl PathPattern {
+    /// Parses `/api/*/items/**`.
+    ///
+    /// # Errors
+    /// A pattern not starting with `/`, or `**` before the end.
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let Some(rest) = pattern.strip_prefix('/') else {
+            return Err(format!("`{pattern}` must start with `/`"));
+        };
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            segments.push(match *part {
+                "**" if i + 1 == parts.len() => Segment::Rest,
+                "**" => return Err(format!("`{pattern}`: `**` may only end a pattern")),
+                "*" => Segment::One,
+                literal => Segment::Literal(literal.to_owned()),
+            });
+        }
+        Ok(Self { segments })
+    }
+
+    /// Whether `path` matches.
+    #[must_use]
+    pub fn matches(&self, path: &str) -> bool {
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        let mut parts = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        // A trailing slash names the same resource.
+        if parts.len() > 1 && parts.last() == Some(&"") {
+            parts.pop();
+        }
+        let mut parts = parts.into_iter();
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest => return true,
+                Segment::One => {
+                    if parts.next().is_none_or(str::is_empty) {
+                        return false;
+                    }
+                }
+                Segment::Literal(literal) => {
+                    if parts.next() != Some(literal.as_str()) {
+                        return false;
+                    }
+                }
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+/// Whose requests count together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The client IP (IPv6 grouped by prefix).
+    Ip,
+    /// The API key header, else the client IP.
+    ApiKey,
+    /// The verified JWT's user, else the client IP.
+    User,
+    /// The application's [`Identify`](super::Identify), else the client IP.
+    Custom,
+}
+
+/// One named limit of a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedLimit {
+    /// Its name in headers, bodies and Redis keys.
+    pub name: String,
+    /// Its policy.
+    pub policy: Policy,
+}
+
+/// One rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Its name in metrics, logs and Redis keys.
+    pub name: String,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) path: Option<PathPattern>,
+    pub(crate) key: KeyKind,
+    pub(crate) cost: u64,
+    pub(crate) shadow: bool,
+    pub(crate) failure: Option<FailurePolicy>,
+    /// Limits by tier name; the caller's tier picks, else `default_limits`.
+    pub(crate) tiers: Vec<(String, Vec<NamedLimit>)>,
+    pub(crate) default_limits: Vec<NamedLimit>,
+}
+
+impl Rule {
+    fn covers(&self, method: &Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self.path.as_ref().is_none_or(|p| p.matches(path))
+    }
+
+    /// The index of `tier` among this rule's tiers, if it has its own limits.
+    pub(crate) fn tier_index(&self, tier: Option<&str>) -> Option<usize> {
+        tier.and_then(|tier| self.tiers.iter().position(|(name, _)| name == tier))
+    }
+
+    /// The limits of the tier at `index`, else the default limits.
+    pub(crate) fn limits_at(&self, index: Option<usize>) -> &[NamedLimit] {
+        index
+            .and_then(|i| self.tiers.get(i))
+            .map_or(&self.default_limits, |(_, limits)| limits)
+    }
+}
+
+/// Who is never limited.
+#[derive(Clone, Debug, Default)]
+pub struct Exemptions {
+    pub(crate) paths: Vec<PathPattern>,
+    pub(crate) nets: Vec<IpNet>,
+    pub(crate) users: Vec<String>,
+    pub(crate) api_keys: Vec<String>,
+}
+
+impl Exemptions {
+    pub(crate) fn path(&self, path: &str) -> bool {
+        self.paths.iter().any(|p| p.matches(path))
+    }
+
+    pub(crate) fn caller(&self, caller: &Caller) -> bool {
+        caller
+            .ip
+            .is_some_and(|ip: IpAddr| self.nets.iter().any(|net| net.contains(&ip)))
+            || caller
+                .user
+                .as_ref()
+                .is_some_and(|user| self.users.contains(user))
+            || caller
+                .api_key
+                .as_ref()
+                .is_some_and(|key| self.api_keys.contains(key))
+    }
+}
+
+/// The rules of a configuration, in order, and the default rule.
+#[derive(Clone, Debug, Default)]
+pub struct RuleSet {
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) default: Option<Rule>,
+}
+
+impl RuleSet {
+    /// The first rule covering `method` and `path`, else the default rule.
+    #[cfg(test)]
+    pub(crate) fn find(&self, method: &Method, path: &str) -> Option<&Rule> {
+        self.find_indexed(method, path).map(|(_, rule)| rule)
+    }
+
+    /// [`find`](Self::find) with the rule's index for [`get`](Self::get).
+    pub(crate) fn find_indexed(&self, method: &Method, path: &str) -> Option<(usize, &Rule)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, rule)| rule.covers(method, path))
+            .or_else(|| self.default.as_ref().map(|rule| (self.rules.len(), rule)))
+    }
+
+    /// The rule at `index` (the default rule after the others).
+    pub(crate) fn get(&self, index: usize) -> Option<&Rule> {
+        self.rules.get(index).or_else(|| {
+            (index == self.rules.len())
+                .then_some(self.default.as_ref())
+                .flatten()
+        })
+    }
+}
+
+/// The Redis key of `limit` of `rule` for `identity`: all limits of one rule and caller
+/// share a hash tag, so one `RL.ALL` works in Redis Cluster too.
+pub(crate) fn redis_key(prefix: &str, rule: &str, identity: &Identity, limit: &str) -> String {
+    format!("{prefix}:{{{rule}:{}}}:{limit}", identity.key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_segments_wildcards_and_rests() {
+        let p = |s| PathPattern::parse(s).unwrap();
+        assert!(p("/api/hello").matches("/api/hello"));
+        assert!(p("/api/hello").matches("/api/hello/"));
+        assert!(!p("/api/hello").matches("/api/hello/x"));
+        assert!(!p("/api/hello").matches("/api/hell"));
+        assert!(p("/api/*/items").matches("/api/7/items"));
+        assert!(!p("/api/*/items").matches("/api//items"));
+        assert!(!p("/api/*").matches("/api/7/items"));
+        assert!(p("/api/**").matches("/api"));
+        assert!(p("/api/**").matches("/api/7/items"));
+        assert!(!p("/api/**").matches("/apix"));
+        assert!(p("/").matches("/"));
+        assert!(p("/**").matches("/anything/at/all"));
+        assert!(PathPattern::parse("api").is_err());
+        assert!(PathPattern::parse("/a/**/b").is_err());
+    }
+}
