@@ -10,7 +10,9 @@ scripts/install-deps.sh
 
 echo "== format and lints"
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# The client without its optional features (no tracing, metrics or axum).
+cargo clippy -p redlimit --lib --no-default-features --locked -- -D warnings
 
 echo "== build (the live tests load target/debug/libredlimit.so)"
 cargo build --workspace --all-targets --locked
