@@ -9,7 +9,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::local::{self, LocalStore};
 use crate::{observe, protocol};
 use redis::{Cmd, Value};
-use redlimit_core::{Concurrency, Limiter, MAX_COUNT, MAX_DURATION_MS, Policy, Request};
+use redlimit_core::{
+    Concurrency, Limiter, MAX_COUNT, MAX_DURATION_MS, Policy, Request, TokenBucket,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -256,11 +258,13 @@ impl RateLimiter {
         max_wait: Duration,
     ) -> Result<Decision> {
         let (key, cost) = (key.as_ref(), check_cost(cost)?);
-        let deadline = Instant::now() + max_wait;
-        if let Policy::TokenBucket(_) = policy {
-            let max_wait_ms = u64::try_from(max_wait.as_millis())
-                .unwrap_or(u64::MAX)
-                .min(MAX_DURATION_MS);
+        // None: a wait too long to be a moment (`Duration::MAX`), so no deadline.
+        let deadline = Instant::now().checked_add(max_wait);
+        if let Policy::TokenBucket(bucket) = policy {
+            let max_wait_ms = longest_max_wait(
+                bucket,
+                u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX),
+            );
             let request = Request {
                 max_wait_ms,
                 ..Request::new(cost)
@@ -276,7 +280,7 @@ impl RateLimiter {
             let retry_at = decision.retry_after.map(|wait| Instant::now() + wait);
             match retry_at {
                 _ if decision.allowed => return Ok(decision),
-                Some(at) if at <= deadline => {
+                Some(at) if deadline.is_none_or(|deadline| at <= deadline) => {
                     tokio::time::sleep_until(
                         at.max(Instant::now() + Duration::from_millis(1)).into(),
                     )
@@ -675,6 +679,28 @@ impl RateLimiter {
         }
         result
     }
+}
+
+/// `max_wait_ms`, or the longest `MAXWAIT` the bucket takes when it is longer. The
+/// server bounds `MAXWAIT` so that what refills meanwhile fits 64 bits (at least a full
+/// bucket; centuries for common rates): a longer wait, such as `Duration::MAX`, waits
+/// for tokens that come within that bound and is denied otherwise, instead of failing.
+fn longest_max_wait(bucket: &TokenBucket, max_wait_ms: u64) -> u64 {
+    let max_wait_ms = max_wait_ms.min(MAX_DURATION_MS);
+    if bucket.check_max_wait(max_wait_ms).is_ok() {
+        return max_wait_ms;
+    }
+    // The bound is monotonic: search it (at most 44 steps, only for such long waits).
+    let (mut fits, mut too_long) = (0, max_wait_ms);
+    while too_long - fits > 1 {
+        let middle = fits + (too_long - fits) / 2;
+        if bucket.check_max_wait(middle).is_ok() {
+            fits = middle;
+        } else {
+            too_long = middle;
+        }
+    }
+    fits
 }
 
 /// The policy a stored limiter was last changed with.

@@ -23,6 +23,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts with a fresh port when another process took ours before the server bound it.
 const START_ATTEMPTS: usize = 5;
+/// Pause before trying a given port again ([`ServerBuilder::port`]) when it was taken.
+const PORT_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Pause between two polls of a starting or syncing server.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -71,6 +73,7 @@ pub struct ServerBuilder {
     args: Vec<String>,
     dir: Option<PathBuf>,
     primary_port: Option<u16>,
+    port: Option<u16>,
 }
 
 /// A `--loadmodule` line.
@@ -91,6 +94,7 @@ impl ServerBuilder {
             args: Vec::new(),
             dir: None,
             primary_port: None,
+            port: None,
         }
     }
 
@@ -174,6 +178,29 @@ impl ServerBuilder {
         self
     }
 
+    /// Listens on `port` instead of a free port chosen by the harness: with
+    /// [`dir`](ServerBuilder::dir), this restarts a server that was killed or stopped
+    /// where its clients expect it. Unlike a chosen port, a given port is not replaced
+    /// when another process holds it: [`start`](ServerBuilder::start) retries it for a
+    /// few seconds, then panics.
+    ///
+    /// ```
+    /// use redlimit_test_support::{ServerBuilder, available_servers};
+    ///
+    /// for binary in available_servers() {
+    ///     let first = ServerBuilder::new(&binary).start();
+    ///     let port = first.port();
+    ///     let dir = first.kill().expect("the harness made the directory");
+    ///
+    ///     let again = ServerBuilder::new(&binary).dir(dir.path()).port(port).start();
+    ///     assert_eq!(again.port(), port);
+    /// }
+    /// ```
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Makes this server a replica of `primary` (`--replicaof 127.0.0.1 <port>`). Call
     /// [`Server::wait_for_sync`] after [`start`](ServerBuilder::start) before reading.
     pub fn replica_of(mut self, primary: &Server) -> Self {
@@ -201,7 +228,7 @@ impl ServerBuilder {
         };
 
         for _ in 0..START_ATTEMPTS {
-            let port = free_port();
+            let port = self.port.unwrap_or_else(free_port);
             let argv = self.argv(port, &dir);
             let mut server = self.spawn(port, &argv, &dir);
             match server.wait_until_ready() {
@@ -209,7 +236,13 @@ impl ServerBuilder {
                     server.owned_dir = owned_dir;
                     return server;
                 }
-                Err(StartFailure::PortTaken) => continue,
+                Err(StartFailure::PortTaken) => {
+                    if self.port.is_some() {
+                        // The port is ours to wait for, not to replace.
+                        thread::sleep(PORT_RETRY_PAUSE);
+                    }
+                    continue;
+                }
                 Err(failure) => {
                     let log = server.log();
                     drop(server);
@@ -223,8 +256,11 @@ impl ServerBuilder {
             }
         }
         panic!(
-            "{} failed to start: the chosen port was taken {START_ATTEMPTS} times in a row",
-            self.binary.name()
+            "{} failed to start: the port was taken {START_ATTEMPTS} times in a row{}",
+            self.binary.name(),
+            self.port
+                .map(|port| format!(" (port {port}, given)"))
+                .unwrap_or_default()
         );
     }
 
@@ -342,6 +378,48 @@ impl Server {
     /// The TCP port the server listens on (on 127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The operating system's id of the server process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Makes the server hang (`SIGSTOP`): it keeps its port and its connections, the
+    /// kernel still accepts new ones, but nothing is answered until
+    /// [`resume`](Server::resume). Dropping or killing a paused server works as usual.
+    ///
+    /// # Panics
+    ///
+    /// If the signal cannot be sent.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a [`pause`](Server::pause)d server run again (`SIGCONT`); it answers what
+    /// it received meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// If the signal cannot be sent.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Sends `SIG<name>` with the `kill` command (no libc binding needed).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -{name}: {e}"));
+        assert!(
+            status.success(),
+            "kill -{name} {} ({} on port {}) failed: {status}",
+            self.pid(),
+            self.binary.name(),
+            self.port
+        );
     }
 
     /// `redis://127.0.0.1:<port>/`.

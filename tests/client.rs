@@ -1,0 +1,30 @@
+//! The `redlimit` client against real servers: every operation on Redis 7.0, Redis 8.2
+//! and Valkey 9.1 over RESP2 and RESP3, compared with the module's raw replies and with
+//! the in-memory backend; and fault tests that kill the server or make it hang
+//! (`SIGSTOP`) under each failure policy, with the circuit breaker, the denied-key
+//! cache and recovery.
+//!
+//! Build the module first (`cargo build -p redlimit-module`). Timings are printed, and
+//! asserted only with generous bounds: the machines running this are loaded.
+
+#[path = "client/support.rs"]
+mod support;
+
+#[path = "client/all.rs"]
+mod all;
+#[path = "client/decisions.rs"]
+mod decisions;
+#[path = "client/deny_cache.rs"]
+mod deny_cache;
+#[path = "client/errors.rs"]
+mod errors;
+#[path = "client/leases.rs"]
+mod leases;
+#[path = "client/reset.rs"]
+mod reset;
+#[path = "client/status.rs"]
+mod status;
+#[path = "client/throttle.rs"]
+mod throttle;
+#[path = "client/wait.rs"]
+mod wait;
