@@ -236,9 +236,9 @@ impl Config {
     /// Parses TOML text.
     ///
     /// # Errors
-    /// Invalid TOML or an unknown or mistyped field, named.
+    /// Invalid TOML, or an unknown or mistyped field, named (`rules[0].cost`).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| toml_error(&e))
+        Self::from_table(parse(text)?)
     }
 
     /// Reads `path`, applies the `REDLIMIT__*` environment overrides, and parses.
@@ -248,15 +248,31 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| error(path.display().to_string(), e))?;
-        let mut value = toml::Value::Table(toml::from_str(&text).map_err(|e| toml_error(&e))?);
+        let mut value = toml::Value::Table(parse(&text)?);
         for (name, raw) in std::env::vars() {
             if let Some(path) = name.strip_prefix(ENV_PREFIX) {
                 apply_override(&mut value, path, &raw).map_err(|message| error(&name, message))?;
             }
         }
-        value
-            .try_into()
-            .map_err(|e: toml::de::Error| toml_error(&e))
+        match value {
+            toml::Value::Table(table) => Self::from_table(table),
+            _ => Err(error("config", "is not a table")),
+        }
+    }
+
+    /// Deserializes, naming the field of the first error.
+    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let field = e.path().to_string();
+            error(
+                if field == "." {
+                    "config".to_owned()
+                } else {
+                    field
+                },
+                e.into_inner().message(),
+            )
+        })
     }
 
     /// Checks everything and builds what the middleware runs.
@@ -302,12 +318,9 @@ impl Config {
     }
 }
 
-fn toml_error(e: &toml::de::Error) -> ConfigError {
-    let field = e.span().map_or_else(
-        || "config".to_owned(),
-        |span| format!("config bytes {span:?}"),
-    );
-    error(field, e.message())
+/// TOML syntax, with the line and column.
+fn parse(text: &str) -> Result<toml::Table, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| error("config", e.to_string().trim_end()))
 }
 
 /// Sets the value at `path` (`RULES__0__LIMITS__0__CAPACITY`, case-insensitive keys).
@@ -738,6 +751,11 @@ mod tests {
         assert_eq!(compile_err(&proxy).field, "identity.trusted_proxies[0]");
         let unknown = format!("shadw = true\n{EXAMPLE}");
         assert!(compile_err(&unknown).message.contains("shadw"));
+        let mistyped = EXAMPLE.replace(
+            "methods = [\"GET\"]",
+            "methods = [\"GET\"]\ncost = \"three\"",
+        );
+        assert_eq!(compile_err(&mistyped).field, "rules[0].cost");
     }
 
     #[test]
