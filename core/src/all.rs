@@ -6,6 +6,9 @@ use crate::time::Timestamp;
 use core::hash::Hash;
 use std::collections::HashMap;
 
+/// Up to this many limits, a key named twice is found by comparing keys, not hashing.
+const SCAN_LIMIT: usize = 16;
+
 /// The answer to one all-or-nothing request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllOutcome {
@@ -49,16 +52,32 @@ where
     K: Hash + Eq,
     E: From<WrongAlgorithm>,
 {
-    // Per distinct key: the index of its first limit, its state so far, changed or not.
-    let mut states: HashMap<&K, (usize, Option<Limiter>, bool)> =
-        HashMap::with_capacity(limits.len());
+    // Per distinct key, in order of first appearance: the index of its first limit, its
+    // state so far, changed or not. Keys are found by a scan while there are few of them
+    // (no hashing, no allocation beyond this list), through a map beyond that.
+    let mut states: Vec<(usize, Option<Limiter>, bool)> = Vec::with_capacity(limits.len());
+    let mut by_key: HashMap<&K, usize> = HashMap::new();
     let mut decisions = Vec::with_capacity(limits.len());
     for (index, (key, policy)) in limits.iter().enumerate() {
-        let (_, state, changed) = match states.entry(key) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert((index, load(index, key)?, false))
+        let seen = if limits.len() <= SCAN_LIMIT {
+            states
+                .iter()
+                .position(|(first, _, _)| limits.get(*first).is_some_and(|(k, _)| k == key))
+        } else {
+            by_key.get(key).copied()
+        };
+        let slot = match seen {
+            Some(slot) => slot,
+            None => {
+                states.push((index, load(index, key)?, false));
+                if limits.len() > SCAN_LIMIT {
+                    by_key.insert(key, states.len() - 1);
+                }
+                states.len() - 1
             }
+        };
+        let Some((_, state, changed)) = states.get_mut(slot) else {
+            continue;
         };
         let outcome = policy.decide(state.as_ref(), now, request)?;
         decisions.push(outcome.decision);
@@ -68,15 +87,14 @@ where
         }
     }
     let allowed = decisions.iter().all(|decision| decision.allowed);
-    let mut updates: Vec<(usize, Limiter)> = if allowed {
+    let updates: Vec<(usize, Limiter)> = if allowed {
         states
-            .into_values()
+            .into_iter()
             .filter_map(|(index, state, changed)| state.filter(|_| changed).map(|s| (index, s)))
             .collect()
     } else {
         Vec::new()
     };
-    updates.sort_unstable_by_key(|(index, _)| *index);
     Ok(AllOutcome {
         allowed,
         decisions,
@@ -158,6 +176,25 @@ mod tests {
                 .updates
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn many_limits_find_repeated_keys_as_few_do() {
+        let keys = ["a", "b", "c"];
+        for count in [SCAN_LIMIT, SCAN_LIMIT + 1, 3 * SCAN_LIMIT] {
+            let limits: Vec<(&str, Policy)> =
+                (0..count).map(|i| (keys[i % 3], fixed(100))).collect();
+            let outcome = decide_all(&limits, NOW, Request::new(1), none).unwrap();
+            assert!(outcome.allowed);
+            let order: Vec<usize> = outcome.updates.iter().map(|(i, _)| *i).collect();
+            assert_eq!(order, [0, 1, 2], "{count} limits");
+            let last = outcome.decisions.last().unwrap();
+            assert_eq!(
+                last.remaining,
+                100 - count.div_ceil(3) as u64,
+                "{count} limits"
+            );
+        }
     }
 
     #[test]

@@ -219,7 +219,8 @@ impl Limiter {
             Self::TokenBucket(_, s) => s.at.as_micros() / 1_000,
             Self::Throttle(_, s) => s.tat_ns / 1_000_000,
             Self::Fixed(_, s) => s.end_ms,
-            Self::Sliding(_, log) => log.iter().last().map_or(log.first_ms(), |(time, _)| time),
+            // `from_parts` sums the deltas without overflow: the newest entry's time.
+            Self::Sliding(_, log) => log.last_ms(),
             Self::SlidingApprox(_, s) => s.start_ms,
             Self::Concurrency(_, leases) => leases
                 .held()

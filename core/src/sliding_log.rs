@@ -182,6 +182,11 @@ impl SlidingLog {
         self.first_ms
     }
 
+    /// The newest entry's time, Unix milliseconds (`first_ms` when empty).
+    pub(crate) const fn last_ms(&self) -> u64 {
+        self.last_ms
+    }
+
     /// The encoded entries.
     #[must_use]
     pub fn entries(&self) -> &[u8] {
@@ -222,7 +227,9 @@ impl SlidingLog {
             };
             time = time.saturating_add(delta);
             if time.saturating_add(window_ms) > now_ms {
-                let mut entries = Vec::with_capacity(self.entries.len() - start + 2);
+                // Room for the entry `with_entry` may append next (two varints, 4 bytes
+                // at these sizes), so that it does not reallocate.
+                let mut entries = Vec::with_capacity(self.entries.len() - start + 2 + 4);
                 entries.push(0);
                 varint::put(&mut entries, cost);
                 entries

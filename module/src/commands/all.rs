@@ -18,10 +18,14 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
         .ok()
         .filter(|&n| n < args.remaining().len())
         .ok_or(CommandError::Arity)?;
-    let keys: Vec<RawString> = (0..numkeys).map(|_| args.raw()).collect::<Result<_, _>>()?;
-    let policies: Vec<Policy> = (0..numkeys)
-        .map(|_| policy(&mut args))
-        .collect::<Result<_, _>>()?;
+    let keys = args.remaining().get(..numkeys).ok_or(CommandError::Arity)?;
+    for _ in keys {
+        args.raw()?;
+    }
+    let limits: Vec<(&[u8], Policy)> = keys
+        .iter()
+        .map(|&key| Ok((bytes(key), policy(&mut args)?)))
+        .collect::<Result<_, CommandError>>()?;
     let request = options::parse(&mut args, &[Flag::Cost, Flag::Peek])?.request;
 
     // Decide key by key; a key named twice sees the state its earlier policy left.
@@ -29,7 +33,6 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     // handle (writable unless the request only asks).
     let now = clock::now(ctx);
     let writable = !request.is_read_only();
-    let limits: Vec<(&[u8], Policy)> = keys.iter().map(|&key| bytes(key)).zip(policies).collect();
     let mut opened: Vec<Option<Key>> = (0..numkeys).map(|_| None).collect();
     let outcome = decide_all(&limits, now, request, |index, _| {
         let name = *keys.get(index).ok_or(CommandError::Internal)?;

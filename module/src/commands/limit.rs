@@ -27,9 +27,9 @@ pub fn decide(
     Ok(outcome.decision)
 }
 
-/// The largest encoding written without a heap allocation (every limiter but long
-/// sliding logs and lease sets).
-const STACK_ENCODING: usize = 64;
+/// The largest encoding written without a heap allocation (every limiter but sliding
+/// logs of more than about 150 entries and large lease sets).
+const STACK_ENCODING: usize = 512;
 
 /// Stores `limiter` in the open `key`, expiring when it idles, and replicates the state.
 pub fn write(
