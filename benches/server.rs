@@ -74,56 +74,143 @@ fn main() {
         return;
     }
 
-    println!("# redlimit server benchmark\n");
-    println!(
-        "- date (UTC): {}",
+    let mut report = String::new();
+    let mut line = |text: String| {
+        println!("{text}");
+        report.push_str(&text);
+        report.push('\n');
+    };
+    line(format!(
+        "- date (UTC): {} to END_TIME",
         shell_line("date", &["-u", "+%Y-%m-%d %H:%M"])
-    );
-    println!("- module: {}", module.display());
-    println!("- work tree: commit {}", commit());
-    println!(
+    ));
+    line(format!("- module: {}", module.display()));
+    line(format!("- work tree: commit {}", commit()));
+    line(format!(
         "- machine: {} CPUs, load average at start: {}",
         thread::available_parallelism().map_or(0, usize::from),
         load_average()
-    );
-    println!(
+    ));
+    line(format!(
         "- redis-benchmark -c {CLIENTS} -r {KEYSPACE} -n {} -P 1|16; {} rounds, interleaved",
         settings.requests, settings.rounds
-    );
+    ));
+    if let Some(cell) = &settings.redis_cell {
+        line(format!("- redis-cell: {}", cell.display()));
+    }
 
     let mut throughput = Vec::new();
     let mut memory = Vec::new();
+    let mut aof = Vec::new();
     for binary in &servers {
         eprintln!("== {}", binary.name());
         throughput.push(measure_throughput(binary, &module, &settings));
-        memory.push(measure_memory(binary, &module, settings.keys));
+        memory.push(measure_memory(binary, &module, &settings));
+        aof.push(measure_propagation(binary, &module, &settings));
     }
 
-    println!("- load average at end: {}\n", load_average());
-    println!(
-        "## Throughput (ratio = median over rounds of req/s ÷ INCR req/s in the same round)\n"
+    let end = shell_line("date", &["-u", "+%H:%M"]);
+    report = report.replace("END_TIME", &end);
+    println!("(ended {end} UTC)");
+    let mut line = |text: String| {
+        println!("{text}");
+        report.push_str(&text);
+        report.push('\n');
+    };
+    line(format!("- load average at end: {}\n", load_average()));
+    line(
+        "### Throughput (ratio = median over rounds of req/s ÷ INCR req/s in the same round)\n"
+            .to_owned(),
     );
-    println!(
+    line(
+        "Rows on one hot key divide by INCR on one hot key; all others by INCR on random keys.\n"
+            .to_owned(),
+    );
+    line(
         "| server | command | pipeline | req/s (median) | ratio to INCR (median) | ratio min–max | usec_per_call (median) | allowed | keys expired per call |"
+            .to_owned(),
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    line("|---|---|---:|---:|---:|---:|---:|---:|---:|".to_owned());
     for report in &throughput {
-        report.print_rows();
-    }
-    println!(
-        "\n## Bytes per key ({} keys of each kind; used_memory delta ÷ keys)\n",
-        settings.keys
-    );
-    println!("| server | kind | written with | bytes per key | MEMORY USAGE of one key |");
-    println!("|---|---|---|---:|---:|");
-    for rows in &memory {
-        for row in rows {
-            println!(
-                "| {} | {} | `{}` | {:.1} | {} |",
-                row.server, row.kind, row.command, row.bytes_per_key, row.memory_usage
-            );
+        for row in report.rows() {
+            line(row);
         }
     }
+    line(format!(
+        "\n### Bytes per key ({} keys of each kind; used_memory delta ÷ keys)\n",
+        settings.keys
+    ));
+    line("| server | kind | written with | bytes per key | MEMORY USAGE of one key |".to_owned());
+    line("|---|---|---|---:|---:|".to_owned());
+    for rows in &memory {
+        for row in rows {
+            line(format!(
+                "| {} | {} | `{}` | {:.1} | {} |",
+                row.server, row.kind, row.command, row.bytes_per_key, row.memory_usage
+            ));
+        }
+    }
+    line(format!(
+        "\n### Propagated bytes per call ({PROPAGATION_CALLS} calls of each kind; AOF size and replication offset deltas ÷ calls)\n"
+    ));
+    line(
+        "| server | command | outcome | AOF bytes per call | replication bytes per call |"
+            .to_owned(),
+    );
+    line("|---|---|---|---:|---:|".to_owned());
+    for rows in &aof {
+        for row in rows {
+            line(format!(
+                "| {} | `{}` | {} | {:.1} | {:.1} |",
+                row.server, row.command, row.outcome, row.aof_bytes, row.repl_bytes
+            ));
+        }
+    }
+    let svg = chart(&throughput);
+    if settings.write_docs {
+        write_docs(&report, &svg);
+    }
+}
+
+/// Where the bench writes its results: between these markers of `docs/benchmarks.md`,
+/// and the chart next to it.
+const DOCS_START: &str = "<!-- server-bench:start -->";
+const DOCS_END: &str = "<!-- server-bench:end -->";
+const CHART_FILE: &str = "docs/benchmarks-throughput.svg";
+
+/// Replaces the results section of `docs/benchmarks.md` and writes the chart.
+fn write_docs(report: &str, svg: &str) {
+    let chart_path = repo_root().join(CHART_FILE);
+    std::fs::write(&chart_path, svg)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", chart_path.display()));
+    eprintln!("wrote {}", chart_path.display());
+    let docs_path = repo_root().join("docs/benchmarks.md");
+    let Ok(docs) = std::fs::read_to_string(&docs_path) else {
+        eprintln!("no {}: results printed only", docs_path.display());
+        return;
+    };
+    let (Some(start), Some(end)) = (docs.find(DOCS_START), docs.find(DOCS_END)) else {
+        eprintln!(
+            "{} has no {DOCS_START} … {DOCS_END} section: results printed only",
+            docs_path.display()
+        );
+        return;
+    };
+    if end < start {
+        eprintln!(
+            "{}: markers out of order: results printed only",
+            docs_path.display()
+        );
+        return;
+    }
+    let updated = format!(
+        "{}{DOCS_START}\n\n{report}\n{}",
+        &docs[..start],
+        &docs[end..]
+    );
+    std::fs::write(&docs_path, updated)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", docs_path.display()));
+    eprintln!("wrote the results into {}", docs_path.display());
 }
 
 /// Knobs read from the environment.
@@ -131,14 +218,28 @@ struct Settings {
     rounds: usize,
     requests: u64,
     keys: usize,
+    /// A built redis-cell module (`REDIS_CELL_SO`), loaded next to ours.
+    redis_cell: Option<PathBuf>,
+    /// Write the results into `docs/` (`REDLIMIT_BENCH_DOCS=0`: print only).
+    write_docs: bool,
 }
 
 impl Settings {
     fn from_env() -> Self {
+        let redis_cell = env::var_os("REDIS_CELL_SO").map(PathBuf::from);
+        if let Some(path) = &redis_cell {
+            assert!(
+                path.is_file(),
+                "REDIS_CELL_SO={} does not exist",
+                path.display()
+            );
+        }
         Self {
             rounds: env_number("REDLIMIT_BENCH_ROUNDS", 3).max(1),
-            requests: env_number("REDLIMIT_BENCH_REQUESTS", 200_000).max(1),
+            requests: env_number("REDLIMIT_BENCH_REQUESTS", 100_000).max(1),
             keys: env_number("REDLIMIT_BENCH_KEYS", 100_000).max(1),
+            redis_cell,
+            write_docs: env::var("REDLIMIT_BENCH_DOCS").map_or(true, |value| value != "0"),
         }
     }
 }
@@ -187,8 +288,17 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn start(binary: &ServerBinary, module: &Path) -> Server {
-    ServerBuilder::new(binary).module(module).start()
+fn start(binary: &ServerBinary, module: &Path, settings: &Settings) -> Server {
+    builder(binary, module, settings).start()
+}
+
+/// A server with our module, and redis-cell's when `REDIS_CELL_SO` is set.
+fn builder(binary: &ServerBinary, module: &Path, settings: &Settings) -> ServerBuilder {
+    let builder = ServerBuilder::new(binary).module(module);
+    match &settings.redis_cell {
+        Some(cell) => builder.module(cell),
+        None => builder,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -204,108 +314,365 @@ struct Workload {
     counter: Option<&'static str>,
     /// The command and its arguments, `__rand_int__` in the key.
     argv: Vec<String>,
+    /// The workload whose rate of the same round it is divided by (an INCR row).
+    baseline: usize,
+    /// In the chart (pipeline 16).
+    charted: bool,
 }
 
-/// The measured commands; the first one is the baseline the others are divided by.
-///
-/// The last two are references that explain the token bucket's figure: its keys go
-/// idle, and so expire, 100 ms after a call, so at these rates most calls create a key
-/// that the server deletes again shortly after. `SET ... PX 100` pays the same churn
-/// with a plain string; the long-lived token bucket pays none.
-fn workloads(empty_script_sha: &str) -> Vec<Workload> {
-    let workload = |label: &str, stat, counter, argv: &[&str]| Workload {
-        label: label.to_owned(),
-        stat,
-        counter,
-        argv: argv.iter().map(|&arg| arg.to_owned()).collect(),
-    };
-    vec![
-        workload("INCR", "incr", None, &["INCR", "k:__rand_int__"]),
-        workload(
-            "RL.TOKENBUCKET 100 10 1000",
-            "rl.tokenbucket",
-            Some("tokenbucket"),
-            &["RL.TOKENBUCKET", "tb:__rand_int__", "100", "10", "1000"],
-        ),
-        workload(
-            "RL.THROTTLE 15 30 60",
-            "rl.throttle",
-            Some("throttle"),
-            &["RL.THROTTLE", "th:__rand_int__", "15", "30", "60"],
-        ),
-        workload(
-            "EVALSHA (empty script)",
-            "evalsha",
-            None,
-            &["EVALSHA", empty_script_sha, "1", "ev:__rand_int__"],
-        ),
-        workload(
-            "RL.SLIDING 100 60000 (exact)",
-            "rl.sliding",
-            Some("sliding"),
-            &["RL.SLIDING", "sl:__rand_int__", "100", "60000"],
-        ),
-        workload(
-            "RL.SLIDING 100 60000 APPROX",
-            "rl.sliding",
-            Some("sliding"),
-            &["RL.SLIDING", "sa:__rand_int__", "100", "60000", "APPROX"],
-        ),
-        workload(
-            "RL.FIXED 100 60000",
-            "rl.fixed",
-            Some("fixed"),
-            &["RL.FIXED", "fx:__rand_int__", "100", "60000"],
-        ),
-        workload(
-            "RL.ALL 2 keys: SLIDING 10 60000 + FIXED 100 3600000",
-            "rl.all",
-            Some("all"),
-            &[
-                "RL.ALL",
-                "2",
-                "{a__rand_int__}m",
-                "{a__rand_int__}h",
-                "SLIDING",
-                "10",
-                "60000",
-                "FIXED",
-                "100",
-                "3600000",
-            ],
-        ),
-        workload(
-            "RL.ACQUIRE 10 60000 (one lease per call)",
-            "rl.acquire",
-            Some("acquire"),
-            &[
-                "RL.ACQUIRE",
-                "ls:__rand_int__",
-                "10",
-                "60000",
-                "__rand_int__",
-            ],
-        ),
-        workload(
-            "ref: RL.TOKENBUCKET 1000000 1 60000 (keys stay)",
-            "rl.tokenbucket",
-            Some("tokenbucket"),
-            &[
-                "RL.TOKENBUCKET",
-                "tbl:__rand_int__",
-                "1000000",
-                "1",
-                "60000",
-            ],
-        ),
-        workload(
-            "ref: SET 1 PX 100 (same churn)",
-            "set",
-            None,
-            &["SET", "s:__rand_int__", "1", "PX", "100"],
-        ),
-    ]
+/// Our Lua equivalent of the common token bucket script: tokens and a timestamp in a
+/// hash, refilled from the server's `TIME`, an expiry when the bucket would be full.
+/// `KEYS[1]`, `ARGV`: capacity, refill_tokens, refill_ms.
+const LUA_TOKEN_BUCKET: &str = "\
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2]) / tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or capacity
+local ts = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + 1)
+return {allowed, capacity, math.floor(tokens)}
+";
+
+/// Our Lua equivalent of the common GCRA script (as in go-redis/redis_rate): the
+/// theoretical arrival time in a string with an expiry. `KEYS[1]`, `ARGV`: burst,
+/// count per period, period_ms.
+const LUA_GCRA: &str = "\
+local burst = tonumber(ARGV[1])
+local emission = tonumber(ARGV[3]) / tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + emission
+if new_tat - emission * (burst + 1) > now then
+  return {0, burst + 1, 0}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now))
+return {1, burst + 1, math.floor((now - (new_tat - emission * (burst + 1))) / emission)}
+";
+
+/// Our Lua equivalent of the common sorted-set sliding log. `KEYS[1]`, `ARGV`: limit,
+/// window_ms, a member suffix (unique per caller).
+const LUA_SLIDING_LOG: &str = "\
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, now .. '-' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {1, limit, limit - count - 1}
+end
+return {0, limit, 0}
+";
+
+/// Our Lua equivalent of the common fixed window: INCR, and PEXPIRE on the first call.
+/// `KEYS[1]`, `ARGV`: limit, window_ms.
+const LUA_FIXED_WINDOW: &str = "\
+local limit = tonumber(ARGV[1])
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if count > limit then return {0, limit, 0} end
+return {1, limit, limit - count}
+";
+
+/// The SHA1s of the scripts, as `SCRIPT LOAD` answered them.
+struct Scripts {
+    empty: String,
+    token_bucket: String,
+    gcra: String,
+    sliding_log: String,
+    fixed_window: String,
 }
+
+impl Scripts {
+    fn load(con: &mut redis::Connection, server: &str) -> Self {
+        let mut load = |source: &str| -> String {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(source)
+                .query(con)
+                .unwrap_or_else(|e| panic!("{server}: SCRIPT LOAD failed: {e}"))
+        };
+        Self {
+            empty: load(""),
+            token_bucket: load(LUA_TOKEN_BUCKET),
+            gcra: load(LUA_GCRA),
+            sliding_log: load(LUA_SLIDING_LOG),
+            fixed_window: load(LUA_FIXED_WINDOW),
+        }
+    }
+}
+
+/// Index of the INCR row on one hot key (the baseline of the hot-key rows).
+const HOT_INCR: usize = 0;
+
+/// The measured commands; rows divide by the INCR row of their kind in the same round.
+///
+/// Two rows explain the token bucket's figure: its keys go idle, and so expire, 100 ms
+/// after a call, so at these rates most calls create a key that the server deletes again
+/// shortly after. `SET ... PX 100` pays the same churn with a plain string; the
+/// long-lived token bucket pays none.
+fn workloads(scripts: &Scripts, redis_cell: bool) -> Vec<Workload> {
+    let mut rows: Vec<Workload> = Vec::new();
+    let mut add = |label: &str, stat, counter, argv: &[&str], baseline, charted| {
+        rows.push(Workload {
+            label: label.to_owned(),
+            stat,
+            counter,
+            argv: argv.iter().map(|&arg| arg.to_owned()).collect(),
+            baseline,
+            charted,
+        });
+    };
+    // One hot key first, so that HOT_INCR is 0; random keys from RANDOM_INCR on.
+    add(
+        "INCR, one hot key",
+        "incr",
+        None,
+        &["INCR", "hot:incr"],
+        HOT_INCR,
+        false,
+    );
+    add(
+        "RL.TOKENBUCKET, one hot key, allowed (10^9 tokens)",
+        "rl.tokenbucket",
+        Some("tokenbucket"),
+        &[
+            "RL.TOKENBUCKET",
+            "hot:tba",
+            "1000000000",
+            "1000000000",
+            "1000",
+        ],
+        HOT_INCR,
+        false,
+    );
+    add(
+        "RL.TOKENBUCKET, one hot key, denied (100 10 1000)",
+        "rl.tokenbucket",
+        Some("tokenbucket"),
+        &["RL.TOKENBUCKET", "hot:tbd", "100", "10", "1000"],
+        HOT_INCR,
+        false,
+    );
+    add(
+        "Lua token bucket (hash), one hot key, denied",
+        "evalsha",
+        None,
+        &[
+            "EVALSHA",
+            &scripts.token_bucket,
+            "1",
+            "hot:lua",
+            "100",
+            "10",
+            "1000",
+        ],
+        HOT_INCR,
+        false,
+    );
+    let base = RANDOM_INCR;
+    add(
+        "INCR",
+        "incr",
+        None,
+        &["INCR", "k:__rand_int__"],
+        base,
+        false,
+    );
+    add(
+        "RL.TOKENBUCKET 100 10 1000",
+        "rl.tokenbucket",
+        Some("tokenbucket"),
+        &["RL.TOKENBUCKET", "tb:__rand_int__", "100", "10", "1000"],
+        base,
+        true,
+    );
+    add(
+        "RL.THROTTLE 15 30 60",
+        "rl.throttle",
+        Some("throttle"),
+        &["RL.THROTTLE", "th:__rand_int__", "15", "30", "60"],
+        base,
+        true,
+    );
+    if redis_cell {
+        add(
+            "redis-cell CL.THROTTLE 15 30 60",
+            "cl.throttle",
+            None,
+            &["CL.THROTTLE", "cl:__rand_int__", "15", "30", "60"],
+            base,
+            true,
+        );
+    }
+    add(
+        "RL.SLIDING 100 60000 (exact)",
+        "rl.sliding",
+        Some("sliding"),
+        &["RL.SLIDING", "sl:__rand_int__", "100", "60000"],
+        base,
+        true,
+    );
+    add(
+        "RL.SLIDING 100 60000 APPROX",
+        "rl.sliding",
+        Some("sliding"),
+        &["RL.SLIDING", "sa:__rand_int__", "100", "60000", "APPROX"],
+        base,
+        true,
+    );
+    add(
+        "RL.FIXED 100 60000",
+        "rl.fixed",
+        Some("fixed"),
+        &["RL.FIXED", "fx:__rand_int__", "100", "60000"],
+        base,
+        true,
+    );
+    add(
+        "RL.ALL 2 keys: SLIDING 10 60000 + FIXED 100 3600000",
+        "rl.all",
+        Some("all"),
+        &[
+            "RL.ALL",
+            "2",
+            "{a__rand_int__}m",
+            "{a__rand_int__}h",
+            "SLIDING",
+            "10",
+            "60000",
+            "FIXED",
+            "100",
+            "3600000",
+        ],
+        base,
+        true,
+    );
+    add(
+        "RL.ACQUIRE 10 60000 (one lease per call)",
+        "rl.acquire",
+        Some("acquire"),
+        &[
+            "RL.ACQUIRE",
+            "ls:__rand_int__",
+            "10",
+            "60000",
+            "__rand_int__",
+        ],
+        base,
+        true,
+    );
+    add(
+        "Lua token bucket (hash) 100 10 1000",
+        "evalsha",
+        None,
+        &[
+            "EVALSHA",
+            &scripts.token_bucket,
+            "1",
+            "ltb:__rand_int__",
+            "100",
+            "10",
+            "1000",
+        ],
+        base,
+        true,
+    );
+    add(
+        "Lua GCRA 15 30 60000",
+        "evalsha",
+        None,
+        &[
+            "EVALSHA",
+            &scripts.gcra,
+            "1",
+            "lgc:__rand_int__",
+            "15",
+            "30",
+            "60000",
+        ],
+        base,
+        true,
+    );
+    add(
+        "Lua sliding log (zset) 100 60000",
+        "evalsha",
+        None,
+        &[
+            "EVALSHA",
+            &scripts.sliding_log,
+            "1",
+            "lsl:__rand_int__",
+            "100",
+            "60000",
+            "__rand_int__",
+        ],
+        base,
+        true,
+    );
+    add(
+        "Lua fixed window (INCR+PEXPIRE) 100 60000",
+        "evalsha",
+        None,
+        &[
+            "EVALSHA",
+            &scripts.fixed_window,
+            "1",
+            "lfx:__rand_int__",
+            "100",
+            "60000",
+        ],
+        base,
+        true,
+    );
+    add(
+        "EVALSHA (empty script)",
+        "evalsha",
+        None,
+        &["EVALSHA", &scripts.empty, "1", "ev:__rand_int__"],
+        base,
+        true,
+    );
+    add(
+        "ref: RL.TOKENBUCKET 1000000 1 60000 (keys stay)",
+        "rl.tokenbucket",
+        Some("tokenbucket"),
+        &[
+            "RL.TOKENBUCKET",
+            "tbl:__rand_int__",
+            "1000000",
+            "1",
+            "60000",
+        ],
+        base,
+        true,
+    );
+    add(
+        "ref: SET 1 PX 100 (same churn)",
+        "set",
+        None,
+        &["SET", "s:__rand_int__", "1", "PX", "100"],
+        base,
+        false,
+    );
+    rows
+}
+
+/// Index of the INCR row on random keys (the baseline of every other row).
+const RANDOM_INCR: usize = 4;
 
 /// One `redis-benchmark` run.
 struct Sample {
@@ -332,14 +699,10 @@ fn measure_throughput(
     module: &Path,
     settings: &Settings,
 ) -> ThroughputReport {
-    let server = start(binary, module);
+    let server = start(binary, module, settings);
     let mut con = server.connection();
-    let sha: String = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg("")
-        .query(&mut con)
-        .unwrap_or_else(|e| panic!("{}: SCRIPT LOAD failed: {e}", binary.name()));
-    let workloads = workloads(&sha);
+    let scripts = Scripts::load(&mut con, binary.name());
+    let workloads = workloads(&scripts, settings.redis_cell.is_some());
     for workload in &workloads {
         check_command_works(&mut con, workload, binary.name());
     }
@@ -578,20 +941,13 @@ fn command_stats(con: &mut redis::Connection, name: &str) -> CommandStats {
 }
 
 impl ThroughputReport {
-    fn print_rows(&self) {
+    /// The Markdown rows of this server.
+    fn rows(&self) -> Vec<String> {
+        let mut rows = Vec::new();
         for pipeline in PIPELINES {
             for (index, workload) in self.workloads.iter().enumerate() {
-                let samples: Vec<&Sample> = self
-                    .samples
-                    .iter()
-                    .filter(|s| s.pipeline == pipeline && s.workload == index)
-                    .collect();
-                let ratios: Vec<f64> = samples
-                    .iter()
-                    .filter_map(|s| {
-                        Some(s.requests_per_second / self.incr_rate(s.round, pipeline)?)
-                    })
-                    .collect();
+                let samples = self.samples_of(index, pipeline);
+                let ratios = self.ratios(index, pipeline);
                 let rates: Vec<f64> = samples.iter().map(|s| s.requests_per_second).collect();
                 let usecs: Vec<f64> = samples.iter().map(|s| s.usec_per_call).collect();
                 let allowed: Vec<f64> = samples.iter().filter_map(|s| s.allowed).collect();
@@ -602,7 +958,7 @@ impl ThroughputReport {
                 } else {
                     format!("{:.0}%", median(&allowed) * 100.0)
                 };
-                println!(
+                rows.push(format!(
                     "| {} | {} | {pipeline} | {:.0} | {:.2}× | {low:.2}–{high:.2} | {:.2} | {allowed} | {:.2} |",
                     self.server,
                     workload.label,
@@ -610,16 +966,33 @@ impl ThroughputReport {
                     median(&ratios),
                     median(&usecs),
                     median(&expired),
-                );
+                ));
             }
         }
+        rows
     }
 
-    /// The INCR rate of one round at one pipeline depth.
-    fn incr_rate(&self, round: usize, pipeline: u32) -> Option<f64> {
+    fn samples_of(&self, workload: usize, pipeline: u32) -> Vec<&Sample> {
         self.samples
             .iter()
-            .find(|s| s.round == round && s.pipeline == pipeline && s.workload == 0)
+            .filter(|s| s.pipeline == pipeline && s.workload == workload)
+            .collect()
+    }
+
+    /// Each round's rate of `workload` divided by its baseline's rate in that round.
+    fn ratios(&self, workload: usize, pipeline: u32) -> Vec<f64> {
+        let baseline = self.workloads[workload].baseline;
+        self.samples_of(workload, pipeline)
+            .iter()
+            .filter_map(|s| Some(s.requests_per_second / self.rate(baseline, s.round, pipeline)?))
+            .collect()
+    }
+
+    /// The rate of one workload in one round at one pipeline depth.
+    fn rate(&self, workload: usize, round: usize, pipeline: u32) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.round == round && s.pipeline == pipeline && s.workload == workload)
             .map(|s| s.requests_per_second)
     }
 }
@@ -645,12 +1018,16 @@ fn min_max(values: &[f64]) -> (f64, f64) {
 // ---------------------------------------------------------------------------------------
 // Bytes per key
 
-/// One kind of key and how to write key number `i`.
+/// Queues call number `call` on key `key`.
+type WriteKey = Box<dyn Fn(&mut redis::Pipeline, &str, u64)>;
+
+/// One kind of key and how to write it.
 struct KeyKind {
     kind: &'static str,
     /// The command as the table shows it.
     command: &'static str,
-    write: fn(&mut redis::Pipeline, &str),
+    /// The command of call number `call` on key `key`.
+    write: WriteKey,
     /// Calls per key, `SPACING_MS` apart on the module's test clock (1: one call).
     calls_per_key: u64,
 }
@@ -658,108 +1035,130 @@ struct KeyKind {
 /// Time between two calls on one key when a kind makes several (100 in a minute).
 const SPACING_MS: u64 = 600;
 
+/// A kind that sends `argv` (the key after the command name) once per key.
+fn simple_kind(
+    kind: &'static str,
+    command: &'static str,
+    argv: &'static [&'static str],
+) -> KeyKind {
+    KeyKind {
+        kind,
+        command,
+        write: Box::new(move |pipe, key, _| {
+            let cmd = pipe.cmd(argv[0]).arg(key);
+            for arg in &argv[1..] {
+                cmd.arg(*arg);
+            }
+            cmd.ignore();
+        }),
+        calls_per_key: 1,
+    }
+}
+
 /// Policies slow enough that no key expires while the keyspace is being filled and
 /// measured (the throughput policies' keys go idle, and vanish, within 2 s).
-fn key_kinds() -> [KeyKind; 8] {
-    [
-        KeyKind {
-            kind: "token bucket",
-            command: "RL.TOKENBUCKET key 100 1 60000",
-            write: |pipe, key| {
-                pipe.cmd("RL.TOKENBUCKET")
-                    .arg(key)
-                    .arg(100)
-                    .arg(1)
-                    .arg(60_000)
-                    .ignore();
-            },
-            calls_per_key: 1,
-        },
-        KeyKind {
-            kind: "throttle",
-            command: "RL.THROTTLE key 15 1 60",
-            write: |pipe, key| {
-                pipe.cmd("RL.THROTTLE")
-                    .arg(key)
-                    .arg(15)
-                    .arg(1)
-                    .arg(60)
-                    .ignore();
-            },
-            calls_per_key: 1,
-        },
+fn key_kinds(scripts: &Scripts, redis_cell: bool) -> Vec<KeyKind> {
+    let mut kinds = vec![
+        simple_kind(
+            "token bucket",
+            "RL.TOKENBUCKET key 100 1 60000",
+            &["RL.TOKENBUCKET", "100", "1", "60000"],
+        ),
+        simple_kind(
+            "throttle",
+            "RL.THROTTLE key 15 1 60",
+            &["RL.THROTTLE", "15", "1", "60"],
+        ),
         KeyKind {
             kind: "sliding log, 100 calls in 60 s",
             command: "RL.SLIDING key 100 60000, 100 times 600 ms apart",
-            write: |pipe, key| {
+            write: Box::new(|pipe, key, _| {
                 pipe.cmd("RL.SLIDING")
                     .arg(key)
                     .arg(100)
                     .arg(60_000)
                     .ignore();
-            },
+            }),
             calls_per_key: 100,
         },
-        KeyKind {
-            kind: "sliding APPROX",
-            command: "RL.SLIDING key 100 60000 APPROX",
-            write: |pipe, key| {
-                pipe.cmd("RL.SLIDING")
-                    .arg(key)
-                    .arg(100)
-                    .arg(60_000)
-                    .arg("APPROX")
-                    .ignore();
-            },
-            calls_per_key: 1,
-        },
-        KeyKind {
-            kind: "fixed window",
-            command: "RL.FIXED key 100 3600000",
-            write: |pipe, key| {
-                pipe.cmd("RL.FIXED")
-                    .arg(key)
-                    .arg(100)
-                    .arg(3_600_000)
-                    .ignore();
-            },
-            calls_per_key: 1,
-        },
-        KeyKind {
-            kind: "lease key, one 8-byte holder",
-            command: "RL.ACQUIRE key 10 60000 holder-1",
-            write: |pipe, key| {
-                pipe.cmd("RL.ACQUIRE")
-                    .arg(key)
-                    .arg(10)
-                    .arg(60_000)
-                    .arg("holder-1")
-                    .ignore();
-            },
-            calls_per_key: 1,
-        },
-        KeyKind {
-            kind: "string, 19 digits, TTL (redis-cell)",
-            command: "SET key 1763927000123456789 PX 60000",
-            write: |pipe, key| {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(NINETEEN_DIGITS)
-                    .arg("PX")
-                    .arg(60_000)
-                    .ignore();
-            },
-            calls_per_key: 1,
-        },
-        KeyKind {
-            kind: "INCR counter, no TTL",
-            command: "INCR key",
-            write: |pipe, key| {
-                pipe.cmd("INCR").arg(key).ignore();
-            },
-            calls_per_key: 1,
-        },
-    ]
+        simple_kind(
+            "sliding APPROX",
+            "RL.SLIDING key 100 60000 APPROX",
+            &["RL.SLIDING", "100", "60000", "APPROX"],
+        ),
+        simple_kind(
+            "fixed window",
+            "RL.FIXED key 100 3600000",
+            &["RL.FIXED", "100", "3600000"],
+        ),
+        simple_kind(
+            "lease key, one 8-byte holder",
+            "RL.ACQUIRE key 10 60000 holder-1",
+            &["RL.ACQUIRE", "10", "60000", "holder-1"],
+        ),
+    ];
+    if redis_cell {
+        kinds.push(simple_kind(
+            "redis-cell",
+            "CL.THROTTLE key 15 1 60",
+            &["CL.THROTTLE", "15", "1", "60"],
+        ));
+    }
+    let token_bucket = scripts.token_bucket.clone();
+    kinds.push(KeyKind {
+        kind: "Lua token bucket (hash)",
+        command: "EVALSHA <token bucket> 1 key 100 1 60000",
+        write: Box::new(move |pipe, key, _| {
+            pipe.cmd("EVALSHA")
+                .arg(&token_bucket)
+                .arg(1)
+                .arg(key)
+                .arg(100)
+                .arg(1)
+                .arg(60_000)
+                .ignore();
+        }),
+        calls_per_key: 1,
+    });
+    let gcra = scripts.gcra.clone();
+    kinds.push(KeyKind {
+        kind: "Lua GCRA (string)",
+        command: "EVALSHA <gcra> 1 key 15 1 60000",
+        write: Box::new(move |pipe, key, _| {
+            pipe.cmd("EVALSHA")
+                .arg(&gcra)
+                .arg(1)
+                .arg(key)
+                .arg(15)
+                .arg(1)
+                .arg(60_000)
+                .ignore();
+        }),
+        calls_per_key: 1,
+    });
+    let sliding_log = scripts.sliding_log.clone();
+    kinds.push(KeyKind {
+        kind: "Lua sliding log (zset), 100 calls",
+        command: "EVALSHA <sliding log> 1 key 100 60000 <call>, 100 times",
+        write: Box::new(move |pipe, key, call| {
+            pipe.cmd("EVALSHA")
+                .arg(&sliding_log)
+                .arg(1)
+                .arg(key)
+                .arg(100)
+                .arg(60_000)
+                .arg(call)
+                .ignore();
+        }),
+        calls_per_key: 100,
+    });
+    kinds.push(simple_kind(
+        "string, 19 digits, TTL (redis-cell's value)",
+        "SET key 1763927000123456789 PX 60000",
+        &["SET", NINETEEN_DIGITS, "PX", "60000"],
+    ));
+    kinds.push(simple_kind("INCR counter, no TTL", "INCR key", &["INCR"]));
+    kinds
 }
 
 /// One row of the bytes-per-key table.
@@ -771,12 +1170,14 @@ struct MemoryRow {
     memory_usage: i64,
 }
 
-fn measure_memory(binary: &ServerBinary, module: &Path, keys: usize) -> Vec<MemoryRow> {
-    let server = start(binary, module);
+fn measure_memory(binary: &ServerBinary, module: &Path, settings: &Settings) -> Vec<MemoryRow> {
+    let keys = settings.keys;
+    let server = start(binary, module, settings);
     let mut con = server.connection();
     let name = server_version(&mut con, binary);
+    let scripts = Scripts::load(&mut con, binary.name());
     let mut rows = Vec::new();
-    for kind in key_kinds() {
+    for kind in key_kinds(&scripts, settings.redis_cell.is_some()) {
         let () = redis::cmd("FLUSHALL")
             .query(&mut con)
             .unwrap_or_else(|e| panic!("FLUSHALL failed: {e}"));
@@ -795,7 +1196,7 @@ fn measure_memory(binary: &ServerBinary, module: &Path, keys: usize) -> Vec<Memo
             for batch in names.chunks(FILL_BATCH) {
                 let mut pipe = redis::pipe();
                 for key in batch {
-                    (kind.write)(&mut pipe, key);
+                    (kind.write)(&mut pipe, key, call);
                 }
                 let () = pipe.query(&mut con).unwrap_or_else(|e| {
                     panic!("{}: writing {} keys failed: {e}", binary.name(), kind.kind)
@@ -851,6 +1252,504 @@ fn used_memory(con: &mut redis::Connection) -> u64 {
     info_field(&info, "used_memory")
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no used_memory in INFO memory:\n{info}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Propagated bytes per call
+
+/// Calls of each kind when measuring propagated bytes.
+const PROPAGATION_CALLS: u64 = 1_000;
+
+/// One row of the propagated-bytes table.
+struct PropagationRow {
+    server: String,
+    command: String,
+    outcome: &'static str,
+    aof_bytes: f64,
+    repl_bytes: f64,
+}
+
+/// One measured kind of call: the command for key number `i`, what it must answer.
+struct PropagationCase {
+    command: String,
+    outcome: &'static str,
+    /// One call per key made (not measured) first, e.g. to exhaust a limit.
+    setup: Option<Vec<String>>,
+    argv: Vec<String>,
+    /// What the first element of each reply must be (`None`: not checked).
+    expect_first: Option<i64>,
+}
+
+fn propagation_cases(scripts: &Scripts, redis_cell: bool) -> Vec<PropagationCase> {
+    // `setup`: how many trailing arguments to drop for the setup call (None: no setup).
+    let case = |command: &str, outcome, setup: Option<usize>, argv: &[&str], expect_first| {
+        let argv: Vec<String> = argv.iter().map(|&arg| arg.to_owned()).collect();
+        PropagationCase {
+            command: command.to_owned(),
+            outcome,
+            setup: setup.map(|drop| argv[..argv.len() - drop].to_vec()),
+            argv,
+            expect_first,
+        }
+    };
+    let mut cases = vec![
+        case("INCR key", "–", None, &["INCR", "p:incr:KEY"], None),
+        case(
+            "RL.TOKENBUCKET key 1 1 3600000",
+            "allowed",
+            None,
+            &["RL.TOKENBUCKET", "p:tb:KEY", "1", "1", "3600000"],
+            Some(1),
+        ),
+        case(
+            "RL.TOKENBUCKET key 1 1 3600000",
+            "denied",
+            Some(0),
+            &["RL.TOKENBUCKET", "p:tb2:KEY", "1", "1", "3600000"],
+            Some(0),
+        ),
+        case(
+            "RL.TOKENBUCKET key 5 1 3600000 PEEK",
+            "allowed (PEEK)",
+            Some(1),
+            &["RL.TOKENBUCKET", "p:tb3:KEY", "5", "1", "3600000", "PEEK"],
+            Some(1),
+        ),
+        case(
+            "RL.TOKENBUCKET key 5 1 3600000 COST 0",
+            "allowed (COST 0)",
+            Some(2),
+            &[
+                "RL.TOKENBUCKET",
+                "p:tb4:KEY",
+                "5",
+                "1",
+                "3600000",
+                "COST",
+                "0",
+            ],
+            Some(1),
+        ),
+        case(
+            "RL.THROTTLE key 0 1 3600",
+            "allowed",
+            None,
+            &["RL.THROTTLE", "p:th:KEY", "0", "1", "3600"],
+            Some(0),
+        ),
+        case(
+            "RL.THROTTLE key 0 1 3600",
+            "denied",
+            Some(0),
+            &["RL.THROTTLE", "p:th2:KEY", "0", "1", "3600"],
+            Some(1),
+        ),
+        case(
+            "RL.SLIDING key 1 3600000",
+            "allowed",
+            None,
+            &["RL.SLIDING", "p:sl:KEY", "1", "3600000"],
+            Some(1),
+        ),
+        case(
+            "RL.SLIDING key 1 3600000",
+            "denied",
+            Some(0),
+            &["RL.SLIDING", "p:sl2:KEY", "1", "3600000"],
+            Some(0),
+        ),
+        case(
+            "RL.SLIDING key 1 3600000 PEEK",
+            "denied (PEEK)",
+            Some(1),
+            &["RL.SLIDING", "p:sl3:KEY", "1", "3600000", "PEEK"],
+            Some(0),
+        ),
+        case(
+            "RL.FIXED key 1 3600000",
+            "allowed",
+            None,
+            &["RL.FIXED", "p:fx:KEY", "1", "3600000"],
+            Some(1),
+        ),
+        case(
+            "RL.FIXED key 1 3600000",
+            "denied",
+            Some(0),
+            &["RL.FIXED", "p:fx2:KEY", "1", "3600000"],
+            Some(0),
+        ),
+        case(
+            "RL.ALL 2 {k}m {k}h SLIDING 1 60000 FIXED 10 3600000",
+            "allowed",
+            None,
+            &[
+                "RL.ALL", "2", "{p:KEY}m", "{p:KEY}h", "SLIDING", "1", "60000", "FIXED", "10",
+                "3600000",
+            ],
+            Some(1),
+        ),
+        case(
+            "RL.ALL 2 {k}m {k}h SLIDING 1 60000 FIXED 10 3600000",
+            "denied",
+            Some(0),
+            &[
+                "RL.ALL",
+                "2",
+                "{p2:KEY}m",
+                "{p2:KEY}h",
+                "SLIDING",
+                "1",
+                "60000",
+                "FIXED",
+                "10",
+                "3600000",
+            ],
+            Some(0),
+        ),
+        case(
+            "RL.ACQUIRE key 1 60000 holder",
+            "allowed",
+            None,
+            &["RL.ACQUIRE", "p:ls:KEY", "1", "60000", "holder"],
+            Some(1),
+        ),
+        case(
+            "Lua token bucket (hash), capacity 1",
+            "allowed",
+            None,
+            &[
+                "EVALSHA",
+                &scripts.token_bucket,
+                "1",
+                "p:ltb:KEY",
+                "1",
+                "1",
+                "3600000",
+            ],
+            Some(1),
+        ),
+        case(
+            "Lua token bucket (hash), capacity 1",
+            "denied",
+            Some(0),
+            &[
+                "EVALSHA",
+                &scripts.token_bucket,
+                "1",
+                "p:ltb2:KEY",
+                "1",
+                "1",
+                "3600000",
+            ],
+            Some(0),
+        ),
+        case(
+            "Lua GCRA, burst 0",
+            "allowed",
+            None,
+            &[
+                "EVALSHA",
+                &scripts.gcra,
+                "1",
+                "p:lgc:KEY",
+                "0",
+                "1",
+                "3600000",
+            ],
+            Some(1),
+        ),
+        case(
+            "Lua GCRA, burst 0",
+            "denied",
+            Some(0),
+            &[
+                "EVALSHA",
+                &scripts.gcra,
+                "1",
+                "p:lgc2:KEY",
+                "0",
+                "1",
+                "3600000",
+            ],
+            Some(0),
+        ),
+        case(
+            "Lua sliding log (zset), limit 1",
+            "allowed",
+            None,
+            &[
+                "EVALSHA",
+                &scripts.sliding_log,
+                "1",
+                "p:lsl:KEY",
+                "1",
+                "3600000",
+                "m",
+            ],
+            Some(1),
+        ),
+        case(
+            "Lua sliding log (zset), limit 1",
+            "denied",
+            Some(0),
+            &[
+                "EVALSHA",
+                &scripts.sliding_log,
+                "1",
+                "p:lsl2:KEY",
+                "1",
+                "3600000",
+                "m",
+            ],
+            Some(0),
+        ),
+        case(
+            "Lua fixed window, limit 1",
+            "allowed",
+            None,
+            &[
+                "EVALSHA",
+                &scripts.fixed_window,
+                "1",
+                "p:lfx:KEY",
+                "1",
+                "3600000",
+            ],
+            Some(1),
+        ),
+        case(
+            "Lua fixed window, limit 1",
+            "denied",
+            Some(0),
+            &[
+                "EVALSHA",
+                &scripts.fixed_window,
+                "1",
+                "p:lfx2:KEY",
+                "1",
+                "3600000",
+            ],
+            Some(0),
+        ),
+    ];
+    if redis_cell {
+        cases.push(case(
+            "CL.THROTTLE key 0 1 3600",
+            "allowed",
+            None,
+            &["CL.THROTTLE", "p:cl:KEY", "0", "1", "3600"],
+            Some(0),
+        ));
+        cases.push(case(
+            "CL.THROTTLE key 0 1 3600",
+            "denied",
+            Some(0),
+            &["CL.THROTTLE", "p:cl2:KEY", "0", "1", "3600"],
+            Some(1),
+        ));
+    }
+    cases
+}
+
+/// AOF and replication bytes per call: a primary with `appendonly yes` (no automatic
+/// rewrite) and one replica; `aof_current_size` and `master_repl_offset` before and after
+/// `PROPAGATION_CALLS` calls on distinct keys.
+fn measure_propagation(
+    binary: &ServerBinary,
+    module: &Path,
+    settings: &Settings,
+) -> Vec<PropagationRow> {
+    let primary = builder(binary, module, settings)
+        .args(["--appendonly", "yes", "--appendfsync", "no"])
+        .args(["--auto-aof-rewrite-percentage", "0"])
+        .start();
+    let replica = builder(binary, module, settings)
+        .replica_of(&primary)
+        .start();
+    replica.wait_for_sync();
+    let mut con = primary.connection();
+    let name = server_version(&mut con, binary);
+    let scripts = Scripts::load(&mut con, binary.name());
+    // A first write, so that the one-time SELECT is not counted.
+    let () = redis::cmd("SET")
+        .arg("p:first")
+        .arg(1)
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("SET failed: {e}"));
+    let mut rows = Vec::new();
+    for case in propagation_cases(&scripts, settings.redis_cell.is_some()) {
+        let calls = |con: &mut redis::Connection| -> Vec<redis::Value> {
+            let mut pipe = redis::pipe();
+            for i in 0..PROPAGATION_CALLS {
+                let cmd = pipe.cmd(&case.argv[0]);
+                for arg in &case.argv[1..] {
+                    cmd.arg(arg.replace("KEY", &i.to_string()));
+                }
+            }
+            pipe.query(con)
+                .unwrap_or_else(|e| panic!("{}: {} failed: {e}", binary.name(), case.command))
+        };
+        if let Some(setup) = &case.setup {
+            let mut pipe = redis::pipe();
+            for i in 0..PROPAGATION_CALLS {
+                let cmd = pipe.cmd(&setup[0]);
+                for arg in &setup[1..] {
+                    cmd.arg(arg.replace("KEY", &i.to_string()));
+                }
+            }
+            let _: Vec<redis::Value> = pipe.query(&mut con).unwrap_or_else(|e| {
+                panic!("{}: setup of {} failed: {e}", binary.name(), case.command)
+            });
+        }
+        thread::sleep(Duration::from_millis(100));
+        let before = propagated(&mut con);
+        let replies = calls(&mut con);
+        thread::sleep(Duration::from_millis(100));
+        let after = propagated(&mut con);
+        if let Some(expected) = case.expect_first {
+            let first = |reply: &redis::Value| match reply {
+                redis::Value::Array(items) => match items.first() {
+                    Some(redis::Value::Int(n)) => Some(*n),
+                    _ => None,
+                },
+                _ => None,
+            };
+            assert!(
+                replies.iter().all(|reply| first(reply) == Some(expected)),
+                "{}: {} did not answer {} every time: {:?}",
+                binary.name(),
+                case.command,
+                case.outcome,
+                replies.first()
+            );
+        }
+        let per_call = |b: u64, a: u64| a.saturating_sub(b) as f64 / PROPAGATION_CALLS as f64;
+        let row = PropagationRow {
+            server: name.clone(),
+            command: case.command.clone(),
+            outcome: case.outcome,
+            aof_bytes: per_call(before.0, after.0),
+            repl_bytes: per_call(before.1, after.1),
+        };
+        eprintln!(
+            "{} {:<52} {:<16} {:>6.1} AOF bytes/call {:>6.1} replication bytes/call",
+            binary.name(),
+            row.command,
+            row.outcome,
+            row.aof_bytes,
+            row.repl_bytes
+        );
+        rows.push(row);
+    }
+    drop(replica);
+    rows
+}
+
+/// `(aof_current_size, master_repl_offset)` of a primary.
+fn propagated(con: &mut redis::Connection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("all")
+        .query(con)
+        .unwrap_or_else(|e| panic!("INFO failed: {e}"));
+    let field = |name: &str| -> u64 {
+        info_field(&info, name)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in INFO"))
+    };
+    (field("aof_current_size"), field("master_repl_offset"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The chart
+
+/// A horizontal bar chart (SVG) of the pipeline-16 ratios to INCR: one group of bars per
+/// charted command, one bar per server, with the issue's 0.75× target marked.
+fn chart(reports: &[ThroughputReport]) -> String {
+    const COLORS: [&str; 4] = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1"];
+    let Some(first) = reports.first() else {
+        return String::new();
+    };
+    let commands: Vec<(usize, &str)> = first
+        .workloads
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.charted)
+        .map(|(index, w)| (index, w.label.as_str()))
+        .collect();
+    let (label_width, bar_height, group_gap, axis_width) = (330.0, 11.0, 10.0, 520.0);
+    let group_height = bar_height * reports.len() as f64 + group_gap;
+    let top = 60.0;
+    let height = top + group_height * commands.len() as f64 + 50.0;
+    let width = label_width + axis_width + 40.0;
+    let max_ratio = 1.2_f64;
+    let x = |ratio: f64| label_width + ratio.min(max_ratio) / max_ratio * axis_width;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"18\" font-size=\"14\" font-weight=\"bold\">Throughput at pipeline 16, ratio to INCR on random keys (median over rounds)</text>\n"
+    );
+    for (index, report) in reports.iter().enumerate() {
+        let color = COLORS[index % COLORS.len()];
+        let lx = 10.0 + 170.0 * index as f64;
+        svg.push_str(&format!(
+            "<rect x=\"{lx:.0}\" y=\"30\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{:.0}\" y=\"39\">{}</text>\n",
+            lx + 14.0,
+            xml(&report.server)
+        ));
+    }
+    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let tx = x(tick);
+        let style = if tick == 0.75 {
+            "stroke=\"#d62728\" stroke-dasharray=\"4,3\""
+        } else {
+            "stroke=\"#ccc\""
+        };
+        svg.push_str(&format!(
+            "<line x1=\"{tx:.1}\" y1=\"{:.0}\" x2=\"{tx:.1}\" y2=\"{:.0}\" {style}/><text x=\"{tx:.1}\" y=\"{:.0}\" text-anchor=\"middle\">{tick:.2}×</text>\n",
+            top - 6.0,
+            height - 40.0,
+            height - 26.0
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{:.0}\" fill=\"#d62728\">target 0.75×</text>\n",
+        x(0.75) + 4.0,
+        height - 12.0
+    ));
+    for (row, (workload, label)) in commands.iter().enumerate() {
+        let gy = top + group_height * row as f64;
+        svg.push_str(&format!(
+            "<text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            label_width - 6.0,
+            gy + bar_height * reports.len() as f64 / 2.0 + 4.0,
+            xml(label)
+        ));
+        for (index, report) in reports.iter().enumerate() {
+            let ratio = median(&report.ratios(*workload, 16));
+            if !ratio.is_finite() {
+                continue;
+            }
+            let y = gy + bar_height * index as f64;
+            svg.push_str(&format!(
+                "<rect x=\"{label_width:.0}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\">{ratio:.2}</text>\n",
+                x(ratio) - label_width,
+                bar_height - 1.0,
+                COLORS[index % COLORS.len()],
+                x(ratio) + 3.0,
+                y + bar_height - 2.5
+            ));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Text escaped for SVG.
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 // ---------------------------------------------------------------------------------------
