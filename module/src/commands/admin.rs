@@ -1,5 +1,6 @@
 //! Commands around the limiters: `RL.RESET`, `RL.STATUS`, `RL.SETSTATE`.
 
+use super::limit;
 use crate::args::Args;
 use crate::error::CommandError;
 use crate::ffi::{Content, Ctx, RawString, bytes};
@@ -74,8 +75,10 @@ pub fn set_state(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     if matches!(key.content(), Content::Other) {
         return Err(CommandError::WrongType(None));
     }
-    // Stored as received: these bytes decode, and the same bytes go to replicas.
-    key.store(state, clock::expire_at_ms(&limiter))
+    // Stored re-encoded (canonical, as a command would have written it); replicas get
+    // the command as received and re-encode it the same way.
+    let expire_at_ms = clock::expire_at_ms(&limiter);
+    limit::with_encoding(&limiter, |encoding| key.store(encoding, expire_at_ms))
         .map_err(|()| CommandError::Internal)?;
     ctx.replicate_verbatim();
     ctx.reply_simple(c"OK");

@@ -39,17 +39,19 @@ pub fn write(
     limiter: &Limiter,
 ) -> Result<(), CommandError> {
     let expire_at_ms = clock::expire_at_ms(limiter);
+    with_encoding(limiter, |state| {
+        key.store(state, expire_at_ms)
+            .map_err(|()| CommandError::Internal)?;
+        ctx.replicate_state(key_name, state);
+        Ok(())
+    })
+}
+
+/// Runs `f` on the stored encoding of `limiter`, written on the stack when it fits.
+pub fn with_encoding<R>(limiter: &Limiter, f: impl FnOnce(&[u8]) -> R) -> R {
     let mut buffer = [0u8; STACK_ENCODING];
-    let heap;
-    let state = match limiter.encode_into(&mut buffer) {
-        Some(len) => buffer.get(..len).ok_or(CommandError::Internal)?,
-        None => {
-            heap = limiter.encode();
-            &heap
-        }
-    };
-    key.store(state, expire_at_ms)
-        .map_err(|()| CommandError::Internal)?;
-    ctx.replicate_state(key_name, state);
-    Ok(())
+    match limiter.encode_into(&mut buffer) {
+        Some(len) => f(buffer.get(..len).unwrap_or_default()),
+        None => f(&limiter.encode()),
+    }
 }
