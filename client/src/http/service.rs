@@ -407,7 +407,18 @@ async fn decide(
                 .zip(limits)
                 .map(|(key, limit)| (key.as_str(), limit.policy))
                 .collect();
-            Ok(limiter.check_all(&pairs, cost).await?.decisions)
+            let all = limiter.check_all(&pairs, cost).await?;
+            let mut decisions = all.decisions;
+            if !all.allowed {
+                // Each decision is "as if decided alone": a limit that would allow
+                // reports what it would have left after counting this request, but
+                // nothing was counted anywhere. Report what it has.
+                for decision in decisions.iter_mut().filter(|d| d.allowed) {
+                    decision.remaining =
+                        decision.remaining.saturating_add(cost).min(decision.limit);
+                }
+            }
+            Ok(decisions)
         }
     }
 }

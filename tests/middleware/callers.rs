@@ -1,0 +1,280 @@
+//! Who is asking, by credential: an API key header, a verified JWT's user and tier (and
+//! every bad token falling back to the IP key with anonymous limits), and a custom
+//! `Identify`.
+
+use crate::support::{app, app_for, get, ip_key, layer, now_s, remaining, token, token_with};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use redlimit::http::{Caller, Identify, Identity};
+use serde_json::json;
+
+const SECRET: &str = "middleware-test-secret-0123456789";
+
+/// `/api/**` per verified user: anonymous callers 2 (per IP), `free` 3, `pro` 5.
+const BY_USER: &str = r#"
+    [identity.jwt]
+    secret = "middleware-test-secret-0123456789"
+
+    [[rules]]
+    name = "api"
+    path = "/api/**"
+    key = "user"
+    limits = [{ name = "anon", algorithm = "token_bucket", capacity = 2, refill_tokens = 1, refill_ms = 3600000 }]
+    tiers.free.limits = [{ name = "free", algorithm = "token_bucket", capacity = 3, refill_tokens = 1, refill_ms = 3600000 }]
+    tiers.pro.limits = [{ name = "pro", algorithm = "token_bucket", capacity = 5, refill_tokens = 1, refill_ms = 3600000 }]
+"#;
+
+fn user(sub: &str, tier: Option<&str>) -> String {
+    let mut claims = json!({ "sub": sub, "exp": now_s() + 3600 });
+    if let Some(tier) = tier {
+        claims["tier"] = json!(tier);
+    }
+    token(SECRET, &claims)
+}
+
+/// Sends `n` requests with `token` from `peer`; the statuses.
+async fn statuses(app: &axum::Router, n: usize, token: &str, peer: &str) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let reply = get("/api/x").from(peer).bearer(token).send(app).await;
+        out.push(reply.status.as_u16());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_valid_token_counts_per_user_across_addresses_with_its_tier_limits() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(&server, BY_USER);
+    let pro = user("alice", Some("pro"));
+    // Five from five addresses: one budget, the pro one.
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let reply = get("/api/x")
+            .from(&format!("198.51.100.{i}"))
+            .bearer(&pro)
+            .send(&app)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.policy_names(), ["pro"]);
+        assert_eq!(reply.quota("pro"), 5);
+        seen.push(reply.remaining("pro"));
+    }
+    assert_eq!(seen, [4, 3, 2, 1, 0]);
+    assert_eq!(statuses(&app, 1, &pro, "198.51.100.9").await, [429]);
+
+    // Another user has their own budget; the free tier's is 3.
+    let free = user("bob", Some("free"));
+    assert_eq!(
+        statuses(&app, 4, &free, "198.51.100.0").await,
+        [200, 200, 200, 429]
+    );
+    // A tier the rule does not list: the default limits, still per user.
+    let odd = user("carol", Some("platinum"));
+    assert_eq!(
+        statuses(&app, 3, &odd, "198.51.100.0").await,
+        [200, 200, 429]
+    );
+    let odd2 = user("dave", Some("platinum"));
+    assert_eq!(statuses(&app, 1, &odd2, "198.51.100.0").await, [200]);
+    // No IP key was touched by verified users.
+    assert_eq!(
+        remaining(&server, &ip_key("api", "198.51.100.0", "anon")),
+        None
+    );
+}
+
+#[tokio::test]
+async fn missing_or_bad_tokens_fall_back_to_the_ip_key_and_anonymous_limits() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(&server, BY_USER);
+    let claims = json!({ "sub": "mallory", "tier": "pro", "exp": now_s() + 3600 });
+    // `alg: none` with a forged tier: header and claims in base64url, no signature.
+    let unsigned = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        base64url(claims.to_string().as_bytes())
+    );
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("garbage", Some("Bearer not.a.token".to_owned())),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                token(
+                    SECRET,
+                    &json!({ "sub": "mallory", "tier": "pro", "exp": now_s() - 3600 })
+                )
+            )),
+        ),
+        (
+            "wrong signature",
+            Some(format!(
+                "Bearer {}",
+                token("another-secret-of-enough-length", &claims)
+            )),
+        ),
+        (
+            "wrong algorithm",
+            Some(format!(
+                "Bearer {}",
+                token_with(jsonwebtoken::Algorithm::HS512, SECRET, &claims)
+            )),
+        ),
+        ("unsigned", Some(format!("Bearer {unsigned}"))),
+        (
+            "not a bearer",
+            Some(format!("Basic {}", token(SECRET, &claims))),
+        ),
+    ];
+    for (i, (what, authorization)) in cases.into_iter().enumerate() {
+        let peer = format!("203.0.113.{}", i + 1);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let mut call = get("/api/x").from(&peer);
+            if let Some(value) = &authorization {
+                call = call.header("authorization", value);
+            }
+            let reply = call.send(&app).await;
+            assert_eq!(reply.policy_names(), ["anon"], "{what}: {reply:?}");
+            seen.push(reply.status.as_u16());
+        }
+        assert_eq!(seen, [200, 200, 429], "{what}: anonymous limits per IP");
+        assert_eq!(
+            remaining(&server, &ip_key("api", &peer, "anon")),
+            Some(0),
+            "{what}: the IP key counted"
+        );
+    }
+    // A valid token from one of those exhausted addresses is its own caller.
+    assert_eq!(
+        statuses(&app, 1, &user("mallory", Some("pro")), "203.0.113.1").await,
+        [200]
+    );
+}
+
+/// Base64url without padding.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_api_key_counts_per_key_and_no_key_counts_per_ip() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(
+        &server,
+        r#"
+        [identity]
+        api_key_header = "X-Client-Key"
+
+        [[rules]]
+        name = "api"
+        path = "/api/**"
+        key = "api_key"
+        limits = [{ name = "burst", algorithm = "token_bucket", capacity = 2, refill_tokens = 1, refill_ms = 3600000 }]
+        "#,
+    );
+    let with_key = |key: &str, peer: &str| get("/api/x").from(peer).header("x-client-key", key);
+    // One key from two addresses: one budget.
+    assert_eq!(with_key("k-1", "198.51.100.1").send(&app).await.status, 200);
+    assert_eq!(with_key("k-1", "198.51.100.2").send(&app).await.status, 200);
+    assert_eq!(with_key("k-1", "198.51.100.3").send(&app).await.status, 429);
+    // Another key from the same address: its own budget.
+    assert_eq!(with_key("k-2", "198.51.100.1").send(&app).await.status, 200);
+    // No key (or an empty one): the address counts.
+    let no_key = get("/api/x").from("198.51.100.1").send(&app).await;
+    assert_eq!(no_key.status, 200);
+    assert_eq!(with_key("", "198.51.100.1").send(&app).await.status, 200);
+    assert_eq!(
+        get("/api/x").from("198.51.100.1").send(&app).await.status,
+        429
+    );
+    assert_eq!(
+        remaining(&server, &ip_key("api", "198.51.100.1", "burst")),
+        Some(0)
+    );
+    // The key itself never reaches Redis, only its digest.
+    let keys = crate::support::keys(&server);
+    assert!(keys.iter().all(|k| !k.contains("k-1")), "{keys:?}");
+}
+
+/// Tenants named by `X-Tenant`, their plan by `X-Plan`; no header: the IP.
+struct ByTenant;
+
+impl Identify for ByTenant {
+    fn identify(&self, request: &Parts, caller: &Caller) -> Option<Identity> {
+        assert!(caller.ip.is_some(), "the caller is resolved first");
+        let tenant = request.headers.get("x-tenant")?.to_str().ok()?;
+        let plan = request
+            .headers
+            .get("x-plan")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Some(Identity {
+            key: format!("tenant:{tenant}"),
+            tier: plan,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_custom_identify_names_the_caller_and_its_tier() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let layer = layer(
+        &server,
+        r#"
+        [[rules]]
+        name = "api"
+        path = "/api/**"
+        key = "custom"
+        limits = [{ name = "basic", algorithm = "token_bucket", capacity = 1, refill_tokens = 1, refill_ms = 3600000 }]
+        tiers.gold.limits = [{ name = "gold", algorithm = "token_bucket", capacity = 3, refill_tokens = 1, refill_ms = 3600000 }]
+        "#,
+    )
+    .identify(ByTenant);
+    let app = app(layer);
+    let tenant = |name: &str, peer: &str| get("/api/x").from(peer).header("x-tenant", name);
+    assert_eq!(tenant("acme", "198.51.100.1").send(&app).await.status, 200);
+    let second = tenant("acme", "198.51.100.2").send(&app).await;
+    assert_eq!(second.status, 429, "one tenant, one budget");
+    let gold = |peer: &str| tenant("initech", peer).header("x-plan", "gold");
+    let mut seen = Vec::new();
+    for i in 0..4 {
+        let reply = gold(&format!("198.51.100.{i}")).send(&app).await;
+        seen.push(reply.status.as_u16());
+        assert_eq!(reply.policy_names(), ["gold"]);
+    }
+    assert_eq!(seen, [200, 200, 200, 429]);
+    // `None`: the client IP, default limits.
+    assert_eq!(
+        get("/api/x").from("198.51.100.7").send(&app).await.status,
+        200
+    );
+    assert_eq!(
+        get("/api/x").from("198.51.100.7").send(&app).await.status,
+        429
+    );
+    assert_eq!(
+        remaining(&server, &ip_key("api", "198.51.100.7", "basic")),
+        Some(0)
+    );
+}
