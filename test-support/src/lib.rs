@@ -40,6 +40,7 @@
 
 mod binaries;
 mod limiter;
+mod sentinel;
 mod server;
 
 pub use binaries::{Flavor, ServerBinary, available_servers, module_path, repo_root};
@@ -47,4 +48,5 @@ pub use limiter::{
     CLOCK_OFFSET_CONFIG, KeySnapshot, Status, digest_value, info_value, set_clock_offset, snapshot,
     state_from_dump, status, stored_state,
 };
+pub use sentinel::{MASTER_NAME, SentinelBuilder, SentinelGroup};
 pub use server::{Server, ServerBuilder};
