@@ -1,0 +1,502 @@
+//! HTTP benchmark: requests per second and p50/p99 latency of one small axum app
+//! (`GET /api/hello` answering `hello`) without a limiter, behind `RateLimitLayer`
+//! against a local redis-server with the module, behind `RateLimitLayer` with the
+//! in-memory backend, and behind `tower_governor` (in-process) as a reference.
+//!
+//! ```text
+//! cargo bench --bench http
+//! ```
+//!
+//! The bench builds the module itself first (`cargo build --release -p redlimit-module`,
+//! with `$CARGO` if set) and loads `target/release/libredlimit.so` into the first server
+//! of `scripts/install-deps.sh` found (`REDLIMIT_SERVERS=redis-8.2` picks another);
+//! `REDLIMIT_MODULE=/path/to/libredlimit.so` benchmarks another build (nothing is built).
+//!
+//! Every variant is the same router, served by `axum::serve` with
+//! `into_make_service_with_connect_info::<SocketAddr>()` on its own loopback port, all in
+//! one Tokio runtime. The limits are high enough that nothing is denied: the figures are
+//! the cost of deciding, not of refusing. The bench checks that every answer was a 200
+//! and that the Redis variants had no backend error (no decision made by the fallback).
+//!
+//! The load generator runs in the same process on its own runtime: `connections`
+//! keep-alive HTTP/1.1 connections over raw `TcpStream`s, each sending one `GET` at a
+//! time (no pipelining) and reading the whole answer before the next, for `seconds` per
+//! variant. The variants are interleaved (none, redlimit, ..., none, redlimit, ...) for
+//! several rounds; each round's rate is divided by the unlimited app's rate of the same
+//! round, and the table reports medians over the rounds. The app, the generator and
+//! redis-server share the machine's cores: a limiter's CPU is taken from the app.
+//!
+//! Environment: `REDLIMIT_BENCH_ROUNDS` (default 5), `REDLIMIT_BENCH_SECONDS` (per
+//! variant and round, default 3), `REDLIMIT_BENCH_CONNECTIONS` (default 32),
+//! `REDLIMIT_BENCH_APP_THREADS` (Tokio workers of the app, default the number of CPUs),
+//! `REDLIMIT_BENCH_CLIENT_THREADS` (of the generator, default 1),
+//! `REDLIMIT_BENCH_VARIANTS` (e.g. `b,d`: only these besides the baseline),
+//! `REDLIMIT_SERVERS`, `REDLIMIT_MODULE`.
+//!
+//! Run without `--bench` (as `cargo test --benches` does) it only says how to run it.
+
+use std::env;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use redlimit::http::{Config, Metrics, RateLimitLayer};
+use redlimit::{Backend, RateLimiter};
+use redlimit_test_support::{Server, ServerBuilder, available_servers, repo_root};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Barrier;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+
+/// One rule on `/api/hello`, a token bucket no benchmark can empty.
+const ONE_RULE: &str = r#"
+[[rules]]
+name = "hello"
+path = "/api/hello"
+methods = ["GET"]
+key = "ip"
+limits = [{ name = "burst", algorithm = "token_bucket", capacity = 1000000000, refill_tokens = 1000000000, refill_ms = 1000 }]
+"#;
+
+/// The same, believing `X-Forwarded-For` from loopback: one key per connection.
+const ONE_RULE_BEHIND_PROXY: &str = r#"
+[identity]
+trusted_proxies = ["127.0.0.1/32"]
+
+[[rules]]
+name = "hello"
+path = "/api/hello"
+methods = ["GET"]
+key = "ip"
+limits = [{ name = "burst", algorithm = "token_bucket", capacity = 1000000000, refill_tokens = 1000000000, refill_ms = 1000 }]
+"#;
+
+fn main() {
+    if !env::args().any(|arg| arg == "--bench") {
+        println!("http benchmark: run it with `cargo bench --bench http` (skipped)");
+        return;
+    }
+    let settings = Settings::from_env();
+    let module = module_for_bench();
+    let Some(binary) = available_servers().into_iter().next() else {
+        println!("no server found: run scripts/install-deps.sh (or check REDLIMIT_SERVERS)");
+        return;
+    };
+    let server = ServerBuilder::new(&binary).module(&module).start();
+
+    let app_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.app_threads)
+        .enable_all()
+        .build()
+        .expect("the app's runtime");
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.client_threads)
+        .enable_all()
+        .build()
+        .expect("the load generator's runtime");
+    let variants: Vec<Variant> = app_runtime
+        .block_on(start_variants(&server))
+        .into_iter()
+        .filter(|variant| variant.selected(settings.only.as_deref()))
+        .collect();
+
+    eprintln!(
+        "{} with {}; {} connections, {} s per variant, {} rounds, {} app threads, {} client \
+         threads, {} CPUs",
+        binary.name(),
+        module.display(),
+        settings.connections,
+        settings.seconds,
+        settings.rounds,
+        settings.app_threads,
+        settings.client_threads,
+        cpus(),
+    );
+    // Warm up every variant (connections to Redis, allocator, caches).
+    for variant in &variants {
+        let warm = Settings {
+            seconds: 1,
+            ..settings.clone()
+        };
+        client_runtime.block_on(load(variant, &warm));
+    }
+
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); variants.len()];
+    for round in 1..=settings.rounds {
+        for (variant, runs) in variants.iter().zip(&mut runs) {
+            let run = client_runtime.block_on(load(variant, &settings));
+            eprintln!(
+                "round {round}: {:<44} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs{}",
+                variant.name,
+                run.rate,
+                run.p50_us,
+                run.p99_us,
+                match (run.not_ok, run.backend_errors) {
+                    (0, 0) => String::new(),
+                    (not_ok, errors) =>
+                        format!("  ({not_ok} answers not 200, {errors} backend errors so far)"),
+                }
+            );
+            runs.push(run);
+        }
+    }
+    print_table(&variants, &runs);
+    drop(server);
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    rounds: usize,
+    seconds: u64,
+    connections: usize,
+    app_threads: usize,
+    client_threads: usize,
+    /// `REDLIMIT_BENCH_VARIANTS=b,d`: these variants only (and always the baseline).
+    only: Option<String>,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let number = |name: &str, default: usize| {
+            env::var(name).map_or(default, |v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+            })
+        };
+        Settings {
+            rounds: number("REDLIMIT_BENCH_ROUNDS", 5).max(1),
+            seconds: number("REDLIMIT_BENCH_SECONDS", 3).max(1) as u64,
+            connections: number("REDLIMIT_BENCH_CONNECTIONS", 32).max(1),
+            app_threads: number("REDLIMIT_BENCH_APP_THREADS", cpus()).max(1),
+            client_threads: number("REDLIMIT_BENCH_CLIENT_THREADS", 1).max(1),
+            only: env::var("REDLIMIT_BENCH_VARIANTS").ok(),
+        }
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// One app under test.
+struct Variant {
+    name: &'static str,
+    addr: SocketAddr,
+    /// An `X-Forwarded-For` per connection (one client IP each), or none.
+    forwarded_for: bool,
+    /// The layer's metrics, checked for backend errors.
+    metrics: Option<Metrics>,
+}
+
+impl Variant {
+    /// Whether `only` (`b,d`) names this variant; the baseline (a) always runs.
+    fn selected(&self, only: Option<&str>) -> bool {
+        let label = self
+            .name
+            .trim_start_matches('(')
+            .split(')')
+            .next()
+            .unwrap_or_default();
+        label == "a" || only.is_none_or(|only| only.split(',').any(|l| l.trim() == label))
+    }
+}
+
+fn app() -> Router {
+    Router::new().route("/api/hello", get(|| async { "hello\n" }))
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .expect("the app serves");
+    });
+    addr
+}
+
+fn redlimit_layer(limiter: RateLimiter, config: &str) -> RateLimitLayer {
+    let config = Config::from_toml(config).expect("the bench's configuration parses");
+    RateLimitLayer::from_config(limiter, &config).expect("the bench's configuration is valid")
+}
+
+async fn start_variants(server: &Server) -> Vec<Variant> {
+    let redis = || {
+        RateLimiter::builder(Backend::redis(&server.url()).expect("a Redis URL"))
+            .build()
+            .expect("a limiter")
+    };
+    let on_redis = redlimit_layer(redis(), ONE_RULE);
+    let on_redis_per_client = redlimit_layer(redis(), ONE_RULE_BEHIND_PROXY);
+    let in_memory = redlimit_layer(RateLimiter::memory(), ONE_RULE);
+    let governor = GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(u32::MAX)
+        .use_headers()
+        .finish()
+        .expect("a governor configuration");
+
+    vec![
+        Variant {
+            name: "(a) no limiter",
+            addr: serve(app()).await,
+            forwarded_for: false,
+            metrics: None,
+        },
+        Variant {
+            name: "(b) redlimit layer, Redis, 1 key",
+            metrics: Some(on_redis.metrics()),
+            addr: serve(app().layer(on_redis)).await,
+            forwarded_for: false,
+        },
+        Variant {
+            name: "(b2) redlimit layer, Redis, 1 key per conn.",
+            metrics: Some(on_redis_per_client.metrics()),
+            addr: serve(app().layer(on_redis_per_client)).await,
+            forwarded_for: true,
+        },
+        Variant {
+            name: "(c) tower_governor 0.8 (in-process)",
+            addr: serve(app().layer(GovernorLayer::new(governor))).await,
+            forwarded_for: false,
+            metrics: None,
+        },
+        Variant {
+            name: "(d) redlimit layer, memory backend",
+            metrics: Some(in_memory.metrics()),
+            addr: serve(app().layer(in_memory)).await,
+            forwarded_for: false,
+        },
+    ]
+}
+
+/// What one variant did in one round.
+#[derive(Clone, Debug)]
+struct Run {
+    rate: f64,
+    p50_us: u64,
+    p99_us: u64,
+    not_ok: u64,
+    /// The layer's backend errors so far (a cumulative counter): decisions made by the
+    /// failure policy, not by Redis.
+    backend_errors: u64,
+}
+
+/// What one connection did.
+#[derive(Default)]
+struct ConnectionRun {
+    latencies_ns: Vec<u64>,
+    not_ok: u64,
+    finished: Option<Instant>,
+}
+
+async fn load(variant: &Variant, settings: &Settings) -> Run {
+    let barrier = Arc::new(Barrier::new(settings.connections + 1));
+    let duration = Duration::from_secs(settings.seconds);
+    let mut tasks = Vec::with_capacity(settings.connections);
+    for connection in 0..settings.connections {
+        let barrier = Arc::clone(&barrier);
+        let addr = variant.addr;
+        let request = request(variant.forwarded_for.then_some(connection));
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.expect("connect to the app");
+            stream.set_nodelay(true).expect("TCP_NODELAY");
+            barrier.wait().await;
+            drive(stream, &request, Instant::now() + duration).await
+        }));
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut not_ok = 0;
+    let mut finished = started;
+    for task in tasks {
+        let run = task.await.expect("a connection task");
+        latencies.extend(run.latencies_ns);
+        not_ok += run.not_ok;
+        finished = finished.max(run.finished.unwrap_or(started));
+    }
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        latencies.get(index).map_or(0, |ns| ns / 1_000)
+    };
+    let backend_errors = variant.metrics.as_ref().map_or(0, |metrics| {
+        let text = metrics.render();
+        assert_eq!(
+            counter(&text, "redlimit_http_denied_total"),
+            0,
+            "{}: requests were denied:\n{text}",
+            variant.name
+        );
+        counter(&text, "redlimit_http_backend_errors_total")
+    });
+    Run {
+        rate: latencies.len() as f64 / (finished - started).as_secs_f64(),
+        p50_us: percentile(0.50),
+        p99_us: percentile(0.99),
+        not_ok,
+        backend_errors,
+    }
+}
+
+/// The value of the rule `hello`'s counter `name` in a Prometheus text exposition.
+fn counter(text: &str, name: &str) -> u64 {
+    let series = format!("{name}{{rule=\"hello\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.parse().expect("a counter value"))
+}
+
+/// The request one connection sends again and again.
+fn request(forwarded_for: Option<usize>) -> Vec<u8> {
+    let mut text = String::from("GET /api/hello HTTP/1.1\r\nHost: bench\r\n");
+    if let Some(n) = forwarded_for {
+        // 10.x.y.z, one address per connection.
+        text.push_str(&format!(
+            "X-Forwarded-For: 10.{}.{}.{}\r\n",
+            (n >> 16) & 0xff,
+            (n >> 8) & 0xff,
+            n & 0xff
+        ));
+    }
+    text.push_str("\r\n");
+    text.into_bytes()
+}
+
+/// Sends `request` and reads each whole answer until `deadline`.
+async fn drive(mut stream: TcpStream, request: &[u8], deadline: Instant) -> ConnectionRun {
+    let mut run = ConnectionRun {
+        latencies_ns: Vec::with_capacity(1 << 16),
+        ..ConnectionRun::default()
+    };
+    let mut buffer = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        stream.write_all(request).await.expect("send a request");
+        let status = loop {
+            if let Some((status, length)) = complete_response(&buffer) {
+                buffer.drain(..length);
+                break status;
+            }
+            let n = stream.read(&mut chunk).await.expect("read an answer");
+            assert!(n > 0, "the app closed the connection");
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        let done = Instant::now();
+        run.latencies_ns
+            .push(u64::try_from((done - now).as_nanos()).unwrap_or(u64::MAX));
+        if status != 200 {
+            run.not_ok += 1;
+        }
+        run.finished = Some(done);
+    }
+    run
+}
+
+/// The status and total length of the first answer in `buffer`, once it is whole.
+fn complete_response(buffer: &[u8]) -> Option<(u16, usize)> {
+    let head_end = buffer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buffer[..head_end]).expect("an ASCII head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let length: usize = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.trim().parse().expect("a content length"))
+        .expect("answers of known length");
+    (buffer.len() >= head_end + length).then_some((status, head_end + length))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn print_table(variants: &[Variant], runs: &[Vec<Run>]) {
+    let baseline = &runs[0];
+    println!();
+    println!("| variant | req/s | × no limiter | p50 µs | p99 µs |");
+    println!("|---|---:|---:|---:|---:|");
+    for (variant, runs) in variants.iter().zip(runs) {
+        let mut rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+        let mut ratios: Vec<f64> = runs
+            .iter()
+            .zip(baseline)
+            .map(|(run, base)| run.rate / base.rate)
+            .collect();
+        let mut p50: Vec<f64> = runs.iter().map(|r| r.p50_us as f64).collect();
+        let mut p99: Vec<f64> = runs.iter().map(|r| r.p99_us as f64).collect();
+        println!(
+            "| {} | {:.0} | {:.2}× | {:.0} | {:.0} |",
+            variant.name.trim(),
+            median(&mut rates),
+            median(&mut ratios),
+            median(&mut p50),
+            median(&mut p99),
+        );
+    }
+    let not_ok: u64 = runs.iter().flatten().map(|r| r.not_ok).sum();
+    let backend_errors: u64 = runs
+        .iter()
+        .filter_map(|runs| runs.last())
+        .map(|r| r.backend_errors)
+        .sum();
+    println!();
+    println!(
+        "Medians over {} rounds; answers other than 200: {not_ok}; decisions left to the \
+         failure policy (backend errors, warm-up included): {backend_errors}.",
+        baseline.len()
+    );
+}
+
+fn module_for_bench() -> PathBuf {
+    if let Some(path) = env::var_os("REDLIMIT_MODULE") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "REDLIMIT_MODULE={} does not exist",
+            path.display()
+        );
+        return path;
+    }
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building the module: cargo build --release -p redlimit-module");
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "redlimit-module"])
+        .current_dir(repo_root())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cargo.to_string_lossy()));
+    assert!(
+        status.success(),
+        "cargo build --release -p redlimit-module failed"
+    );
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("release").join("libredlimit.so");
+    assert!(path.is_file(), "the build left no {}", path.display());
+    path
+}
