@@ -13,9 +13,17 @@ mod support;
 
 #[path = "middleware/callers.rs"]
 mod callers;
+#[path = "middleware/exemptions.rs"]
+mod exemptions;
+#[path = "middleware/failure.rs"]
+mod failure;
 #[path = "middleware/identity.rs"]
 mod identity;
+#[path = "middleware/metrics.rs"]
+mod metrics;
 #[path = "middleware/responses.rs"]
 mod responses;
 #[path = "middleware/rules.rs"]
 mod rules;
+#[path = "middleware/shadow.rs"]
+mod shadow;

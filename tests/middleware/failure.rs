@@ -1,0 +1,236 @@
+//! The server killed under load, with a rule per failure policy: every request is still
+//! answered, within the timeout, by its rule's policy (open: served, closed: 429,
+//! fallback: decided in memory), never by an error; the backend-error counters grow.
+//! On every server found.
+
+use crate::support::{app, get, start};
+use axum::http::StatusCode;
+use redlimit::http::{Config, RateLimitLayer};
+use redlimit::{Backend, FailurePolicy, RateLimiter};
+use redlimit_test_support::available_servers;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The timeout, and a generous margin: a loaded 2-core machine may stall a task.
+const ANSWER_BOUND: Duration = Duration::from_millis(250 + 2750);
+
+const RULES: &str = r#"
+    [[rules]]
+    name = "open"
+    path = "/open"
+    failure = "open"
+    limits = [{ name = "big", algorithm = "token_bucket", capacity = 1000000, refill_tokens = 1000, refill_ms = 1 }]
+
+    [[rules]]
+    name = "closed"
+    path = "/closed"
+    failure = "closed"
+    limits = [{ name = "big", algorithm = "token_bucket", capacity = 1000000, refill_tokens = 1000, refill_ms = 1 }]
+
+    [[rules]]
+    name = "fallback"
+    path = "/fallback"
+    failure = "fallback"
+    limits = [{ name = "big", algorithm = "token_bucket", capacity = 1000000, refill_tokens = 1000, refill_ms = 1 }]
+
+    [[rules]]
+    name = "small"
+    path = "/small"
+    failure = "fallback"
+    limits = [{ name = "five", algorithm = "token_bucket", capacity = 5, refill_tokens = 1, refill_ms = 3600000 }]
+"#;
+
+const RULE_NAMES: [&str; 3] = ["open", "closed", "fallback"];
+
+/// One answered request.
+struct Answer {
+    rule: usize,
+    started: Instant,
+    latency: Duration,
+    status: StatusCode,
+    retry_after: Option<String>,
+}
+
+/// How the server fails under load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outage {
+    /// SIGKILL: connections refused at once.
+    Kill,
+    /// SIGSTOP: connections accepted, nothing answered; every call waits for the timeout
+    /// until the circuit breaker opens. Resumed at the end: the server decides again.
+    Hang,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_gets_each_rules_failure_policy_within_the_timeout() {
+    for binary in available_servers() {
+        under_load(&binary, Outage::Kill).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_gets_each_rules_failure_policy_within_the_timeout() {
+    for binary in available_servers() {
+        under_load(&binary, Outage::Hang).await;
+    }
+}
+
+async fn under_load(binary: &redlimit_test_support::ServerBinary, outage: Outage) {
+    println!("== {} {outage:?}", binary.name());
+    let server = start(binary);
+    // The limiter's own policy is Error: each rule's policy is the one answering.
+    let limiter = RateLimiter::builder(Backend::redis(&server.url()).unwrap())
+        .timeout(TIMEOUT)
+        .on_failure(FailurePolicy::Error)
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::from_config(limiter, &Config::from_toml(RULES).unwrap()).unwrap();
+    let metrics = layer.metrics();
+    let app = app(layer);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..6_usize {
+        let (app, stop) = (app.clone(), Arc::clone(&stop));
+        workers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut n = worker;
+            while !stop.load(Ordering::Relaxed) {
+                let rule = n % RULE_NAMES.len();
+                let peer = format!("198.51.100.{}", n % 50);
+                let started = Instant::now();
+                let reply = get(&format!("/{}", RULE_NAMES[rule]))
+                    .from(&peer)
+                    .send(&app)
+                    .await;
+                answers.push(Answer {
+                    rule,
+                    started,
+                    latency: started.elapsed(),
+                    status: reply.status,
+                    retry_after: reply.header("retry-after").map(str::to_owned),
+                });
+                n += 1;
+                // Answers without the server are immediate: let the other tasks
+                // (and the test's clock) run, as a server's connections would.
+                tokio::task::yield_now().await;
+            }
+            answers
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let outage_started = Instant::now();
+    let server = tokio::task::spawn_blocking(move || match outage {
+        Outage::Kill => {
+            server.kill();
+            None
+        }
+        Outage::Hang => {
+            server.pause();
+            Some(server)
+        }
+    })
+    .await
+    .unwrap();
+    let outage = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for worker in workers {
+        answers.extend(worker.await.unwrap());
+    }
+
+    for (rule, name) in RULE_NAMES.iter().enumerate() {
+        let mine: Vec<&Answer> = answers.iter().filter(|a| a.rule == rule).collect();
+        // Answered before the outage began; started after it was complete.
+        let before: Vec<&&Answer> = mine
+            .iter()
+            .filter(|a| a.started + a.latency < outage_started)
+            .collect();
+        let after: Vec<&&Answer> = mine.iter().filter(|a| a.started > outage).collect();
+        println!(
+            "{name:>8}: {} before the outage, latency {}; {} after, latency {}",
+            before.len(),
+            figures(before.iter().map(|a| a.latency)),
+            after.len(),
+            figures(after.iter().map(|a| a.latency)),
+        );
+        assert!(!before.is_empty() && !after.is_empty(), "{name}: no load");
+        for answer in &mine {
+            assert!(
+                matches!(answer.status.as_u16(), 200 | 429),
+                "{name}: {}",
+                answer.status
+            );
+            assert!(
+                answer.latency <= ANSWER_BOUND,
+                "{name}: answered in {:?}",
+                answer.latency
+            );
+        }
+        assert!(before.iter().all(|a| a.status == StatusCode::OK), "{name}");
+        let expected = if *name == "closed" {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::OK
+        };
+        for answer in &after {
+            assert_eq!(answer.status, expected, "{name} after the outage");
+            if expected == StatusCode::TOO_MANY_REQUESTS {
+                // Retry after the circuit breaker's cool-down (1 s).
+                assert_eq!(answer.retry_after.as_deref(), Some("1"));
+            }
+        }
+        let errors = crate::support::counter(&metrics, "backend_errors", name);
+        println!("{name:>8}: backend_errors {errors}");
+        assert!(errors >= 1, "{name}: backend errors counted");
+    }
+
+    // The fallback decides in memory with the rule's own limits: 5 here.
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let reply = get("/small").from("203.0.113.5").send(&app).await;
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+
+    if let Some(server) = server {
+        // Back: once the breaker's cool-down has passed, the server decides again.
+        server.resume();
+        let resumed = Instant::now();
+        let deadline = resumed + Duration::from_secs(10);
+        loop {
+            let reply = get("/closed").from("203.0.113.6").send(&app).await;
+            if reply.status == StatusCode::OK {
+                assert!(reply.header("ratelimit").is_some(), "{reply:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the server never decided again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "decided by the server again {:?} after the resume",
+            resumed.elapsed()
+        );
+    }
+}
+
+/// `p50 p99 max` of `latencies`, in milliseconds.
+fn figures(latencies: impl Iterator<Item = Duration>) -> String {
+    let mut sorted: Vec<Duration> = latencies.collect();
+    if sorted.is_empty() {
+        return "-".to_owned();
+    }
+    sorted.sort();
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(at(1.0))
+    )
+}
