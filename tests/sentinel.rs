@@ -23,6 +23,9 @@
 //! Build the module first (`cargo build -p redlimit-module`). Nothing here asserts a
 //! duration: the figures are printed, the waits are bounded polls.
 
+#[path = "sentinel/acl.rs"]
+mod acl;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
