@@ -168,8 +168,11 @@ impl Lane {
         loop {
             // 1. Which limit binds now? Peeks count nothing.
             let (requests, tokens) = (self.requests(), self.tokens(tokens));
-            let requests_wait = wait_of(&limiter.peek(requests.key, requests.policy, 1).await?);
-            let tokens_wait = wait_of(&limiter.peek(tokens.key, tokens.policy, tokens.cost).await?);
+            let requests_peek = limiter.peek(requests.key, requests.policy, 1).await?;
+            let tokens_peek = limiter.peek(tokens.key, tokens.policy, tokens.cost).await?;
+            sources.record(&requests_peek);
+            sources.record(&tokens_peek);
+            let (requests_wait, tokens_wait) = (wait_of(&requests_peek), wait_of(&tokens_peek));
             let (binding, other) = if tokens_wait > requests_wait {
                 (tokens, requests)
             } else {
@@ -191,12 +194,13 @@ impl Lane {
             }
             // Admitted: `retry_after` is the reserved wait that `wait` has just slept.
             waited += reserved.retry_after.unwrap_or_default();
-            // 3. At T, the other limit, without waiting.
-            let now = limiter
+            // 3. At T (the reply's whole milliseconds, rounded up, plus a round trip),
+            // the other limit, without waiting.
+            let at_slot = limiter
                 .check_cost(other.key, other.policy, other.cost)
                 .await?;
-            sources.record(&now);
-            if now.allowed {
+            sources.record(&at_slot);
+            if at_slot.allowed {
                 return Ok(Outcome::Sent {
                     waited,
                     reserved: binding.name,
@@ -205,7 +209,7 @@ impl Lane {
             }
             // Forfeit the reservation (counted, never sent: safe) and try again later.
             forfeits += 1;
-            let retry = now.retry_after.unwrap_or(Duration::MAX);
+            let retry = at_slot.retry_after.unwrap_or(Duration::MAX);
             if Instant::now()
                 .checked_add(retry)
                 .is_none_or(|at| at > deadline)
