@@ -13,6 +13,8 @@ mod support;
 
 #[path = "middleware/callers.rs"]
 mod callers;
+#[path = "middleware/config.rs"]
+mod config;
 #[path = "middleware/exemptions.rs"]
 mod exemptions;
 #[path = "middleware/failure.rs"]
@@ -21,6 +23,8 @@ mod failure;
 mod identity;
 #[path = "middleware/metrics.rs"]
 mod metrics;
+#[path = "middleware/reload.rs"]
+mod reload;
 #[path = "middleware/responses.rs"]
 mod responses;
 #[path = "middleware/rules.rs"]

@@ -6,7 +6,7 @@ use super::config::{Config, ConfigError, Settings};
 use super::service::SharedSettings;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Swaps the settings of a [`RateLimitLayer`](super::RateLimitLayer).
 #[derive(Clone, Debug)]
@@ -38,17 +38,23 @@ impl Reloader {
         Ok(())
     }
 
-    /// Spawns a task reloading `path` on SIGHUP and whenever its modification time
-    /// changes (checked every `poll`). Errors are logged and the old settings stay.
+    /// Spawns a task reloading `path` on SIGHUP and whenever its contents change
+    /// (checked every `poll`). Errors are logged and the old settings stay.
     /// Needs a Tokio runtime; the task ends with the runtime.
+    ///
+    /// The SIGHUP handler is installed and the file read before this returns: a signal
+    /// or a change that comes right after is not missed (nor does the signal's default
+    /// action end the process).
     pub fn watch(self, path: impl Into<PathBuf>, poll: Duration) -> tokio::task::JoinHandle<()> {
         let path = path.into();
+        // The contents, not the modification time: an edit within the clock's
+        // granularity, or a copy that keeps the time (`cp -p`), changes only them.
+        let contents = |path: &PathBuf| std::fs::read(path).ok();
+        let mut seen: Option<Vec<u8>> = contents(&path);
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         tokio::spawn(async move {
-            let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-            let mut seen: Option<SystemTime> = modified(&path);
-            #[cfg(unix)]
-            let mut hangup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             loop {
                 #[cfg(unix)]
                 let signalled = match hangup.as_mut() {
@@ -66,7 +72,7 @@ impl Reloader {
                     tokio::time::sleep(poll).await;
                     false
                 };
-                let now = modified(&path);
+                let now = contents(&path);
                 if !signalled && now == seen {
                     continue;
                 }

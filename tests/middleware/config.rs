@@ -1,0 +1,280 @@
+//! The configuration: a TOML file with `REDLIMIT__*` environment overrides, checked at
+//! start with errors naming the bad field.
+//!
+//! Environment variables belong to the whole process: every test that sets them is in
+//! this one function, with names and values no other test uses (nextest runs each test
+//! in its own process anyway).
+
+use crate::support::{app, get, keys, limiter, token};
+use redlimit::RateLimiter;
+use redlimit::http::{Config, ConfigError, RateLimitLayer};
+use std::path::PathBuf;
+
+/// A file in the temporary directory, removed when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "redlimit-middleware-{}-{name}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Environment variables set for a while, removed when dropped (also on panic).
+struct Env(Vec<&'static str>);
+
+impl Env {
+    fn set(&mut self, name: &'static str, value: &str) {
+        // SAFETY: these tests set variables on the test's own thread before any
+        // runtime thread reads them; nextest runs each test in its own process.
+        unsafe { std::env::set_var(name, value) };
+        self.0.push(name);
+    }
+
+    fn remove(&mut self, name: &'static str) {
+        // SAFETY: as in `set`.
+        unsafe { std::env::remove_var(name) };
+        self.0.retain(|n| *n != name);
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for name in self.0.drain(..) {
+            // SAFETY: as in `set`.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+}
+
+const SECRET_VAR: &str = "REDLIMIT_MIDDLEWARE_TEST_SECRET_7F3A";
+
+const FILE: &str = r#"
+key_prefix = "from-the-file"
+headers = "draft11"
+
+[identity]
+trusted_proxies = []
+[identity.jwt]
+secret_env = "REDLIMIT_MIDDLEWARE_TEST_SECRET_7F3A"
+
+[[rules]]
+name = "api"
+path = "/api/**"
+key = "user"
+limits = [{ name = "burst", algorithm = "token_bucket", capacity = 10, refill_tokens = 1, refill_ms = 3600000 }]
+"#;
+
+#[tokio::test]
+async fn a_toml_file_with_environment_overrides() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let file = TempFile::new("env", FILE);
+    let mut env = Env(Vec::new());
+    let secret = "a-secret-from-the-environment-7f3a";
+    env.set(SECRET_VAR, secret);
+    env.set("REDLIMIT__RULES__0__LIMITS__0__CAPACITY", "4");
+    env.set("REDLIMIT__HEADERS", "legacy");
+    env.set("REDLIMIT__IDENTITY__TRUSTED_PROXIES", r#"["10.77.0.0/16"]"#);
+    // A string that reads as a number is quoted, as in TOML.
+    env.set("REDLIMIT__KEY_PREFIX", r#""20261123""#);
+    let config = Config::load(&file.0).unwrap();
+    let layer = RateLimitLayer::from_config(limiter(&server), &config).unwrap();
+    let app = app(layer);
+
+    let erin = token(
+        secret,
+        &serde_json::json!({ "sub": "erin", "exp": crate::support::now_s() + 600 }),
+    );
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let reply = get("/api/x")
+            .from("10.77.0.1")
+            .header("x-forwarded-for", &format!("198.51.100.{i}"))
+            .bearer(&erin)
+            .send(&app)
+            .await;
+        assert_eq!(reply.header("ratelimit"), None, "legacy only: {reply:?}");
+        seen.push((
+            reply.status.as_u16(),
+            reply.must("x-ratelimit-limit").to_owned(),
+        ));
+    }
+    let four = "4".to_owned();
+    assert_eq!(
+        seen,
+        [
+            (200, four.clone()),
+            (200, four.clone()),
+            (200, four.clone()),
+            (200, four.clone()),
+            (429, four)
+        ],
+        "one user (the token verified with the secret from the environment), capacity 4"
+    );
+    // Behind the proxy from the environment, an anonymous client counts by its address.
+    get("/api/x")
+        .from("10.77.0.1")
+        .header("x-forwarded-for", "198.51.100.200")
+        .send(&app)
+        .await;
+    let keys = keys(&server);
+    assert!(
+        keys.contains(&"20261123:{api:ip:198.51.100.200}:burst".to_owned()),
+        "{keys:?}"
+    );
+    assert!(keys.iter().all(|k| k.starts_with("20261123:")), "{keys:?}");
+
+    // Bad overrides are named: by the field they reach, or by the variable itself.
+    let load_error = |env: &mut Env, name: &'static str, value: &str| -> ConfigError {
+        env.set(name, value);
+        let error = Config::load(&file.0).unwrap_err();
+        env.remove(name);
+        println!("{name}={value}: {error}");
+        error
+    };
+    assert_eq!(
+        load_error(&mut env, "REDLIMIT__SHADOW", "maybe").field,
+        "shadow"
+    );
+    assert_eq!(
+        load_error(&mut env, "REDLIMIT__RULES__0__LIMITS__0__CAPACITY", "ten").field,
+        "rules[0].limits[0].capacity"
+    );
+    // Unquoted, a number is a number, which a string field refuses, by name.
+    assert_eq!(
+        load_error(&mut env, "REDLIMIT__KEY_PREFIX", "7781").field,
+        "key_prefix"
+    );
+    assert_eq!(
+        load_error(&mut env, "REDLIMIT__RULES__5__NAME", "x").field,
+        "REDLIMIT__RULES__5__NAME"
+    );
+    // Checked at start: a secret variable that is not set.
+    env.remove(SECRET_VAR);
+    let config = Config::load(&file.0).unwrap();
+    let error = RateLimitLayer::from_config(RateLimiter::memory(), &config).unwrap_err();
+    assert_eq!(error.field, "identity.jwt.secret_env");
+    assert!(error.message.contains(SECRET_VAR), "{error}");
+}
+
+const VALID: &str = r#"
+[identity]
+trusted_proxies = ["10.0.0.0/8"]
+
+[exempt]
+ips = ["192.0.2.0/24"]
+
+[[rules]]
+name = "hello"
+path = "/api/hello"
+methods = ["GET"]
+limits = [{ name = "burst", algorithm = "token_bucket", capacity = 10, refill_tokens = 1, refill_ms = 1000 }]
+
+[[rules]]
+name = "login"
+path = "/api/login"
+methods = ["POST"]
+limits = [{ name = "per-minute", algorithm = "sliding", limit = 5, window_ms = 60000 }]
+"#;
+
+/// The error of starting a layer with `text`.
+fn start_error(text: &str) -> ConfigError {
+    match Config::from_toml(text)
+        .and_then(|config| RateLimitLayer::from_config(RateLimiter::memory(), &config))
+    {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn a_bad_configuration_is_refused_at_start_naming_the_field() {
+    RateLimitLayer::from_config(RateLimiter::memory(), &Config::from_toml(VALID).unwrap()).unwrap();
+    let jwt = "[identity]\ntrusted_proxies = [\"10.0.0.0/8\"]";
+    let cases: Vec<(&str, String)> = vec![
+        ("rules[0].limits[0].capacity", VALID.replace("capacity = 10", "capacity = 0")),
+        ("rules[0].limits[0].capacity", VALID.replace("capacity = 10", "capacity = \"ten\"")),
+        ("rules[0].limits[0].refill_ms", VALID.replace(", refill_ms = 1000", "")),
+        ("rules[1].limits[0].window_ms", VALID.replace("window_ms = 60000", "window_ms = 0")),
+        (
+            "rules[1].limits[0].capacity",
+            VALID.replace("window_ms = 60000", "window_ms = 60000, capacity = 3"),
+        ),
+        ("rules[1].limits[0].algorithm", VALID.replace("\"sliding\"", "\"leaky\"")),
+        ("rules[1].path", VALID.replace("\"/api/login\"", "\"api/login\"")),
+        ("rules[1].path", VALID.replace("path = \"/api/login\"\n", "")),
+        ("rules[1].path", VALID.replace("\"/api/login\"", "\"/api/**/login\"")),
+        ("rules[1].name", VALID.replace("name = \"login\"", "name = \"hello\"")),
+        ("rules[1].name", VALID.replace("name = \"login\"", "name = \"\"")),
+        ("rules[1].methods[0]", VALID.replace("\"POST\"", "\"PO ST\"")),
+        ("rules[0].key", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\nkey = \"session\"")),
+        ("rules[0].cost", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\ncost = -1")),
+        ("rules[0].limits", VALID.replace(
+            "limits = [{ name = \"burst\", algorithm = \"token_bucket\", capacity = 10, refill_tokens = 1, refill_ms = 1000 }]",
+            "limits = []",
+        )),
+        ("rules[0].limits[1].name", VALID.replace(
+            "refill_ms = 1000 }]",
+            "refill_ms = 1000 }, { name = \"burst\", algorithm = \"fixed\", limit = 5, window_ms = 1000 }]",
+        )),
+        ("rules[0].limits[1].algorithm", VALID.replace(
+            "refill_ms = 1000 }]",
+            "refill_ms = 1000 }, { name = \"cell\", algorithm = \"throttle\", max_burst = 1, count_per_period = 1, period_s = 1 }]",
+        )),
+        ("identity.trusted_proxies[0]", VALID.replace("10.0.0.0/8", "10.0.0.0/33")),
+        ("identity.ipv6_prefix", VALID.replace(jwt, &format!("{jwt}\nipv6_prefix = 129"))),
+        ("identity.client_ip_header", VALID.replace(jwt, &format!("{jwt}\nclient_ip_header = \"CF Connecting IP\""))),
+        ("identity.jwt.secret", VALID.replace(jwt, &format!("{jwt}\njwt = {{ secret = \"short\" }}"))),
+        ("identity.jwt.secret", VALID.replace(jwt, &format!("{jwt}\njwt = {{ }}"))),
+        ("identity.jwt.algorithm", VALID.replace(jwt, &format!("{jwt}\njwt = {{ algorithm = \"HS999\", secret = \"0123456789abcdef0123\" }}"))),
+        ("identity.jwt.public_key_file", VALID.replace(jwt, &format!("{jwt}\njwt = {{ algorithm = \"RS256\" }}"))),
+        ("exempt.ips[0]", VALID.replace("192.0.2.0/24", "192.0.2.300")),
+        ("exempt.paths[0]", VALID.replace("ips = [", "paths = [\"health\"]\nips = [")),
+        ("headers", format!("headers = \"fancy\"\n{VALID}")),
+        ("failure", format!("failure = \"sometimes\"\n{VALID}")),
+        ("key_prefix", format!("key_prefix = \"\"\n{VALID}")),
+        ("default.limits", format!("{VALID}\n[default]\nname = \"rest\"\n")),
+        (
+            "default.limits[0].limit",
+            format!("{VALID}\n[default]\nname = \"rest\"\nlimits = [{{ algorithm = \"fixed\", window_ms = 1000 }}]\n"),
+        ),
+    ];
+    for (field, text) in cases {
+        assert_ne!(text, VALID, "{field}: the mutation did not apply");
+        let error = start_error(&text);
+        println!("{error}");
+        assert_eq!(error.field, field, "{error}\n{text}");
+        assert!(!error.message.is_empty());
+        assert_eq!(
+            error.to_string(),
+            format!("{}: {}", error.field, error.message)
+        );
+    }
+    // A misspelt field is named in the message.
+    let typo = start_error(&format!("shadw = true\n{VALID}"));
+    assert!(typo.message.contains("shadw"), "{typo}");
+    // Several bad fields: the first, in the order of the file.
+    let two = VALID
+        .replace("capacity = 10", "capacity = 0")
+        .replace("window_ms = 60000", "window_ms = 0");
+    assert_eq!(start_error(&two).field, "rules[0].limits[0].capacity");
+    // A file that is not there, or not TOML.
+    let missing = std::env::temp_dir().join("redlimit-middleware-no-such-file.toml");
+    let error = Config::load(&missing).unwrap_err();
+    assert_eq!(error.field, missing.display().to_string());
+    let broken = TempFile::new("broken", "[[rules]\nname = ");
+    let error = Config::load(&broken.0).unwrap_err();
+    assert!(error.message.contains("line 1"), "{error}");
+}
