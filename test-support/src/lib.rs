@@ -39,11 +39,13 @@
 //! `REDLIMIT_MODULE` points at another build of the module.
 
 mod binaries;
+mod cluster;
 mod limiter;
 mod sentinel;
 mod server;
 
 pub use binaries::{Flavor, ServerBinary, available_servers, module_path, repo_root};
+pub use cluster::{Cluster, ClusterBuilder, NodeInfo, SLOTS, SlotMigration, key_slot};
 pub use limiter::{
     CLOCK_OFFSET_CONFIG, KeySnapshot, Status, digest_value, info_value, set_clock_offset, snapshot,
     state_from_dump, status, stored_state,
