@@ -31,3 +31,5 @@ mod responses;
 mod rules;
 #[path = "middleware/shadow.rs"]
 mod shadow;
+#[path = "middleware/tcp.rs"]
+mod tcp;

@@ -40,6 +40,7 @@ async fn over_the_limit_a_429_says_when_to_retry_in_whole_seconds_rounded_up() {
         return;
     };
     let app = app_for(&server, &bucket("draft11"));
+    let (logs, _guard) = crate::support::capture_logs();
     let started = Instant::now();
     for _ in 0..2 {
         assert_eq!(get("/api/x").send(&app).await.status, StatusCode::OK);
@@ -75,6 +76,12 @@ async fn over_the_limit_a_429_says_when_to_retry_in_whole_seconds_rounded_up() {
     // The 429 carries the rate-limit headers too; `t` is the wait, rounded up.
     assert_eq!(refused.remaining("burst"), 0);
     assert_eq!(refused.item("ratelimit", "burst", "t"), retry);
+    // The refusal is logged with the rule, the violated limits and the wait.
+    let logged = logs.lines_with("429");
+    assert_eq!(logged.len(), 1, "{}", logs.text());
+    for part in ["rule=api", "burst", "retry_after_ms="] {
+        assert!(logged[0].contains(part), "{part}: {}", logged[0]);
+    }
 }
 
 #[tokio::test]

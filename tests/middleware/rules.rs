@@ -152,6 +152,13 @@ async fn several_limits_are_all_or_nothing() {
         assert_eq!(remaining(&server, &burst_key), Some(2), "burst untouched");
     }
 
+    // One round trip per request: six RL.ALL, nothing else.
+    assert_eq!(calls(&server, "rl.all"), 6);
+    assert_eq!(
+        calls(&server, "rl.tokenbucket") + calls(&server, "rl.fixed"),
+        0
+    );
+
     // The burst denies first: the window is not consumed.
     let app = app_for(&server, &two_limits(2, 10).replace("\"api\"", "\"api2\""));
     let peer = "192.0.2.9";
@@ -246,4 +253,19 @@ async fn a_cost_function_prices_each_request() {
     // Another rule: the function says None, the rule's cost (1) applies.
     let r = get("/other").header("x-items", "9").send(&app).await;
     assert_eq!(r.remaining("other"), 9);
+}
+
+/// `calls` of `command` in `INFO commandstats`.
+fn calls(server: &redlimit_test_support::Server, command: &str) -> u64 {
+    redlimit_test_support::info_value(
+        &mut server.connection(),
+        "commandstats",
+        &format!("cmdstat_{command}"),
+    )
+    .and_then(|stats| {
+        stats
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("calls=").map(|n| n.parse().unwrap()))
+    })
+    .unwrap_or(0)
 }
