@@ -12,14 +12,24 @@ mod support;
 
 #[path = "client/all.rs"]
 mod all;
+#[path = "client/breaker.rs"]
+mod breaker;
 #[path = "client/decisions.rs"]
 mod decisions;
 #[path = "client/deny_cache.rs"]
 mod deny_cache;
 #[path = "client/errors.rs"]
 mod errors;
+#[path = "client/fault.rs"]
+mod fault;
 #[path = "client/leases.rs"]
 mod leases;
+#[path = "client/memory.rs"]
+mod memory;
+#[path = "client/outage.rs"]
+mod outage;
+#[path = "client/outage_operations.rs"]
+mod outage_operations;
 #[path = "client/reset.rs"]
 mod reset;
 #[path = "client/status.rs"]

@@ -52,3 +52,6 @@ pub use limiter::{
 };
 pub use sentinel::{MASTER_NAME, SentinelBuilder, SentinelGroup};
 pub use server::{Server, ServerBuilder};
+/// The directory [`Server::kill`] and [`Server::stop`] hand back, re-exported so that
+/// tests can keep it (to restart a server in it) without depending on `tempfile`.
+pub use tempfile::TempDir;

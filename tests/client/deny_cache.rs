@@ -149,3 +149,52 @@ async fn a_reset_forgets_the_cached_denial() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_cached_denial_still_answers_while_the_server_is_down() {
+    use crate::fault::{Failing, Fault, builder};
+    use redlimit::FailurePolicy;
+    for binary in crate::support::binaries() {
+        let mut failing = Failing::start(&binary, Fault::Kill);
+        for protocol in crate::support::PROTOCOLS {
+            let name = format!("{} {}", binary.name(), protocol.name());
+            let url = protocol.url(failing.server());
+            let limiter = builder(&url, FailurePolicy::Open)
+                .deny_cache(10)
+                .build()
+                .unwrap();
+            let policy = Policy::sliding(1, 400).unwrap();
+            assert!(limiter.check("k", &policy).await.unwrap().allowed);
+            let sent = Instant::now();
+            let denied = limiter.check("k", &policy).await.unwrap();
+            assert_eq!(
+                (denied.allowed, denied.source),
+                (false, Source::Server),
+                "{name}"
+            );
+            let until = sent + denied.retry_after.unwrap();
+            failing.fail();
+            // The cache answers without asking the dead server, until the retry time.
+            let mut cached = 0;
+            while Instant::now() + Duration::from_millis(50) < until {
+                let decision = limiter.check("k", &policy).await.unwrap();
+                assert_eq!(decision.source, Source::LocalCache, "{name}: {decision:?}");
+                cached += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            sleep_until_instant(until).await;
+            let after = limiter.check("k", &policy).await.unwrap();
+            assert_eq!(
+                (after.allowed, after.source),
+                (true, Source::FailedOpen),
+                "{name}: then the failure policy"
+            );
+            println!("{name}: {cached} cached denials while down, then {after:?}");
+            failing.recover();
+        }
+    }
+}
+
+async fn sleep_until_instant(instant: Instant) {
+    tokio::time::sleep_until(instant.into()).await;
+}
