@@ -82,8 +82,24 @@ fn valkey_9_1_client_follows_a_switchover_to_the_replica() {
     switchover(Flavor::Valkey91);
 }
 
+/// With `min-replicas-to-write 1` the old primary refuses writes (`NOREPLICAS`) as soon
+/// as its replica leaves it, so no decision is counted on it after the promotion. The
+/// client should take that refusal as "this is not the primary any more": answer by
+/// the failure policy and ask the sentinels again, as for `READONLY`.
+#[test]
+#[ignore = "the client returns NOREPLICAS to the caller as ErrorKind::Server instead of \
+            answering by the failure policy and reconnecting (client/src/error.rs)"]
+fn redis_8_2_min_replicas_to_write_closes_the_switchover_window() {
+    switchover_with(Flavor::Redis82, &["--min-replicas-to-write", "1"]);
+}
+
 /// A group of `flavor` with the module, or `None` (said) when the server is missing.
 fn group(flavor: Flavor) -> Option<SentinelGroup> {
+    group_with(flavor, &[])
+}
+
+/// As [`group`], with more arguments for the primary and the replica.
+fn group_with(flavor: Flavor, server_args: &[&str]) -> Option<SentinelGroup> {
     let Some(binary) = available_servers()
         .into_iter()
         .find(|binary| binary.flavor == flavor)
@@ -94,7 +110,12 @@ fn group(flavor: Flavor) -> Option<SentinelGroup> {
         );
         return None;
     };
-    Some(SentinelBuilder::new(&binary).module(module_path()).start())
+    Some(
+        SentinelBuilder::new(&binary)
+            .module(module_path())
+            .server_args(server_args.iter().copied())
+            .start(),
+    )
 }
 
 /// A limiter following the group's primary through its sentinels.
@@ -381,7 +402,12 @@ fn count_sources(records: &[Record]) -> Vec<(&'static str, usize)> {
 /// moves when that connection fails (`READONLY`, or the connection closed by the
 /// demotion). Printed: how long that window was and how many decisions it lost.
 fn switchover(flavor: Flavor) {
-    let Some(group) = group(flavor) else {
+    switchover_with(flavor, &[]);
+}
+
+/// [`switchover`] with more arguments for the data nodes.
+fn switchover_with(flavor: Flavor, server_args: &[&str]) {
+    let Some(group) = group_with(flavor, server_args) else {
         return;
     };
     let who = flavor.name();
