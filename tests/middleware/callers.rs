@@ -157,6 +157,23 @@ async fn missing_or_bad_tokens_fall_back_to_the_ip_key_and_anonymous_limits() {
     );
 }
 
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(&server, BY_USER);
+    // RFC 9110 section 11.1: the authentication scheme is case-insensitive.
+    let pro = user("frank", Some("pro"));
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let reply = get("/api/x")
+            .header("authorization", &format!("{scheme} {pro}"))
+            .send(&app)
+            .await;
+        assert_eq!(reply.policy_names(), ["pro"], "{scheme}: {reply:?}");
+    }
+}
+
 /// Base64url without padding.
 fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

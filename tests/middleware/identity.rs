@@ -178,6 +178,45 @@ async fn behind_trusted_proxies_the_rightmost_untrusted_forwarded_for_is_the_cli
 }
 
 #[tokio::test]
+async fn bytes_a_client_writes_in_forwarded_headers_do_not_hide_the_address_the_proxy_appended() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    // Internal traffic (the proxies' own requests) is exempt, as operators often set.
+    let app = app_for(
+        &server,
+        &by_ip(3, TRUSTED).replace("[[rules]]", "[exempt]\nips = [\"10.0.0.0/8\"]\n\n[[rules]]"),
+    );
+    // The client sent non-text bytes; the proxy appended the address it saw.
+    let poisoned: [(&str, &[u8]); 3] = [
+        ("x-forwarded-for", b"\xff\xfe, 198.51.100.7"),
+        ("x-forwarded-for", b"caf\xc3\xa9, 198.51.100.7"),
+        ("forwarded", b"for=\"\xff\", for=198.51.100.7"),
+    ];
+    for (name, value) in poisoned {
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let reply = get("/api/x")
+                .from("10.0.0.1")
+                .header_bytes(name, value)
+                .send(&app)
+                .await;
+            statuses.push(reply.status.as_u16());
+        }
+        assert_eq!(
+            statuses,
+            [200, 200, 200, 429],
+            "{name}: {} counts for 198.51.100.7, not the exempt proxy",
+            String::from_utf8_lossy(value)
+        );
+        let _: () = redis::cmd("DEL")
+            .arg(ip_key("api", "198.51.100.7", "burst"))
+            .query(&mut server.connection())
+            .unwrap();
+    }
+}
+
+#[tokio::test]
 async fn rfc_7239_forwarded_names_the_client_and_wins_over_x_forwarded_for() {
     let Some(server) = crate::support::server() else {
         return;

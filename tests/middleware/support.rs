@@ -82,7 +82,7 @@ pub struct Call {
     method: Method,
     path: String,
     peer: Option<SocketAddr>,
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, Vec<u8>)>,
 }
 
 pub fn get(path: &str) -> Call {
@@ -129,8 +129,13 @@ impl Call {
         self
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
+    pub fn header(self, name: &str, value: &str) -> Self {
+        self.header_bytes(name, value.as_bytes())
+    }
+
+    /// A header value that need not be text (`obs-text` bytes are legal in HTTP/1.1).
+    pub fn header_bytes(mut self, name: &str, value: &[u8]) -> Self {
+        self.headers.push((name.to_owned(), value.to_vec()));
         self
     }
 
@@ -141,7 +146,8 @@ impl Call {
     pub fn request(self) -> Request<Body> {
         let mut builder = Request::builder().method(self.method).uri(&self.path);
         for (name, value) in &self.headers {
-            builder = builder.header(name.as_str(), value.as_str());
+            let value = axum::http::HeaderValue::from_bytes(value).unwrap();
+            builder = builder.header(name.as_str(), value);
         }
         let mut request = builder.body(Body::empty()).unwrap();
         if let Some(peer) = self.peer {

@@ -178,28 +178,28 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
 }
 
 /// `X-Forwarded-For` hops, left (farthest) to right (nearest); `None` for garbage.
+///
+/// Split as bytes: a client may put bytes that are not text in the part it writes, and
+/// that must not hide the addresses our proxies appended after it.
 fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     headers
         .get_all("x-forwarded-for")
         .iter()
-        .flat_map(|value| {
-            value
-                .to_str()
-                .map(|v| v.split(',').map(parse_ip).collect::<Vec<_>>())
-                .unwrap_or_else(|_| vec![None])
-        })
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(|hop| std::str::from_utf8(hop).ok().and_then(parse_ip))
         .collect()
 }
 
 /// RFC 7239 `Forwarded: for=...` hops, left to right; `None` for obfuscated or garbage.
+/// Split as bytes, like `X-Forwarded-For`.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     let mut hops = Vec::new();
     for value in headers.get_all("forwarded") {
-        let Ok(value) = value.to_str() else {
-            hops.push(None);
-            continue;
-        };
-        for element in value.split(',') {
+        for element in value.as_bytes().split(|b| *b == b',') {
+            let Ok(element) = std::str::from_utf8(element) else {
+                hops.push(None);
+                continue;
+            };
             let for_value = element.split(';').find_map(|pair| {
                 let (name, value) = pair.split_once('=')?;
                 name.trim().eq_ignore_ascii_case("for").then_some(value)
@@ -214,12 +214,17 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 
 /// The verified token's user and tier claims.
 fn verify(jwt: &JwtVerifier, headers: &HeaderMap) -> Option<(Option<String>, Option<String>)> {
-    let token = headers
+    let (scheme, token) = headers
         .get(http::header::AUTHORIZATION)?
         .to_str()
         .ok()?
-        .strip_prefix("Bearer ")?
-        .trim();
+        .trim()
+        .split_once(' ')?;
+    // The scheme is case-insensitive (RFC 9110, section 11.1).
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
     let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
         token,
         &jwt.key,
