@@ -3,7 +3,10 @@
 //! cost of a request (per rule, or computed per request).
 
 use crate::support::{app, app_for, call, get, ip_key, layer, post, remaining};
+use axum::Router;
 use axum::http::{Method, StatusCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Every limit is named after its rule, so `RateLimit-Policy` says which rule decided.
 const ROUTES: &str = r#"
@@ -268,4 +271,48 @@ fn calls(server: &redlimit_test_support::Server, command: &str) -> u64 {
             .find_map(|kv| kv.strip_prefix("calls=").map(|n| n.parse().unwrap()))
     })
     .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_get_rule_covers_head_which_runs_the_same_handler() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let layer = layer(
+        &server,
+        r#"
+        [[rules]]
+        name = "report"
+        path = "/report"
+        methods = ["GET"]
+        limits = [{ name = "report", algorithm = "token_bucket", capacity = 2, refill_tokens = 1, refill_ms = 3600000 }]
+        "#,
+    );
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let handler = move || async move {
+        counted.fetch_add(1, Ordering::Relaxed);
+        "an expensive report"
+    };
+    let app = Router::new()
+        .route(
+            "/report",
+            axum::routing::get(handler).post(|| async { "posted" }),
+        )
+        .layer(layer);
+    // axum answers HEAD with the GET handler (the body dropped): the same work, and so
+    // the same limit.
+    let head = call(Method::HEAD, "/report").send(&app).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(runs.load(Ordering::Relaxed), 1, "HEAD ran the GET handler");
+    assert_eq!(head.remaining("report"), 1, "{head:?}");
+    assert_eq!(get("/report").send(&app).await.remaining("report"), 0);
+    assert_eq!(
+        call(Method::HEAD, "/report").send(&app).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(runs.load(Ordering::Relaxed), 2);
+    // Other methods are not covered.
+    let post = post("/report").send(&app).await;
+    assert!(!post.has_rate_limit_headers(), "{post:?}");
 }

@@ -119,8 +119,15 @@ pub struct Rule {
 
 impl Rule {
     fn covers(&self, method: &Method, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
-            && self.path.as_ref().is_none_or(|p| p.matches(path))
+        self.covers_method(method) && self.path.as_ref().is_none_or(|p| p.matches(path))
+    }
+
+    /// A rule for GET covers HEAD too: servers (axum's `get` among them) answer HEAD
+    /// with the GET handler, doing the same work.
+    fn covers_method(&self, method: &Method) -> bool {
+        self.methods.is_empty()
+            || self.methods.contains(method)
+            || (method == Method::HEAD && self.methods.contains(&Method::GET))
     }
 
     /// The index of `tier` among this rule's tiers, if it has its own limits.
