@@ -20,7 +20,8 @@ pub enum ErrorKind {
     /// The server did not answer within the decision timeout.
     Timeout,
     /// The server could not be reached or cannot serve writes now (connection refused
-    /// or dropped, loading, read-only replica, cluster down, out of memory, ...).
+    /// or dropped, loading, read-only replica, cluster down, out of memory, not enough
+    /// replicas for `min-replicas-to-write`, persistence failing, ...).
     Unavailable,
     /// The circuit breaker is open after repeated failures: the server was not asked.
     CircuitOpen,
@@ -161,7 +162,10 @@ fn classify(error: &redis::RedisError) -> ErrorKind {
     match error.code() {
         Some("WRONGTYPE") => return ErrorKind::WrongType,
         Some("CROSSSLOT") => return ErrorKind::CrossSlot,
-        Some("OOM" | "BUSY" | "LOADING" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN") => {
+        Some(
+            "OOM" | "BUSY" | "LOADING" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN" | "NOREPLICAS"
+            | "MISCONF" | "TRYAGAIN",
+        ) => {
             return ErrorKind::Unavailable;
         }
         Some("ERR") if detail.starts_with("unknown command") => {
@@ -269,6 +273,16 @@ mod tests {
                 ErrorKind::Unavailable,
             ),
             ("NOPERM", "User app has no permissions", ErrorKind::Server),
+            (
+                "NOREPLICAS",
+                "Not enough good replicas to write.",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "MISCONF",
+                "Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+                ErrorKind::Unavailable,
+            ),
             (
                 "CROSSSLOT",
                 "Keys in request don't hash to the same slot",
