@@ -174,6 +174,43 @@ async fn the_bearer_scheme_is_case_insensitive() {
     }
 }
 
+#[tokio::test]
+async fn issuer_and_audience_are_checked_when_configured() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let strict = BY_USER.replace(
+        "secret = \"middleware-test-secret-0123456789\"",
+        "secret = \"middleware-test-secret-0123456789\"\nissuer = \"https://auth.example\"\naudience = \"api\"",
+    );
+    let app = app_for(&server, &strict);
+    let claims = |iss: &str, aud: &str| json!({ "sub": "grace", "tier": "pro", "iss": iss, "aud": aud, "exp": now_s() + 600 });
+    let tier = |claims: serde_json::Value| {
+        let app = app.clone();
+        async move {
+            get("/api/x")
+                .from("203.0.113.77")
+                .bearer(&token(SECRET, &claims))
+                .send(&app)
+                .await
+                .policy_names()
+        }
+    };
+    assert_eq!(tier(claims("https://auth.example", "api")).await, ["pro"]);
+    assert_eq!(tier(claims("https://evil.example", "api")).await, ["anon"]);
+    assert_eq!(
+        tier(claims("https://auth.example", "other")).await,
+        ["anon"]
+    );
+    // Without them configured, tokens carrying `iss` and `aud` are accepted.
+    let lax = app_for(&server, BY_USER);
+    let reply = get("/api/x")
+        .bearer(&token(SECRET, &claims("anyone", "anything")))
+        .send(&lax)
+        .await;
+    assert_eq!(reply.policy_names(), ["pro"]);
+}
+
 /// Base64url without padding.
 fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -18,6 +18,9 @@ const TIMEOUT: Duration = Duration::from_millis(250);
 const ANSWER_BOUND: Duration = Duration::from_millis(250 + 2750);
 
 const RULES: &str = r#"
+    # The rules without their own policy.
+    failure = "closed"
+
     [[rules]]
     name = "open"
     path = "/open"
@@ -37,13 +40,35 @@ const RULES: &str = r#"
     limits = [{ name = "big", algorithm = "token_bucket", capacity = 1000000, refill_tokens = 1000, refill_ms = 1 }]
 
     [[rules]]
+    name = "inherits"
+    path = "/inherits"
+    limits = [{ name = "big", algorithm = "token_bucket", capacity = 1000000, refill_tokens = 1000, refill_ms = 1 }]
+
+    [[rules]]
+    name = "all"
+    path = "/all"
+    failure = "fallback"
+    limits = [
+      { name = "big", algorithm = "token_bucket", capacity = 1000000, refill_tokens = 1000, refill_ms = 1 },
+      { name = "window", algorithm = "sliding_approx", limit = 1000000, window_ms = 1000 },
+    ]
+
+    [[rules]]
     name = "small"
     path = "/small"
     failure = "fallback"
     limits = [{ name = "five", algorithm = "token_bucket", capacity = 5, refill_tokens = 1, refill_ms = 3600000 }]
 "#;
 
-const RULE_NAMES: [&str; 3] = ["open", "closed", "fallback"];
+/// The rules under load, and what each answers once the server is gone.
+const RULE_NAMES: [&str; 5] = ["open", "closed", "fallback", "inherits", "all"];
+
+fn during_outage(rule: &str) -> StatusCode {
+    match rule {
+        "closed" | "inherits" => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::OK,
+    }
+}
 
 /// One answered request.
 struct Answer {
@@ -172,11 +197,7 @@ async fn under_load(binary: &redlimit_test_support::ServerBinary, outage: Outage
             );
         }
         assert!(before.iter().all(|a| a.status == StatusCode::OK), "{name}");
-        let expected = if *name == "closed" {
-            StatusCode::TOO_MANY_REQUESTS
-        } else {
-            StatusCode::OK
-        };
+        let expected = during_outage(name);
         for answer in &after {
             assert_eq!(answer.status, expected, "{name} after the outage");
             if expected == StatusCode::TOO_MANY_REQUESTS {
