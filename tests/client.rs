@@ -30,6 +30,8 @@ mod memory;
 mod outage;
 #[path = "client/outage_operations.rs"]
 mod outage_operations;
+#[path = "client/reconnect.rs"]
+mod reconnect;
 #[path = "client/reset.rs"]
 mod reset;
 #[path = "client/status.rs"]

@@ -147,14 +147,15 @@ impl Remote {
             .clone()
     }
 
-    /// The connection, made now if there is none (within `timeout`).
-    async fn connect(&self, timeout: Duration) -> Result<Connection> {
+    /// The connection, made now if there is none (within `timeout`); true if it was
+    /// made before this call.
+    async fn connect(&self, timeout: Duration) -> Result<(Connection, bool)> {
         if let Some(connection) = self.current() {
-            return Ok(connection);
+            return Ok((connection, true));
         }
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(connection) = self.current() {
-            return Ok(connection);
+            return Ok((connection, true));
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(timeout)
@@ -184,7 +185,7 @@ impl Remote {
             .connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
-        Ok(connection)
+        Ok((connection, false))
     }
 
     /// Drops the connection so that the next call makes a new one (unless it was given).
@@ -205,20 +206,35 @@ impl Remote {
         slot: Option<u16>,
         timeout: Duration,
     ) -> Result<Value> {
-        let value = match self.connect(timeout).await? {
-            Connection::Multiplexed(mut connection) => connection.req_packed_command(cmd).await?,
-            Connection::Cluster(mut connection) => match slot {
-                Some(slot) => {
-                    let route = Route::new(slot, SlotAddr::Master);
-                    let routing =
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                    connection.route_command(cmd, routing).await?
-                }
-                None => connection.req_packed_command(cmd).await?,
-            },
+        let (connection, reused) = self.connect(timeout).await?;
+        let value = match send(connection, cmd, slot).await {
+            // A connection made earlier may have been closed while it sat idle (the
+            // server restarted, its idle `timeout`, CLIENT KILL, a proxy): the server
+            // may well be up, so make it again, once, within the caller's timeout.
+            Err(error) if reused && error.is_connection_dropped() => {
+                self.disconnect();
+                let (connection, _) = self.connect(timeout).await?;
+                send(connection, cmd, slot).await?
+            }
+            result => result?,
         };
         // Error replies arrive as values: make them errors.
         Ok(value.extract_error()?)
+    }
+}
+
+/// Sends `cmd` on `connection`; in a cluster, to the primary of `slot` when given.
+async fn send(connection: Connection, cmd: &Cmd, slot: Option<u16>) -> redis::RedisResult<Value> {
+    match connection {
+        Connection::Multiplexed(mut connection) => connection.req_packed_command(cmd).await,
+        Connection::Cluster(mut connection) => match slot {
+            Some(slot) => {
+                let route = Route::new(slot, SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                connection.route_command(cmd, routing).await
+            }
+            None => connection.req_packed_command(cmd).await,
+        },
     }
 }
 

@@ -1,0 +1,74 @@
+//! A connection that died while the limiter was idle (the server restarted, an idle
+//! `timeout` or a proxy closed it, `CLIENT KILL`) is made again on the next call: the
+//! server is up, so the next decision comes from the server, not the failure policy.
+
+use crate::fault::{Failing, Fault, builder};
+use crate::support::{PROTOCOLS, binaries, info_count};
+use redlimit::{FailurePolicy, Policy, Source};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_connection_closed_by_the_server_is_made_again_at_once() {
+    for binary in binaries() {
+        let failing = Failing::start(&binary, Fault::Kill);
+        let con = &mut failing.server().connection();
+        for protocol in PROTOCOLS {
+            let name = format!("{} {}", binary.name(), protocol.name());
+            let limiter = builder(&protocol.url(failing.server()), FailurePolicy::Error)
+                .build()
+                .unwrap();
+            let policy = Policy::fixed(10, 3_600_000).unwrap();
+            assert!(limiter.check("k", &policy).await.unwrap().allowed);
+            for pause in [Duration::ZERO, Duration::from_millis(50)] {
+                let killed: i64 = redis::cmd("CLIENT")
+                    .arg(&["KILL", "TYPE", "normal"])
+                    .query(con)
+                    .unwrap();
+                assert_eq!(killed, 1, "{name}: the limiter's connection");
+                tokio::time::sleep(pause).await;
+                let calls = info_count(con, "redlimit_fixed_calls");
+                let decision = limiter.check("k", &policy).await;
+                let decision = decision.unwrap_or_else(|e| panic!("{name} after {pause:?}: {e}"));
+                assert_eq!(decision.source, Source::Server, "{name}");
+                assert_eq!(
+                    info_count(con, "redlimit_fixed_calls") - calls,
+                    1,
+                    "{name}: counted once"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_restarted_while_the_limiter_was_idle_answers_the_next_call() {
+    for binary in binaries() {
+        let mut failing = Failing::start(&binary, Fault::Kill);
+        let limiters: Vec<_> = PROTOCOLS
+            .iter()
+            .map(|protocol| {
+                let url = protocol.url(failing.server());
+                (
+                    protocol.name(),
+                    builder(&url, FailurePolicy::Error).build().unwrap(),
+                )
+            })
+            .collect();
+        let policy = Policy::fixed(10, 3_600_000).unwrap();
+        for (_, limiter) in &limiters {
+            assert!(limiter.check("k", &policy).await.unwrap().allowed);
+        }
+        failing.fail();
+        failing.recover();
+        for (protocol, limiter) in &limiters {
+            let decision = limiter.check("k", &policy).await;
+            let decision = decision.unwrap_or_else(|e| panic!("{} {protocol}: {e}", binary.name()));
+            assert_eq!(
+                decision.source,
+                Source::Server,
+                "{} {protocol}",
+                binary.name()
+            );
+        }
+    }
+}
