@@ -17,6 +17,8 @@
 #[path = "cluster/support.rs"]
 mod support;
 
+#[path = "cluster/failover.rs"]
+mod failover;
 #[path = "cluster/resharding.rs"]
 mod resharding;
 #[path = "cluster/routing.rs"]

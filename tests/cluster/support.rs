@@ -231,12 +231,14 @@ impl Target {
 pub struct Tally {
     /// Decisions made (any outcome, errors included).
     pub decisions: AtomicU64,
-    /// Decisions the server allowed, per key.
-    pub allowed: Mutex<BTreeMap<String, u64>>,
+    /// When the server allowed a decision, per key.
+    pub allowed_at: Mutex<BTreeMap<String, Vec<Instant>>>,
     /// Decisions the server answered (allowed or not).
     pub from_server: AtomicU64,
     /// Decisions answered by the fallback (in memory).
     pub from_fallback: AtomicU64,
+    /// Per key, decisions not answered by the server (fallback or error).
+    pub not_from_server: Mutex<BTreeMap<String, u64>>,
     /// Errors, by kind, with the first message of each kind.
     pub errors: Mutex<BTreeMap<String, (u64, String)>>,
     /// Per key, when the server last answered it.
@@ -256,24 +258,68 @@ impl Tally {
 
     /// What the server allowed at `key`.
     pub fn allowed(&self, key: &str) -> u64 {
-        self.allowed.lock().unwrap().get(key).copied().unwrap_or(0)
+        self.allowed_before(key, None)
+    }
+
+    /// What the server allowed at `key` before `moment` (all of it for `None`).
+    pub fn allowed_before(&self, key: &str, moment: Option<Instant>) -> u64 {
+        let allowed = self.allowed_at.lock().unwrap();
+        let times = allowed.get(key).map(Vec::as_slice).unwrap_or_default();
+        let count = match moment {
+            Some(moment) => times.iter().filter(|at| **at < moment).count(),
+            None => times.len(),
+        };
+        u64::try_from(count).unwrap()
+    }
+
+    /// When the server allowed the `n`-th decision at `key` before `moment`, counting
+    /// back from `moment` (1: the last one).
+    pub fn allowed_nth_last_before(&self, key: &str, moment: Instant, n: usize) -> Option<Instant> {
+        let allowed = self.allowed_at.lock().unwrap();
+        let mut times: Vec<Instant> = allowed
+            .get(key)?
+            .iter()
+            .copied()
+            .filter(|at| *at < moment)
+            .collect();
+        times.sort_unstable();
+        times
+            .len()
+            .checked_sub(n)
+            .and_then(|i| times.get(i).copied())
+    }
+
+    /// Decisions at `key` not answered by the server.
+    pub fn not_from_server(&self, key: &str) -> u64 {
+        self.not_from_server
+            .lock()
+            .unwrap()
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn record(&self, keys: &[String], result: Result<(bool, Source), redlimit::Error>) {
         self.decisions.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        if !matches!(result, Ok((_, Source::Server))) {
+            let mut missed = self.not_from_server.lock().unwrap();
+            for key in keys {
+                *missed.entry(key.clone()).or_insert(0) += 1;
+            }
+        }
         match result {
             Ok((allowed, Source::Server)) => {
                 self.from_server.fetch_add(1, Ordering::Relaxed);
-                let now = Instant::now();
                 let mut last = self.last_server_answer.lock().unwrap();
                 for key in keys {
                     last.insert(key.clone(), now);
                 }
                 drop(last);
                 if allowed {
-                    let mut counts = self.allowed.lock().unwrap();
+                    let mut allowed_at = self.allowed_at.lock().unwrap();
                     for key in keys {
-                        *counts.entry(key.clone()).or_insert(0) += 1;
+                        allowed_at.entry(key.clone()).or_default().push(now);
                     }
                 }
             }
@@ -335,8 +381,9 @@ impl Load {
                                 .await
                                 .map(|all| (all.allowed, all.source)),
                         };
-                        if result.is_err() {
-                            // Do not spin while the cluster is down.
+                        if !matches!(result, Ok((_, Source::Server))) {
+                            // Errors and fallback answers come at once: do not spin
+                            // through the load while a shard is down.
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                         tally.record(&keys, result);
