@@ -34,6 +34,8 @@ mod outage_operations;
 mod reconnect;
 #[path = "client/reset.rs"]
 mod reset;
+#[path = "client/settings.rs"]
+mod settings;
 #[path = "client/status.rs"]
 mod status;
 #[path = "client/throttle.rs"]

@@ -33,6 +33,9 @@ pub enum FailurePolicy {
     Error,
 }
 
+/// The longest cool-down of the circuit breaker.
+const MAX_COOL_DOWN: Duration = Duration::from_secs(365 * 24 * 3_600);
+
 /// Settings of a [`RateLimiter`]; start from [`RateLimiter::builder`].
 #[derive(Debug)]
 #[must_use]
@@ -61,11 +64,12 @@ impl Builder {
     }
 
     /// The circuit breaker: after `failures` consecutive timeouts or connection errors
-    /// (default 3), the server is not called for `cool_down` (default 1 s); then one
-    /// call probes it per cool-down until one succeeds.
+    /// (default 3), the server is not called for `cool_down` (default 1 s, at most a
+    /// year); then one call probes it per cool-down until one succeeds.
     pub fn circuit_breaker(mut self, failures: u32, cool_down: Duration) -> Self {
         self.breaker_threshold = failures;
-        self.cool_down = cool_down;
+        // Bounded so that instants computed from it cannot overflow (`Duration::MAX`).
+        self.cool_down = cool_down.min(MAX_COOL_DOWN);
         self
     }
 
