@@ -278,3 +278,53 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
     let error = Config::load(&broken.0).unwrap_err();
     assert!(error.message.contains("line 1"), "{error}");
 }
+
+#[tokio::test]
+async fn the_example_configuration_limits_as_the_issue_says() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let path = redlimit_test_support::repo_root().join("examples/axum_api.toml");
+    let config = Config::load(&path).unwrap();
+    let app = app(RateLimitLayer::from_config(limiter(&server), &config).unwrap());
+    // GET /api/hello: per client IP, a bucket of 10 refilling 1 per second.
+    let mut hello = Vec::new();
+    for _ in 0..11 {
+        hello.push(get("/api/hello").send(&app).await);
+    }
+    assert!(hello[..10].iter().all(|r| r.status == 200), "{hello:?}");
+    assert_eq!(hello[10].status, 429);
+    assert_eq!(hello[0].must("ratelimit-policy"), r#""burst";q=10;w=10"#);
+    assert_eq!(hello[10].must("retry-after"), "1");
+    assert_eq!(
+        get("/api/hello").from("192.0.2.2").send(&app).await.status,
+        200
+    );
+    // Only GET.
+    assert!(
+        !crate::support::post("/api/hello")
+            .send(&app)
+            .await
+            .has_rate_limit_headers()
+    );
+    // POST /api/login: per IP, 5 per minute (sliding).
+    let mut login = Vec::new();
+    for _ in 0..6 {
+        login.push(crate::support::post("/api/login").send(&app).await);
+    }
+    assert!(login[..5].iter().all(|r| r.status == 200), "{login:?}");
+    assert_eq!(login[5].status, 429);
+    assert_eq!(
+        login[0].must("ratelimit-policy"),
+        r#""per-minute";q=5;w=60"#
+    );
+    // /health and /metrics exempt; no trusted proxies: X-Forwarded-For is ignored.
+    for path in ["/health", "/metrics"] {
+        assert!(!get(path).send(&app).await.has_rate_limit_headers());
+    }
+    let spoofed = get("/api/hello")
+        .header("x-forwarded-for", "198.51.100.1")
+        .send(&app)
+        .await;
+    assert_eq!(spoofed.status, 429);
+}

@@ -158,6 +158,15 @@ async fn watching_a_file_applies_each_change() {
     let took = until_style(&app, "both", Duration::from_secs(5)).await;
     println!("same-mtime change applied after {took:?}");
 
+    // Replaced by a rename, as editors and deploy tools do.
+    let staged = file.0.with_extension("staged");
+    std::fs::write(&staged, config(100, "legacy", false)).unwrap();
+    std::fs::rename(&staged, &file.0).unwrap();
+    let took = until_style(&app, "legacy", Duration::from_secs(5)).await;
+    println!("renamed file applied after {took:?}");
+    std::fs::write(&file.0, config(100, "both", false)).unwrap();
+    until_style(&app, "both", Duration::from_secs(5)).await;
+
     // A broken file is refused (logged) and the settings stay; fixing it applies.
     std::fs::write(&file.0, "headers = \"draft11\"\n[[rules]\n").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -316,3 +316,34 @@ async fn a_get_rule_covers_head_which_runs_the_same_handler() {
     let post = post("/report").send(&app).await;
     assert!(!post.has_rate_limit_headers(), "{post:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_get_exactly_the_capacity() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(
+        &server,
+        r#"
+        [[rules]]
+        name = "api"
+        path = "/api/**"
+        limits = [{ name = "burst", algorithm = "token_bucket", capacity = 50, refill_tokens = 1, refill_ms = 3600000 }]
+        "#,
+    );
+    // 200 at once through clones of the app (as a server's connections are): one
+    // budget in Redis, not one per clone.
+    let requests: Vec<_> = (0..200)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { get("/api/x").send(&app).await.status.as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ok, refused), (50, 150));
+}
