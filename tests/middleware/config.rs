@@ -247,6 +247,10 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
         ("key_prefix", format!("key_prefix = \"\"\n{VALID}")),
         ("default.limits", format!("{VALID}\n[default]\nname = \"rest\"\n")),
         (
+            "default.name",
+            format!("{VALID}\n[default]\nname = \"login\"\nlimits = [{{ algorithm = \"fixed\", limit = 9, window_ms = 1000 }}]\n"),
+        ),
+        (
             "default.limits[0].limit",
             format!("{VALID}\n[default]\nname = \"rest\"\nlimits = [{{ algorithm = \"fixed\", window_ms = 1000 }}]\n"),
         ),

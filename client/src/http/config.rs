@@ -296,6 +296,10 @@ impl Config {
         let default = match &self.default {
             Some(rule) => {
                 let mut compiled = compile_rule("default", rule, failure)?;
+                // Its name keys its counters and metrics, like any rule's.
+                if rules.iter().any(|r: &Rule| r.name == compiled.name) {
+                    return Err(error("default.name", "is used by another rule"));
+                }
                 compiled.path = None;
                 compiled.methods.clear();
                 Some(compiled)
