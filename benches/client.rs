@@ -25,10 +25,12 @@
 //! Keys are drawn at random from 100,000 per workload. The workloads run interleaved
 //! (INCR, raw, client, memory, INCR, ...) for several rounds; a row's ratio is its rate
 //! divided by the INCR rate of the same round and task count, and the table gives the
-//! medians over the rounds. The limiter answers errors instead of a failure policy
-//! (`FailurePolicy::Error`) with a 1 s timeout, so that a slow moment can never be
-//! counted as a fast fallback decision; errors and non-server decisions are counted and
-//! printed.
+//! medians over the rounds, and the median over the rounds of each measurement's p50
+//! and p99 latency per operation (whole microseconds, the task's scheduling included;
+//! timing adds two clock reads per operation, which only the memory rows notice). The
+//! limiter answers errors instead of a failure policy (`FailurePolicy::Error`) with a
+//! 1 s timeout, so that a slow moment can never be counted as a fast fallback decision;
+//! errors and non-server decisions are counted and printed.
 //!
 //! Short measurements, many rounds: on a shared machine a stall then spoils one short
 //! sample of one workload, which the median discards, rather than a long one.
@@ -98,6 +100,8 @@ struct Bench {
 #[derive(Default)]
 struct Count {
     ops: u64,
+    /// Microseconds each operation took, for the percentiles.
+    latencies_us: Vec<u32>,
     allowed: u64,
     errors: u64,
     not_from_server: u64,
@@ -107,6 +111,7 @@ struct Count {
 impl Count {
     fn add(&mut self, other: Self) {
         self.ops += other.ops;
+        self.latencies_us.extend(other.latencies_us);
         self.allowed += other.allowed;
         self.errors += other.errors;
         self.not_from_server += other.not_from_server;
@@ -130,6 +135,7 @@ impl Bench {
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let key = &keys[(rng % keys.len() as u64) as usize];
+            let sent = Instant::now();
             let result: Result<Option<bool>, String> = match workload {
                 Workload::Incr => redis::cmd("INCR")
                     .arg(key)
@@ -171,6 +177,9 @@ impl Bench {
             match result {
                 Ok(allowed) => {
                     count.ops += 1;
+                    count
+                        .latencies_us
+                        .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                     count.allowed += u64::from(allowed == Some(true));
                 }
                 Err(error) => {
@@ -202,6 +211,8 @@ impl Bench {
             rate: total.ops as f64 / elapsed,
             allowed: (workload != Workload::Incr)
                 .then(|| total.allowed as f64 / (total.ops.max(1)) as f64),
+            p50_us: percentile(&mut total.latencies_us, 0.50),
+            p99_us: percentile(&mut total.latencies_us, 0.99),
             count: total,
         }
     }
@@ -210,6 +221,8 @@ impl Bench {
 /// One measurement.
 struct Sample {
     rate: f64,
+    p50_us: f64,
+    p99_us: f64,
     allowed: Option<f64>,
     count: Count,
 }
@@ -262,9 +275,9 @@ fn main() {
     }
     println!("- load average at end: {}\n", load_average());
     println!(
-        "| server | workload | tasks | decisions/s (median) | ratio to INCR (median) | ratio min–max | allowed | errors |"
+        "| server | workload | tasks | decisions/s (median) | ratio to INCR (median) | ratio min–max | p50 µs | p99 µs | allowed | errors |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for table in &tables {
         for row in table {
             println!("{row}");
@@ -368,10 +381,12 @@ async fn bench_server(
                 errors.to_string()
             };
             rows.push(format!(
-                "| {version} | {} | {tasks} | {:.0} | {:.2}× | {low:.2}–{high:.2} | {allowed} | {errors} |",
+                "| {version} | {} | {tasks} | {:.0} | {:.2}× | {low:.2}–{high:.2} | {:.0} | {:.0} | {allowed} | {errors} |",
                 workload.label(),
                 median(&rates),
                 median(&ratios),
+                median(&mine.iter().map(|s| s.p50_us).collect::<Vec<_>>()),
+                median(&mine.iter().map(|s| s.p99_us).collect::<Vec<_>>()),
             ));
         }
     }
@@ -386,6 +401,16 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
             .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
         Err(_) => default,
     }
+}
+
+/// The `q` quantile of `values` (sorted in place), in microseconds.
+fn percentile(values: &mut [u32], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_unstable();
+    let index = ((values.len() - 1) as f64 * q).round() as usize;
+    f64::from(values[index])
 }
 
 fn median(values: &[f64]) -> f64 {
