@@ -14,6 +14,8 @@ mod support;
 mod all;
 #[path = "client/breaker.rs"]
 mod breaker;
+#[path = "client/cluster.rs"]
+mod cluster;
 #[path = "client/decisions.rs"]
 mod decisions;
 #[path = "client/deny_cache.rs"]
