@@ -15,8 +15,10 @@
 //! Every variant is the same router, served by `axum::serve` with
 //! `into_make_service_with_connect_info::<SocketAddr>()` on its own loopback port, all in
 //! one Tokio runtime. The limits are high enough that nothing is denied: the figures are
-//! the cost of deciding, not of refusing. The bench checks that every answer was a 200
-//! and that the Redis variants had no backend error (no decision made by the fallback).
+//! the cost of deciding, not of refusing. The bench checks that every answer was a 200,
+//! and counts the decisions the Redis variants left to the in-memory fallback (backend
+//! errors; the limiter's timeout is 1 s here, not the default 50 ms, so that a stall of
+//! the shared machine does not turn a run into a measure of the fallback).
 //!
 //! The load generator runs in the same process on its own runtime: `connections`
 //! keep-alive HTTP/1.1 connections over raw `TcpStream`s, each sending one `GET` at a
@@ -26,7 +28,14 @@
 //! round, and the table reports medians over the rounds. The app, the generator and
 //! redis-server share the machine's cores: a limiter's CPU is taken from the app.
 //!
-//! Environment: `REDLIMIT_BENCH_ROUNDS` (default 5), `REDLIMIT_BENCH_SECONDS` (per
+//! Throughput on a shared machine moves with whatever else runs. So the bench also
+//! reads the CPU time (user + system, `/proc/<pid>/stat`) that this process (app and
+//! generator) and redis-server spent per request during each run. "CPU × no limiter"
+//! is the unlimited app's CPU per request over the variant's, in the same round: the
+//! throughput ratio to expect when the CPU is the bottleneck, and far less sensitive to
+//! other processes than the measured rate.
+//!
+//! Environment: `REDLIMIT_BENCH_ROUNDS` (default 7), `REDLIMIT_BENCH_SECONDS` (per
 //! variant and round, default 3), `REDLIMIT_BENCH_CONNECTIONS` (default 32),
 //! `REDLIMIT_BENCH_APP_THREADS` (Tokio workers of the app, default the number of CPUs),
 //! `REDLIMIT_BENCH_CLIENT_THREADS` (of the generator, default 1),
@@ -52,6 +61,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Barrier;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
+
+/// The limiter's timeout for Redis in the bench.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One rule on `/api/hello`, a token bucket no benchmark can empty.
 const ONE_RULE: &str = r#"
@@ -124,23 +136,26 @@ fn main() {
             seconds: 1,
             ..settings.clone()
         };
-        client_runtime.block_on(load(variant, &warm));
+        client_runtime.block_on(load(variant, &warm, server.pid()));
     }
 
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); variants.len()];
     for round in 1..=settings.rounds {
         for (variant, runs) in variants.iter().zip(&mut runs) {
-            let run = client_runtime.block_on(load(variant, &settings));
+            let run = client_runtime.block_on(load(variant, &settings, server.pid()));
             eprintln!(
-                "round {round}: {:<44} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs{}",
+                "round {round}: {:<44} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  CPU {:>5.1} \
+                 µs/req (redis-server {:.1}){}",
                 variant.name,
                 run.rate,
                 run.p50_us,
                 run.p99_us,
+                run.cpu_us_per_request,
+                run.redis_cpu_us_per_request,
                 match (run.not_ok, run.backend_errors) {
                     (0, 0) => String::new(),
                     (not_ok, errors) =>
-                        format!("  ({not_ok} answers not 200, {errors} backend errors so far)"),
+                        format!("  ({not_ok} answers not 200, {errors} decisions by the fallback)"),
                 }
             );
             runs.push(run);
@@ -174,7 +189,7 @@ impl Settings {
             })
         };
         Settings {
-            rounds: number("REDLIMIT_BENCH_ROUNDS", 5).max(1),
+            rounds: number("REDLIMIT_BENCH_ROUNDS", 7).max(1),
             seconds: number("REDLIMIT_BENCH_SECONDS", 3).max(1) as u64,
             connections: number("REDLIMIT_BENCH_CONNECTIONS", 32).max(1),
             app_threads: number("REDLIMIT_BENCH_APP_THREADS", cpus()).max(1),
@@ -212,6 +227,13 @@ struct Variant {
 }
 
 impl Variant {
+    /// The layer's backend errors so far (a cumulative counter).
+    fn backend_errors(&self) -> u64 {
+        self.metrics.as_ref().map_or(0, |metrics| {
+            counter(&metrics.render(), "redlimit_http_backend_errors_total")
+        })
+    }
+
     /// Whether `only` (`b,d`) names this variant; the baseline (a) always runs.
     fn selected(&self, only: Option<&str>) -> bool {
         let label = self
@@ -250,6 +272,10 @@ fn redlimit_layer(limiter: RateLimiter, config: &str) -> RateLimitLayer {
 async fn start_variants(server: &Server) -> Vec<Variant> {
     let redis = || {
         RateLimiter::builder(Backend::redis(&server.url()).expect("a Redis URL"))
+            // Not the default 50 ms: on this shared machine a scheduling stall of 50 ms
+            // opens the circuit breaker, and a second of decisions goes to the in-memory
+            // fallback; that would measure the fallback, not Redis.
+            .timeout(REDIS_TIMEOUT)
             .build()
             .expect("a limiter")
     };
@@ -304,9 +330,13 @@ struct Run {
     p50_us: u64,
     p99_us: u64,
     not_ok: u64,
-    /// The layer's backend errors so far (a cumulative counter): decisions made by the
-    /// failure policy, not by Redis.
+    /// The layer's backend errors in this run: decisions made by the failure policy
+    /// (here the in-memory fallback), not by Redis.
     backend_errors: u64,
+    /// CPU time of this process (app and generator) and of redis-server per request.
+    cpu_us_per_request: f64,
+    /// Of which redis-server's.
+    redis_cpu_us_per_request: f64,
 }
 
 /// What one connection did.
@@ -317,7 +347,8 @@ struct ConnectionRun {
     finished: Option<Instant>,
 }
 
-async fn load(variant: &Variant, settings: &Settings) -> Run {
+async fn load(variant: &Variant, settings: &Settings, redis_pid: u32) -> Run {
+    let errors_before = variant.backend_errors();
     let barrier = Arc::new(Barrier::new(settings.connections + 1));
     let duration = Duration::from_secs(settings.seconds);
     let mut tasks = Vec::with_capacity(settings.connections);
@@ -334,6 +365,7 @@ async fn load(variant: &Variant, settings: &Settings) -> Run {
     }
     barrier.wait().await;
     let started = Instant::now();
+    let (own_before, redis_before) = (cpu_ticks(None), cpu_ticks(Some(redis_pid)));
     let mut latencies = Vec::new();
     let mut not_ok = 0;
     let mut finished = started;
@@ -343,12 +375,14 @@ async fn load(variant: &Variant, settings: &Settings) -> Run {
         not_ok += run.not_ok;
         finished = finished.max(run.finished.unwrap_or(started));
     }
+    let redis_ticks = cpu_ticks(Some(redis_pid)) - redis_before;
+    let cpu_ticks_used = cpu_ticks(None) - own_before + redis_ticks;
     latencies.sort_unstable();
     let percentile = |p: f64| {
         let index = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
         latencies.get(index).map_or(0, |ns| ns / 1_000)
     };
-    let backend_errors = variant.metrics.as_ref().map_or(0, |metrics| {
+    if let Some(metrics) = &variant.metrics {
         let text = metrics.render();
         assert_eq!(
             counter(&text, "redlimit_http_denied_total"),
@@ -356,15 +390,43 @@ async fn load(variant: &Variant, settings: &Settings) -> Run {
             "{}: requests were denied:\n{text}",
             variant.name
         );
-        counter(&text, "redlimit_http_backend_errors_total")
-    });
+    }
+    let backend_errors = variant.backend_errors() - errors_before;
     Run {
         rate: latencies.len() as f64 / (finished - started).as_secs_f64(),
+        cpu_us_per_request: cpu_ticks_used as f64 * MICROS_PER_TICK / latencies.len() as f64,
+        redis_cpu_us_per_request: redis_ticks as f64 * MICROS_PER_TICK / latencies.len() as f64,
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
         not_ok,
         backend_errors,
     }
+}
+
+/// Microseconds per clock tick of `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux).
+const MICROS_PER_TICK: f64 = 10_000.0;
+
+/// User and system CPU time of a process (all its threads), in clock ticks: this
+/// process, or `pid`.
+fn cpu_ticks(pid: Option<u32>) -> u64 {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |pid| format!("/proc/{pid}/stat"),
+    );
+    let Ok(stat) = std::fs::read_to_string(&path) else {
+        return 0;
+    };
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
 }
 
 /// The value of the rule `hello`'s counter `name` in a Prometheus text exposition.
@@ -456,8 +518,11 @@ fn median(values: &mut [f64]) -> f64 {
 fn print_table(variants: &[Variant], runs: &[Vec<Run>]) {
     let baseline = &runs[0];
     println!();
-    println!("| variant | req/s | × no limiter | p50 µs | p99 µs |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| variant | req/s | × no limiter | p50 µs | p99 µs | CPU µs/req | of which \
+         redis-server | CPU × no limiter | by fallback |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (variant, runs) in variants.iter().zip(runs) {
         let mut rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
         let mut ratios: Vec<f64> = runs
@@ -467,25 +532,39 @@ fn print_table(variants: &[Variant], runs: &[Vec<Run>]) {
             .collect();
         let mut p50: Vec<f64> = runs.iter().map(|r| r.p50_us as f64).collect();
         let mut p99: Vec<f64> = runs.iter().map(|r| r.p99_us as f64).collect();
+        let by_fallback: u64 = runs.iter().map(|r| r.backend_errors).sum();
+        let mut cpu: Vec<f64> = runs.iter().map(|r| r.cpu_us_per_request).collect();
+        let mut redis_cpu: Vec<f64> = runs.iter().map(|r| r.redis_cpu_us_per_request).collect();
+        // The throughput the CPU allows, relative to the unlimited app: CPU per request
+        // of the unlimited app over this variant's, in the same round.
+        let mut cpu_ratios: Vec<f64> = runs
+            .iter()
+            .zip(baseline)
+            .map(|(run, base)| base.cpu_us_per_request / run.cpu_us_per_request)
+            .collect();
         println!(
-            "| {} | {:.0} | {:.2}× | {:.0} | {:.0} |",
+            "| {} | {:.0} | {:.2}× | {:.0} | {:.0} | {:.1} | {:.1} | {:.2}× | {} |",
             variant.name.trim(),
             median(&mut rates),
             median(&mut ratios),
             median(&mut p50),
             median(&mut p99),
+            median(&mut cpu),
+            median(&mut redis_cpu),
+            median(&mut cpu_ratios),
+            if variant.metrics.is_some() {
+                by_fallback.to_string()
+            } else {
+                "–".to_owned()
+            },
         );
     }
     let not_ok: u64 = runs.iter().flatten().map(|r| r.not_ok).sum();
-    let backend_errors: u64 = runs
-        .iter()
-        .filter_map(|runs| runs.last())
-        .map(|r| r.backend_errors)
-        .sum();
+    let backend_errors: u64 = runs.iter().flatten().map(|r| r.backend_errors).sum();
     println!();
     println!(
         "Medians over {} rounds; answers other than 200: {not_ok}; decisions left to the \
-         failure policy (backend errors, warm-up included): {backend_errors}.",
+         failure policy (backend errors, measured runs): {backend_errors}.",
         baseline.len()
     );
 }
