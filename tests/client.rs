@@ -34,6 +34,8 @@ mod outage;
 mod outage_operations;
 #[path = "client/reconnect.rs"]
 mod reconnect;
+#[path = "client/refusing.rs"]
+mod refusing;
 #[path = "client/reset.rs"]
 mod reset;
 #[path = "client/settings.rs"]
