@@ -251,6 +251,13 @@ async fn a_cost_function_prices_each_request() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.header("retry-after"), None, "{r:?}");
     assert_eq!(r.json()["retry-after"], serde_json::Value::Null);
+    // Beyond what any limit can count (2^62): still refused, never served unlimited
+    // (the cost may come from the client, as here).
+    for huge in ["4611686018427387905", "18446744073709551615"] {
+        let r = items(huge).send(&app).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{huge}: {r:?}");
+        assert_eq!(r.header("retry-after"), None, "{huge}: {r:?}");
+    }
     let r = items("4").send(&app).await;
     assert_eq!((r.status.as_u16(), r.remaining("units")), (200, 0));
     // Another rule: the function says None, the rule's cost (1) applies.

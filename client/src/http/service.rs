@@ -269,11 +269,15 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts) -> Plan {
     if limits.is_empty() {
         return Plan::Pass;
     }
+    // No limit counts beyond 2^62: a larger cost (perhaps read from the request) can
+    // never be allowed, and the server refuses it as such; sent as is, the client
+    // would reject the argument and the request would be served unlimited.
     let cost = shared
         .cost
         .as_ref()
         .and_then(|cost| cost(parts, &rule.name))
-        .unwrap_or(rule.cost);
+        .unwrap_or(rule.cost)
+        .min(redlimit_core::MAX_COUNT);
     let keys = limits
         .iter()
         .map(|limit| redis_key(&settings.prefix, &rule.name, &identity, &limit.name))
