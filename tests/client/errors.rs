@@ -149,3 +149,54 @@ async fn a_server_without_the_module_is_module_not_loaded() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_refused_permission_is_an_error_under_every_failure_policy() {
+    each_case(|case: Case| async move {
+        let con = &mut case.raw();
+        let user = format!("app-{}", case.protocol.name());
+        let _: () = crate::support::command(&[
+            "ACL",
+            "SETUSER",
+            &user,
+            "on",
+            ">secret",
+            "~*",
+            "+@all",
+            "-rl.tokenbucket",
+        ])
+        .query(con)
+        .unwrap();
+        let url = case
+            .url()
+            .replace("redis://", &format!("redis://{user}:secret@"));
+        let bucket = Policy::token_bucket(5, 1, 1_000).unwrap();
+        for failure in POLICIES {
+            let limiter = RateLimiter::builder(Backend::redis(&url).unwrap())
+                .timeout(Duration::from_secs(5))
+                .on_failure(failure)
+                .circuit_breaker(1, Duration::from_secs(60))
+                .build()
+                .unwrap();
+            for _ in 0..2 {
+                let error = limiter.check("k", &bucket).await.unwrap_err();
+                assert_eq!(
+                    error.kind(),
+                    redlimit::ErrorKind::Server,
+                    "{} {failure:?}: {error}",
+                    case.name()
+                );
+                assert!(!error.is_unavailable(), "{}: {error}", case.name());
+            }
+            let fixed = Policy::fixed(5, 1_000).unwrap();
+            let allowed = limiter.check("k2", &fixed).await.unwrap();
+            assert_eq!(
+                allowed.source,
+                Source::Server,
+                "{} {failure:?}",
+                case.name()
+            );
+        }
+    })
+    .await;
+}

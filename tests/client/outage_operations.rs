@@ -10,9 +10,18 @@ use redlimit::{Concurrency, FailurePolicy, Policy, Source};
 use std::time::Duration;
 
 #[tokio::test]
-async fn every_operation_answers_while_the_server_is_down() {
+async fn every_operation_answers_while_the_server_is_killed() {
+    every_operation_answers(Fault::Kill).await;
+}
+
+#[tokio::test]
+async fn every_operation_answers_while_the_server_hangs() {
+    every_operation_answers(Fault::Hang).await;
+}
+
+async fn every_operation_answers(fault: Fault) {
     for binary in binaries() {
-        let mut failing = Failing::start(&binary, Fault::Kill);
+        let mut failing = Failing::start(&binary, fault);
         let all: Vec<_> = FAILURE_POLICIES
             .iter()
             .flat_map(|&failure| {
@@ -23,7 +32,7 @@ async fn every_operation_answers_while_the_server_is_down() {
             .collect();
         failing.fail();
         for (failure, protocol, limiter) in &all {
-            let name = format!("{} {} {failure:?}", binary.name(), protocol.name());
+            let name = format!("{} {} {failure:?}", failing.name(), protocol.name());
             let mut took = Vec::new();
             macro_rules! timed {
                 ($call:expr) => {{
