@@ -9,7 +9,8 @@
 //! primary. Then:
 //!
 //! - decisions come from the server again (`Source::Server`), on the new primary;
-//! - the key exhausted before the kill is still exhausted there;
+//! - the key exhausted before the kill is still exhausted there, an `RL.ALL` pair used
+//!   up before it is still used up, and a lease taken before it is still held;
 //! - every decision acknowledged before a `WAIT 1` on the old primary is counted on the
 //!   new one; the rest of the loss (decisions allowed by the old primary, not yet
 //!   replicated when it died) is measured and printed, with the time from the kill to
@@ -169,6 +170,63 @@ async fn exhaust(limiter: &RateLimiter, key: &str, who: &str) {
     );
 }
 
+/// An `RL.ALL` pair (a one-request sliding window and a token bucket; no epoch-aligned
+/// window, which could end during a test) used up, and the only lease of a key taken.
+fn window_pair() -> [(&'static str, Policy); 2] {
+    [
+        ("{sentinel}:minute", Policy::sliding(1, 3_600_000).unwrap()),
+        (
+            "{sentinel}:bucket",
+            Policy::token_bucket(100, 1, 3_600_000).unwrap(),
+        ),
+    ]
+}
+
+fn one_slot() -> redlimit::Concurrency {
+    redlimit::Concurrency::new(1, 3_600_000).unwrap()
+}
+
+async fn hold_other_kinds(limiter: &RateLimiter, who: &str) {
+    let all = limiter.check_all(&window_pair(), 1).await.unwrap();
+    assert!(
+        all.allowed && all.source == Source::Server,
+        "{who}: {all:?}"
+    );
+    let lease = limiter
+        .acquire("{sentinel}:slots", &one_slot(), "job-1")
+        .await
+        .unwrap();
+    assert!(
+        lease.allowed && lease.source == Source::Server,
+        "{who}: {lease:?}"
+    );
+}
+
+/// On the new primary: the window pair is still used up, the lease still held.
+async fn other_kinds_still_held(limiter: &RateLimiter, who: &str) {
+    let all = limiter.check_all(&window_pair(), 1).await.unwrap();
+    assert_eq!(
+        (all.allowed, all.source, all.decisions[1].remaining),
+        // Each key's reply is as if it alone decided: the bucket's one token spent, and
+        // this request's.
+        (false, Source::Server, 98),
+        "{who}: the RL.ALL pair after the failover: {all:?}"
+    );
+    let lease = limiter
+        .acquire("{sentinel}:slots", &one_slot(), "job-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        (lease.allowed, lease.source),
+        (false, Source::Server),
+        "{who}: the lease taken before the failover: {lease:?}"
+    );
+    assert!(
+        limiter.release("{sentinel}:slots", "job-1").await.unwrap(),
+        "{who}: job-1's lease survived"
+    );
+}
+
 /// One decision of the load task.
 #[derive(Clone, Copy, Debug)]
 struct Record {
@@ -245,6 +303,7 @@ fn failover_under_load(flavor: Flavor) {
 
     // Before the kill: a key exhausted, replicated for sure.
     rt.block_on(exhaust(&limiter, "{sentinel}:exhausted", who));
+    rt.block_on(hold_other_kinds(&limiter, who));
     let mut old = group.server(old_port).connection();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -301,6 +360,7 @@ fn failover_under_load(flavor: Flavor) {
         (false, 0, Source::Server),
         "{who}: the key exhausted before the failover: {denied:?}"
     );
+    rt.block_on(other_kinds_still_held(&limiter, who));
     let mut new = group.server(new_port).connection();
     let report = status(&mut new, "{sentinel}:exhausted").expect("the key is on the new primary");
     assert_eq!(
