@@ -28,7 +28,7 @@
 mod acl;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::sentinel::{SentinelClient, SentinelServerType};
@@ -236,20 +236,47 @@ struct Record {
     source: Source,
 }
 
-/// Decides on `key` once per [`LOAD_PACE`] until `stop` (or [`LOAD_LIMIT`]).
-async fn load(limiter: RateLimiter, key: &'static str, stop: Arc<AtomicBool>) -> Vec<Record> {
+/// Stops the load task, and counts its decisions answered by a server.
+#[derive(Clone, Debug, Default)]
+struct LoadControl {
+    stop: Arc<AtomicBool>,
+    by_server: Arc<AtomicUsize>,
+}
+
+impl LoadControl {
+    /// Lets the load task make `more` decisions answered by a server from now on (a
+    /// bounded wait), then stops it.
+    fn stop_after(&self, more: usize, who: &str) {
+        let from = self.by_server.load(Ordering::Relaxed);
+        let deadline = Instant::now() + FOLLOW_TIMEOUT;
+        while self.by_server.load(Ordering::Relaxed) < from + more {
+            assert!(
+                Instant::now() < deadline,
+                "{who}: the load task got no server decision within {FOLLOW_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Decides on `key` once per [`LOAD_PACE`] until stopped (or [`LOAD_LIMIT`]).
+async fn load(limiter: RateLimiter, key: &'static str, control: LoadControl) -> Vec<Record> {
     let policy = load_policy();
     let mut records = Vec::new();
     let mut pace = tokio::time::interval(LOAD_PACE);
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let limit = Instant::now() + LOAD_LIMIT;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < limit {
+    while !control.stop.load(Ordering::Relaxed) && Instant::now() < limit {
         pace.tick().await;
         let started = Instant::now();
         let decision: Decision = limiter
             .check(key, &policy)
             .await
             .expect("the fallback answers when the server cannot");
+        if decision.source == Source::Server {
+            control.by_server.fetch_add(1, Ordering::Relaxed);
+        }
         records.push(Record {
             started,
             finished: Instant::now(),
@@ -306,8 +333,8 @@ fn failover_under_load(flavor: Flavor) {
     rt.block_on(hold_other_kinds(&limiter, who));
     let mut old = group.server(old_port).connection();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let task = rt.spawn(load(limiter.clone(), "{sentinel}:load", stop.clone()));
+    let control = LoadControl::default();
+    let task = rt.spawn(load(limiter.clone(), "{sentinel}:load", control.clone()));
     std::thread::sleep(LOAD_BEFORE_KILL);
     // Everything acknowledged before WAIT returns is on the replica.
     let wait_started = Instant::now();
@@ -326,8 +353,8 @@ fn failover_under_load(flavor: Flavor) {
     let kill_to_sentinels = killed_at.elapsed();
     assert_eq!(new_port, replica_port, "{who}: the replica is promoted");
 
-    // The load task goes on until the new primary has answered one of its decisions
-    // (one started after the old primary was dead), and a little longer.
+    // The client reaches the new primary (a probe on another key), then the load task
+    // makes a few more decisions there.
     let follow_deadline = Instant::now() + FOLLOW_TIMEOUT;
     let decided_on_new = rt.block_on(async {
         loop {
@@ -347,8 +374,8 @@ fn failover_under_load(flavor: Flavor) {
          the sentinels named it\n{}",
         group.logs()
     );
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
+    // A few more of the load task's decisions on the new primary.
+    control.stop_after(20, who);
     let records = rt.block_on(task).expect("the load task ends");
 
     // The exhausted key is still exhausted, on the new primary.
@@ -476,8 +503,8 @@ fn switchover_with(flavor: Flavor, server_args: &[&str]) {
     let old_port = group.primary_port();
 
     rt.block_on(exhaust(&limiter, "{switch}:exhausted", who));
-    let stop = Arc::new(AtomicBool::new(false));
-    let task = rt.spawn(load(limiter.clone(), "{switch}:load", stop.clone()));
+    let control = LoadControl::default();
+    let task = rt.spawn(load(limiter.clone(), "{switch}:load", control.clone()));
     std::thread::sleep(LOAD_BEFORE_KILL);
     let mut old = group.server(old_port).connection();
     let wait_started = Instant::now();
@@ -520,8 +547,8 @@ fn switchover_with(flavor: Flavor, server_args: &[&str]) {
         }
     });
     assert!(followed, "{who}: the client did not reach the new primary");
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
+    // A few more of the load task's decisions on the new primary.
+    control.stop_after(20, who);
     let records = rt.block_on(task).expect("the load task ends");
 
     let mut new = group.server(new_port).connection();
