@@ -1,7 +1,9 @@
 //! HTTP benchmark: requests per second and p50/p99 latency of one small axum app
 //! (`GET /api/hello` answering `hello`) without a limiter, behind `RateLimitLayer`
 //! against a local redis-server with the module, behind `RateLimitLayer` with the
-//! in-memory backend, and behind `tower_governor` (in-process) as a reference.
+//! in-memory backend, behind `tower_governor` (in-process) as a reference, and behind a
+//! bare `INCR` per request through redis-rs (the floor of any limiter that asks Redis
+//! once per request).
 //!
 //! ```text
 //! cargo bench --bench http
@@ -52,7 +54,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
+use redis::aio::MultiplexedConnection;
 use redlimit::http::{Config, Metrics, RateLimitLayer};
 use redlimit::{Backend, RateLimiter};
 use redlimit_test_support::{Server, ServerBuilder, available_servers, repo_root};
@@ -320,7 +326,41 @@ async fn start_variants(server: &Server) -> Vec<Variant> {
             addr: serve(app().layer(in_memory)).await,
             forwarded_for: false,
         },
+        Variant {
+            name: "(e) reference: one INCR per request",
+            addr: serve(app().layer(axum::middleware::from_fn_with_state(
+                incr_connection(server).await,
+                incr_then_serve,
+            )))
+            .await,
+            forwarded_for: false,
+            metrics: None,
+        },
     ]
+}
+
+/// A multiplexed redis-rs connection to `server`, as the limiter's own.
+async fn incr_connection(server: &Server) -> MultiplexedConnection {
+    redis::Client::open(server.url())
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a connection to Redis")
+}
+
+/// The floor of any limiter that asks Redis once per request: one `INCR` on one
+/// multiplexed connection, nothing else (no script, no module, no headers).
+async fn incr_then_serve(
+    State(mut connection): State<MultiplexedConnection>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let _: i64 = redis::cmd("INCR")
+        .arg("bench:incr")
+        .query_async(&mut connection)
+        .await
+        .expect("INCR");
+    next.run(request).await
 }
 
 /// What one variant did in one round.
