@@ -77,6 +77,7 @@ limits = [{ name = "burst", algorithm = "token_bucket", capacity = 10, refill_to
 
 #[tokio::test]
 async fn a_toml_file_with_environment_overrides() {
+    let _environment = crate::support::ENVIRONMENT.lock().await;
     let Some(server) = crate::support::server() else {
         return;
     };
@@ -285,6 +286,7 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
 
 #[tokio::test]
 async fn the_example_configuration_limits_as_the_issue_says() {
+    let _environment = crate::support::ENVIRONMENT.lock().await;
     let Some(server) = crate::support::server() else {
         return;
     };

@@ -87,6 +87,7 @@ async fn replacing_the_settings_keeps_the_counters() {
 
 #[tokio::test]
 async fn reloading_a_file_keeps_the_counters_and_a_bad_file_changes_nothing() {
+    let _environment = crate::support::ENVIRONMENT.lock().await;
     let Some(server) = crate::support::server() else {
         return;
     };
@@ -136,6 +137,7 @@ async fn until_style(app: &axum::Router, wanted: &str, within: Duration) -> Dura
 
 #[tokio::test]
 async fn watching_a_file_applies_each_change() {
+    let _environment = crate::support::ENVIRONMENT.lock().await;
     let Some(server) = crate::support::server() else {
         return;
     };
@@ -190,6 +192,7 @@ fn set_modified(path: &std::path::Path, time: SystemTime) {
 
 #[tokio::test]
 async fn sighup_reloads_at_once() {
+    let _environment = crate::support::ENVIRONMENT.lock().await;
     let Some(server) = crate::support::server() else {
         return;
     };
@@ -226,6 +229,7 @@ async fn sighup_reloads_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_during_repeated_reloads_are_all_answered() {
+    let _environment = crate::support::ENVIRONMENT.lock().await;
     let Some(server) = crate::support::server() else {
         return;
     };

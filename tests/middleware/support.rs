@@ -17,6 +17,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tower::ServiceExt;
 
+/// Held by the test that sets `REDLIMIT__*` variables and by the tests that read the
+/// environment through `Config::load`, so that under `cargo test` (one process, many
+/// threads) they do not see each other's variables. (nextest runs each test in its own
+/// process.)
+pub static ENVIRONMENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The server binary most tests use: Redis 8.2 if installed, else the first found.
 pub fn binary() -> Option<ServerBinary> {
     let found = available_servers();
