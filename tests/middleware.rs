@@ -1,11 +1,11 @@
 //! End-to-end tests of the tower/axum middleware (`redlimit::http`) against a real
 //! server with the module: an axum app driven in-process with `oneshot` (any peer
 //! address through `ConnectInfo`) and over real TCP. Key extraction, rules, exemptions,
-//! responses and headers, failure policies with the server killed under load, shadow
-//! mode, configuration, hot reload and metrics.
+//! responses and headers, failure policies with the server killed or hung under load,
+//! shadow mode, configuration, hot reload and metrics.
 //!
 //! Build the module first (`cargo build -p redlimit-module`). Most tests use one server
-//! (Redis 8.2 when installed); the failure-policy test runs on every server found.
+//! (Redis 8.2 when installed); the failure-policy tests run on every server found.
 //! Timings are printed, and asserted only with generous bounds.
 
 #[path = "middleware/support.rs"]

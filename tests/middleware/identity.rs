@@ -54,6 +54,22 @@ async fn each_peer_ip_has_its_own_limit_whatever_its_port() {
 }
 
 #[tokio::test]
+async fn a_bare_socket_address_extension_is_a_peer_too() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    // Outside axum (a plain hyper or tower stack), the peer may be a `SocketAddr`.
+    let app = app_for(&server, &by_ip(3, ""));
+    let mut request = get("/api/x").without_peer().request();
+    request
+        .extensions_mut()
+        .insert(crate::support::peer("198.51.100.60"));
+    let reply = crate::support::send(&app, request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(spent(&server, 3, "198.51.100.60"), 1);
+}
+
+#[tokio::test]
 async fn without_connect_info_a_limited_route_answers_500_and_logs_one_error() {
     let Some(server) = crate::support::server() else {
         return;
