@@ -20,6 +20,7 @@ use std::fs::{self, File};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -140,6 +141,8 @@ struct SentinelProcess {
     child: Child,
     port: u16,
     dir: TempDir,
+    /// Frozen by SIGSTOP: asked nothing until resumed.
+    paused: AtomicBool,
 }
 
 impl SentinelProcess {
@@ -189,7 +192,12 @@ impl SentinelProcess {
                         settings.binary.path.display()
                     )
                 });
-            let mut sentinel = SentinelProcess { child, port, dir };
+            let mut sentinel = SentinelProcess {
+                child,
+                port,
+                dir,
+                paused: AtomicBool::new(false),
+            };
             match sentinel.wait_until_ready() {
                 Ok(()) => return sentinel,
                 // Another process took the port: the next attempt takes another.
@@ -340,14 +348,14 @@ impl SentinelGroup {
             .unwrap_or_else(|| panic!("no running server on port {port}: {self:?}"))
     }
 
-    /// The port of the primary, as the first sentinel that answers names it.
+    /// The port of the primary, as the first sentinel that answers names it (paused
+    /// ones are not asked).
     ///
     /// # Panics
     ///
     /// If no sentinel answers.
     pub fn primary_port(&self) -> u16 {
-        self.sentinels
-            .iter()
+        self.answering()
             .find_map(SentinelProcess::primary_port)
             .unwrap_or_else(|| panic!("no sentinel names a primary: {self:?}"))
     }
@@ -371,8 +379,8 @@ impl SentinelGroup {
         port
     }
 
-    /// Waits until every sentinel names a primary other than `old_port` and that server
-    /// answers `ROLE` as a master; returns its port.
+    /// Waits until every sentinel (but the paused ones) names a primary other than
+    /// `old_port` and that server says it is a master; returns its port.
     ///
     /// # Panics
     ///
@@ -381,8 +389,7 @@ impl SentinelGroup {
         let deadline = Instant::now() + FAILOVER_TIMEOUT;
         loop {
             let named: Vec<Option<u16>> = self
-                .sentinels
-                .iter()
+                .answering()
                 .map(SentinelProcess::primary_port)
                 .collect();
             if let Some(Some(new_port)) = named.first()
@@ -403,6 +410,52 @@ impl SentinelGroup {
         }
     }
 
+    /// Freezes the sentinel at `index` (in [`sentinel_urls`](Self::sentinel_urls) order)
+    /// with SIGSTOP: it keeps accepting connections (the kernel completes them) but
+    /// never answers, like a sentinel on a host that hangs.
+    /// [`resume_sentinel`](Self::resume_sentinel) undoes it; dropping the group kills it
+    /// either way.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such sentinel or the signal cannot be sent.
+    pub fn pause_sentinel(&self, index: usize) {
+        self.signal_sentinel(index, "STOP");
+    }
+
+    /// Resumes a sentinel frozen by [`pause_sentinel`](Self::pause_sentinel).
+    ///
+    /// # Panics
+    ///
+    /// If there is no such sentinel or the signal cannot be sent.
+    pub fn resume_sentinel(&self, index: usize) {
+        self.signal_sentinel(index, "CONT");
+    }
+
+    fn signal_sentinel(&self, index: usize, signal: &str) {
+        let sentinel = self
+            .sentinels
+            .get(index)
+            .unwrap_or_else(|| panic!("no sentinel #{index}: {self:?}"));
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(sentinel.child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -{signal}: {e}"));
+        assert!(
+            status.success(),
+            "kill -{signal} of sentinel #{index} failed"
+        );
+        sentinel.paused.store(signal == "STOP", Ordering::Relaxed);
+    }
+
+    /// The sentinels not paused.
+    fn answering(&self) -> impl Iterator<Item = &SentinelProcess> {
+        self.sentinels
+            .iter()
+            .filter(|s| !s.paused.load(Ordering::Relaxed))
+    }
+
     /// Asks the first sentinel to fail over now (`SENTINEL FAILOVER redlimit`), while
     /// the primary is up: a switchover. Follow with
     /// [`wait_for_failover`](Self::wait_for_failover).
@@ -411,7 +464,10 @@ impl SentinelGroup {
     ///
     /// If the sentinel refuses (for example, no replica is known to it).
     pub fn start_failover(&self) {
-        let sentinel = self.sentinels.first().expect("three sentinels");
+        let sentinel = self
+            .answering()
+            .next()
+            .unwrap_or_else(|| panic!("every sentinel is paused: {self:?}"));
         let mut con = sentinel
             .connection()
             .unwrap_or_else(|e| panic!("cannot connect to the sentinel: {e}"));
