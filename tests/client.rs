@@ -7,6 +7,9 @@
 //! Build the module first (`cargo build -p redlimit-module`). Timings are printed, and
 //! asserted only with generous bounds: the machines running this are loaded.
 
+// Shared: servers, limiters on both protocols, raw commands; failing servers.
+#[path = "client/fault.rs"]
+mod fault;
 #[path = "client/support.rs"]
 mod support;
 
@@ -22,8 +25,6 @@ mod decisions;
 mod deny_cache;
 #[path = "client/errors.rs"]
 mod errors;
-#[path = "client/fault.rs"]
-mod fault;
 #[path = "client/leases.rs"]
 mod leases;
 #[path = "client/memory.rs"]

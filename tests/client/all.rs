@@ -64,6 +64,7 @@ fn raw_all(con: &mut Connection, limits: &[(String, Policy)], cost: u64) -> (i64
 
 #[tokio::test]
 async fn check_all_counts_everywhere_or_nowhere_like_rl_all() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     each_case(|case: Case| async move {
         let limiter = case.limiter();
         let con = &mut case.raw();
@@ -104,6 +105,7 @@ async fn check_all_counts_everywhere_or_nowhere_like_rl_all() {
 
 #[tokio::test]
 async fn peek_all_and_cost_zero_change_nothing() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     each_case(|case: Case| async move {
         let limiter = case.limiter();
         let con = &mut case.raw();
@@ -141,6 +143,7 @@ async fn peek_all_and_cost_zero_change_nothing() {
 
 #[tokio::test]
 async fn check_all_refuses_no_limits_throttles_and_wrong_types() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     each_case(|case: Case| async move {
         let limiter = case.limiter();
         let con = &mut case.raw();

@@ -45,6 +45,7 @@ fn cluster_ok(con: &mut Connection) -> bool {
 
 #[tokio::test]
 async fn a_cluster_backend_routes_calls_and_refuses_cross_slot_checks() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     // Started together: each waits about 2 s before it serves.
     let servers: Vec<Server> = binaries().iter().map(one_node_cluster).collect();
     for server in &servers {

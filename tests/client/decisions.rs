@@ -19,6 +19,7 @@ fn policies() -> [(&'static str, Policy); 4] {
 
 #[tokio::test]
 async fn check_and_check_cost_answer_like_the_raw_commands() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     each_case(|case: Case| async move {
         let limiter = case.limiter();
         let con = &mut case.raw();
@@ -55,6 +56,7 @@ async fn check_and_check_cost_answer_like_the_raw_commands() {
 
 #[tokio::test]
 async fn cost_zero_and_peek_answer_without_counting() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     each_case(|case: Case| async move {
         let limiter = case.limiter();
         let con = &mut case.raw();
@@ -97,6 +99,7 @@ async fn cost_zero_and_peek_answer_without_counting() {
 
 #[tokio::test]
 async fn keys_are_bytes() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     each_case(|case: Case| async move {
         let limiter = case.limiter();
         let policy = Policy::fixed(1, 60_000).unwrap();

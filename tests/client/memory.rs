@@ -30,6 +30,7 @@ fn assert_same(memory: &Decision, server: &Decision, slack_ms: u128, context: &s
 
 #[tokio::test]
 async fn memory_and_server_give_the_same_decisions() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     each_case(|case: Case| async move {
         let server = case.limiter();
         let memory = RateLimiter::memory();
@@ -68,6 +69,7 @@ async fn memory_and_server_give_the_same_decisions() {
 
 #[tokio::test]
 async fn memory_and_server_agree_on_all_or_nothing_and_leases() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     each_case(|case: Case| async move {
         let server = case.limiter();
         let memory = RateLimiter::memory();

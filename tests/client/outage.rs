@@ -5,8 +5,8 @@
 //! exactly one call probes it, and the client is back on the server by itself.
 
 use crate::fault::{
-    BOUND, COOL_DOWN, Failing, Fault, THRESHOLD, assert_failure_answer, limiters, sleep_until,
-    timed_calls,
+    BOUND, COOL_DOWN, Failing, Fault, THRESHOLD, assert_failure_answer, from_server, limiters,
+    sleep_until, timed_calls,
 };
 use crate::support::{binaries, figures, info_count, timed};
 use redlimit::{FailurePolicy, Policy, RateLimiter, Source};
@@ -21,11 +21,10 @@ async fn outage(fault: Fault, failure: FailurePolicy) {
     for binary in binaries() {
         let mut failing = Failing::start(&binary, fault);
         let limiters = limiters(failing.server(), failure);
-        let policy = Policy::fixed(3, 3_600_000).unwrap();
+        let policy = Policy::sliding(3, 3_600_000).unwrap();
         let name = format!("{} {failure:?}", failing.name());
         for (protocol, limiter) in &limiters {
-            let up = limiter.check(format!("{protocol:?}:up"), &policy).await;
-            assert_eq!(up.unwrap().source, Source::Server, "{name} {protocol:?}");
+            from_server(limiter, &format!("{protocol:?}:up"), &policy).await;
         }
 
         failing.fail();
@@ -61,7 +60,7 @@ async fn outage(fault: Fault, failure: FailurePolicy) {
 
         failing.recover();
         let con = &mut failing.server().connection();
-        let calls = info_count(con, "redlimit_fixed_calls");
+        let calls = info_count(con, "redlimit_sliding_calls");
         for ((protocol, limiter), opened) in limiters.iter().zip(&opened) {
             // Still in the cool-down (unless the restart was slow): answered locally.
             if Instant::now() + Duration::from_millis(100) < *opened + COOL_DOWN {
@@ -72,7 +71,7 @@ async fn outage(fault: Fault, failure: FailurePolicy) {
             }
         }
         assert_eq!(
-            info_count(con, "redlimit_fixed_calls"),
+            info_count(con, "redlimit_sliding_calls"),
             calls,
             "{name}: no call while the breaker is open"
         );
@@ -83,7 +82,7 @@ async fn outage(fault: Fault, failure: FailurePolicy) {
                 limiter,
                 failure,
                 &format!("{name} {}", protocol.name()),
-                || info_count(con, "redlimit_fixed_calls"),
+                || info_count(con, "redlimit_sliding_calls"),
             )
             .await;
         }
@@ -98,7 +97,7 @@ async fn recovers(
     name: &str,
     mut server_calls: impl FnMut() -> u64,
 ) {
-    let policy = Policy::fixed(1_000, 3_600_000).unwrap();
+    let policy = Policy::sliding(1_000, 3_600_000).unwrap();
     for cool_down in 1..=5 {
         let before = server_calls();
         let racers: Vec<_> = (0..RACERS)

@@ -47,8 +47,8 @@ async fn every_operation_answers(fault: Fault) {
                 }};
             }
             let bucket = Policy::token_bucket(1, 1, 100).unwrap();
-            let one = Policy::fixed(1, 3_600_000).unwrap();
-            let five = Policy::fixed(5, 3_600_000).unwrap();
+            let one = Policy::sliding(1, 3_600_000).unwrap();
+            let five = Policy::sliding(5, 3_600_000).unwrap();
             let limits = [("{u}:one", one), ("{u}:five", five)];
             let slot = Concurrency::new(1, 60_000).unwrap();
 

@@ -15,6 +15,7 @@ async fn a_connection_closed_by_the_server_is_made_again_at_once() {
         for protocol in PROTOCOLS {
             let name = format!("{} {}", binary.name(), protocol.name());
             let limiter = builder(&protocol.url(failing.server()), FailurePolicy::Error)
+                .timeout(Duration::from_secs(2))
                 .build()
                 .unwrap();
             let policy = Policy::fixed(10, 3_600_000).unwrap();
@@ -50,7 +51,10 @@ async fn a_server_restarted_while_the_limiter_was_idle_answers_the_next_call() {
                 let url = protocol.url(failing.server());
                 (
                     protocol.name(),
-                    builder(&url, FailurePolicy::Error).build().unwrap(),
+                    builder(&url, FailurePolicy::Error)
+                        .timeout(Duration::from_secs(2))
+                        .build()
+                        .unwrap(),
                 )
             })
             .collect();

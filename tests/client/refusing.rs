@@ -15,6 +15,7 @@ async fn a_server_out_of_memory_is_unavailable_until_it_has_room() {
         for protocol in PROTOCOLS {
             let name = format!("{} {}", binary.name(), protocol.name());
             let limiter = builder(&protocol.url(failing.server()), FailurePolicy::Closed)
+                .timeout(Duration::from_secs(2))
                 .build()
                 .unwrap();
             let policy = Policy::fixed(10, 3_600_000).unwrap();
@@ -52,6 +53,7 @@ async fn a_server_busy_with_a_script_is_unavailable_until_it_is_done() {
         for protocol in PROTOCOLS {
             let name = format!("{} {}", binary.name(), protocol.name());
             let limiter = builder(&protocol.url(failing.server()), FailurePolicy::Error)
+                .timeout(Duration::from_secs(2))
                 .build()
                 .unwrap();
             let policy = Policy::fixed(10, 3_600_000).unwrap();

@@ -6,6 +6,7 @@ use redlimit::{Concurrency, Policy, Source, StoredPolicy};
 
 #[tokio::test]
 async fn status_reports_every_algorithm() {
+    crate::support::clear_of_window_end(crate::support::HOUR_MS).await;
     each_case(|case: Case| async move {
         let limiter = case.limiter();
         let con = &mut case.raw();

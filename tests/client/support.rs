@@ -263,6 +263,24 @@ pub fn exists(con: &mut Connection, key: &str) -> bool {
     cmd("EXISTS").arg(key).query::<i64>(con).unwrap() == 1
 }
 
+/// Waits, if need be, until the current epoch-aligned window of `window_ms` has at
+/// least 20 s left, so that a test counting in a fixed window never sees it end (the
+/// window of an hour ends on the hour).
+pub async fn clear_of_window_end(window_ms: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let now_ms = u64::try_from(now.as_millis()).unwrap();
+    let left = window_ms - now_ms % window_ms;
+    if left < 20_000 {
+        println!("waiting {left} ms for the next {window_ms} ms window");
+        tokio::time::sleep(Duration::from_millis(left + 10)).await;
+    }
+}
+
+/// An hour: the fixed windows of these tests.
+pub const HOUR_MS: u64 = 3_600_000;
+
 /// Measures how long `future` takes; the caller prints the figure.
 pub async fn timed<T>(future: impl std::future::Future<Output = T>) -> (T, Duration) {
     let started = Instant::now();
