@@ -21,7 +21,7 @@ async fn prometheus_text_has_every_counter_per_rule_and_the_latency_histogram() 
         name = "watched"
         path = "/watched"
         shadow = true
-        limits = [{ name = "one", algorithm = "fixed", limit = 1, window_ms = 3600000 }]
+        limits = [{ name = "one", algorithm = "sliding", limit = 1, window_ms = 3600000 }]
 
         [[rules]]
         name = "broken"

@@ -263,3 +263,48 @@ async fn policies_and_windows_of_each_algorithm_in_draft_11() {
     assert_eq!(cell.status, StatusCode::OK);
     assert_eq!(cell.quota("cell"), 5, "{cell:?}");
 }
+
+#[tokio::test]
+async fn legacy_headers_describe_the_limit_closest_to_exhaustion() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(
+        &server,
+        r#"
+        headers = "both"
+
+        [[rules]]
+        name = "api"
+        path = "/api/**"
+        limits = [
+          { name = "burst", algorithm = "token_bucket", capacity = 5, refill_tokens = 1, refill_ms = 3600000 },
+          { name = "hourly", algorithm = "sliding", limit = 3, window_ms = 3600000 },
+        ]
+        "#,
+    );
+    let first = get("/api/x").send(&app).await;
+    assert_eq!(
+        (
+            first.must("x-ratelimit-limit"),
+            first.must("x-ratelimit-remaining")
+        ),
+        ("3", "2")
+    );
+    assert_eq!(
+        (first.remaining("burst"), first.remaining("hourly")),
+        (4, 2)
+    );
+    for _ in 0..2 {
+        get("/api/x").send(&app).await;
+    }
+    let refused = get("/api/x").send(&app).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.must("x-ratelimit-remaining"), "0");
+    // Reset and Retry-After agree: the hourly window is what must pass.
+    assert_eq!(
+        refused.must("x-ratelimit-reset"),
+        refused.must("retry-after"),
+        "{refused:?}"
+    );
+}

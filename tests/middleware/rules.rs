@@ -123,7 +123,7 @@ fn two_limits(burst: u64, hourly: u64) -> String {
         path = "/api/**"
         limits = [
           {{ name = "burst", algorithm = "token_bucket", capacity = {burst}, refill_tokens = 1, refill_ms = 3600000 }},
-          {{ name = "hourly", algorithm = "fixed", limit = {hourly}, window_ms = 3600000 }},
+          {{ name = "hourly", algorithm = "sliding", limit = {hourly}, window_ms = 3600000 }},
         ]
         "#
     )
@@ -158,7 +158,7 @@ async fn several_limits_are_all_or_nothing() {
     // One round trip per request: six RL.ALL, nothing else.
     assert_eq!(calls(&server, "rl.all"), 6);
     assert_eq!(
-        calls(&server, "rl.tokenbucket") + calls(&server, "rl.fixed"),
+        calls(&server, "rl.tokenbucket") + calls(&server, "rl.sliding"),
         0
     );
 
