@@ -81,7 +81,14 @@ fn valkey_9_1_client_follows_a_failover_and_the_state_survives() {
 /// order given and the hung one last, follows.
 #[test]
 fn redis_8_2_client_follows_a_failover_with_the_last_sentinel_hung() {
-    failover_under_load_with(Flavor::Redis82, Some(2));
+    failover_under_load_with(Flavor::Redis82, Some(SentinelFault::Hung(2)));
+}
+
+/// A dead sentinel, even the first of the list, refuses connections: the client asks
+/// the next one at once and follows.
+#[test]
+fn valkey_9_1_client_follows_a_failover_with_the_first_sentinel_dead() {
+    failover_under_load_with(Flavor::Valkey91, Some(SentinelFault::Dead(0)));
 }
 
 /// The same with the hung sentinel first in the client's list: like a host that dies
@@ -93,7 +100,7 @@ fn redis_8_2_client_follows_a_failover_with_the_last_sentinel_hung() {
 #[ignore = "the client cannot follow a failover while the first sentinel of its list \
             hangs (client/src/backend.rs: the sentinel lookup has no per-sentinel timeout)"]
 fn redis_8_2_client_follows_a_failover_with_the_first_sentinel_hung() {
-    failover_under_load_with(Flavor::Redis82, Some(0));
+    failover_under_load_with(Flavor::Redis82, Some(SentinelFault::Hung(0)));
 }
 
 #[test]
@@ -341,9 +348,18 @@ fn failover_under_load(flavor: Flavor) {
     failover_under_load_with(flavor, None);
 }
 
-/// [`failover_under_load`], with the sentinel at `paused` (in the client's list) frozen
-/// before the kill.
-fn failover_under_load_with(flavor: Flavor, paused: Option<usize>) {
+/// What happens to one sentinel just before the primary is killed.
+#[derive(Clone, Copy, Debug)]
+enum SentinelFault {
+    /// Frozen (SIGSTOP): connections accepted, nothing answered.
+    Hung(usize),
+    /// Killed: connections refused.
+    Dead(usize),
+}
+
+/// [`failover_under_load`], with a sentinel (by its index in the client's list) hung or
+/// dead before the kill.
+fn failover_under_load_with(flavor: Flavor, fault: Option<SentinelFault>) {
     let Some(mut group) = group(flavor) else {
         return;
     };
@@ -375,8 +391,10 @@ fn failover_under_load_with(flavor: Flavor, paused: Option<usize>) {
     assert_eq!(acked, 1, "{who}: the replica did not acknowledge");
     std::thread::sleep(Duration::from_millis(100));
 
-    if let Some(index) = paused {
-        group.pause_sentinel(index);
+    match fault {
+        Some(SentinelFault::Hung(index)) => group.pause_sentinel(index),
+        Some(SentinelFault::Dead(index)) => group.kill_sentinel(index),
+        None => {}
     }
     let killed_at = Instant::now();
     assert_eq!(group.kill_primary(), old_port, "{who}");

@@ -141,7 +141,7 @@ struct SentinelProcess {
     child: Child,
     port: u16,
     dir: TempDir,
-    /// Frozen by SIGSTOP: asked nothing until resumed.
+    /// Frozen (SIGSTOP) or killed: asked nothing (until resumed).
     paused: AtomicBool,
 }
 
@@ -423,6 +423,15 @@ impl SentinelGroup {
         self.signal_sentinel(index, "STOP");
     }
 
+    /// Kills the sentinel at `index` (SIGKILL): its port refuses connections from now on.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such sentinel or the signal cannot be sent.
+    pub fn kill_sentinel(&self, index: usize) {
+        self.signal_sentinel(index, "KILL");
+    }
+
     /// Resumes a sentinel frozen by [`pause_sentinel`](Self::pause_sentinel).
     ///
     /// # Panics
@@ -446,7 +455,8 @@ impl SentinelGroup {
             status.success(),
             "kill -{signal} of sentinel #{index} failed"
         );
-        sentinel.paused.store(signal == "STOP", Ordering::Relaxed);
+        // A frozen or killed sentinel is asked nothing more.
+        sentinel.paused.store(signal != "CONT", Ordering::Relaxed);
     }
 
     /// The sentinels not paused.
