@@ -287,3 +287,30 @@ async fn requests_in_flight_during_repeated_reloads_are_all_answered() {
     let left = remaining(&server, &ip_key("api", "198.51.100.1", "burst")).unwrap();
     assert_eq!(capacity as usize - left as usize, replies.len());
 }
+
+#[tokio::test]
+async fn a_limit_whose_algorithm_changes_starts_afresh_and_keeps_limiting() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let layer = layer(&server, &config(3, "draft11", false));
+    let reloader = layer.reloader();
+    let app = app(layer);
+    for _ in 0..3 {
+        get("/api/x").send(&app).await;
+    }
+    assert_eq!(get("/api/x").send(&app).await.status, 429);
+    // Same rule, same limit name, another algorithm: the stored token bucket cannot be
+    // read as a window (the server answers WRONGTYPE).
+    reloader.replace(settings(&config(3, "draft11", false).replace(
+        "algorithm = \"token_bucket\", capacity = 3, refill_tokens = 1, refill_ms = 3600000",
+        "algorithm = \"sliding\", limit = 2, window_ms = 3600000",
+    )));
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let reply = get("/api/x").send(&app).await;
+        assert!(reply.header("ratelimit").is_some(), "decided: {reply:?}");
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429, 429], "the new limit applies");
+}

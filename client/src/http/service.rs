@@ -344,7 +344,7 @@ impl Decide {
             None => shared.limiter.clone(),
         };
         let started = Instant::now();
-        let decisions = match decide(&limiter, &self.keys, limits, self.cost).await {
+        let decisions = match decide_afresh(&limiter, &self.keys, limits, self.cost).await {
             Ok(decisions) => decisions,
             Err(error) => {
                 // Never turn our trouble into the caller's error: serve, and say so.
@@ -394,6 +394,32 @@ impl Decide {
         response.headers_mut().extend(headers);
         rejection::retry_after(&mut response, &limited);
         Verdict::Answer(response)
+    }
+}
+
+/// [`decide`], and once more after deleting the caller's limiters of this rule if one
+/// of them was stored by another algorithm: a limit whose algorithm changed under the
+/// same name (a reload or a restart with a new configuration) starts afresh, as a
+/// renamed one does, instead of failing (and serving unlimited) until the old key
+/// expires. `RL.RESET` deletes only limiters: a key of another Redis type stays, and
+/// so does the error.
+async fn decide_afresh(
+    limiter: &RateLimiter,
+    keys: &[String],
+    limits: &[NamedLimit],
+    cost: u64,
+) -> crate::Result<Vec<Decision>> {
+    match decide(limiter, keys, limits, cost).await {
+        Err(error) if error.is_wrong_type() => {
+            if limiter.reset(keys).await.is_err() {
+                return Err(error);
+            }
+            tracing::info!(
+                "redlimit: a limit's algorithm changed: the caller's counters of its rule start afresh"
+            );
+            decide(limiter, keys, limits, cost).await
+        }
+        result => result,
     }
 }
 
