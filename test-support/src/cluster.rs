@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::TcpListener;
 use std::ops::RangeInclusive;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
@@ -58,6 +59,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client ports are drawn from here; the bus port is 10000 above.
 const PORT_RANGE: RangeInclusive<u16> = 20_000..=29_999;
+/// Ports tried for one node when others take them first.
+const START_ATTEMPTS: usize = 3;
 /// `cluster-node-timeout` unless the builder says otherwise.
 const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -152,7 +155,7 @@ impl ClusterBuilder {
         let servers: Vec<Server> = thread::scope(|scope| {
             let starting: Vec<_> = ports
                 .iter()
-                .map(|&port| scope.spawn(move || builder.node(port).start()))
+                .map(|&port| scope.spawn(move || builder.start_node(port)))
                 .collect();
             starting
                 .into_iter()
@@ -185,6 +188,21 @@ impl ClusterBuilder {
         cluster.create();
         cluster.wait_until_stable();
         cluster
+    }
+
+    /// Starts one node on `port`; if another process took the port (or its bus port)
+    /// meanwhile, on other free ports.
+    fn start_node(&self, mut port: u16) -> Server {
+        for _ in 1..START_ATTEMPTS {
+            match panic::catch_unwind(AssertUnwindSafe(|| self.node(port).start())) {
+                Ok(server) => return server,
+                Err(_) if !(is_free(port) && is_free(port + 10_000)) => {
+                    port = cluster_ports(1).remove(0);
+                }
+                Err(failure) => panic::resume_unwind(failure),
+            }
+        }
+        self.node(port).start()
     }
 
     /// The builder of one node on `port`.
@@ -392,6 +410,42 @@ impl Cluster {
         }
         self.wait_until_stable();
         moved
+    }
+
+    /// Moves `count` slots from the primary on `source` to the primary on `target` with
+    /// `redis-cli --cluster reshard --cluster-from <source> --cluster-to <target>
+    /// --cluster-slots <count> --cluster-yes` (the source's lowest slots, moved with
+    /// `CLUSTER SETSLOT` and `MIGRATE` in batches of 10 keys), then waits until every
+    /// node agrees. Returns `redis-cli`'s output.
+    ///
+    /// # Panics
+    ///
+    /// If `redis-cli` fails, or the cluster does not agree within 30 s.
+    pub fn reshard_with_cli(&self, source: u16, target: u16, count: u16) -> String {
+        let cli = cli_path(&self.binary);
+        let output = Command::new(&cli)
+            .arg("--cluster")
+            .arg("reshard")
+            .arg(format!("127.0.0.1:{source}"))
+            .args(["--cluster-from", self.node_id(source)])
+            .args(["--cluster-to", self.node_id(target)])
+            .args(["--cluster-slots", &count.to_string()])
+            .arg("--cluster-yes")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", cli.display()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() && !text.contains("[ERR]"),
+            "{} --cluster reshard failed ({}):\n{text}",
+            cli.display(),
+            output.status
+        );
+        self.wait_until_stable();
+        text
     }
 
     /// Starts moving `slot` to the primary on `target` the legacy way:
@@ -918,8 +972,7 @@ fn cluster_ports(count: usize) -> Vec<u16> {
         assert!(attempt < 10_000, "no free ports in {PORT_RANGE:?}");
         let offset = u16::try_from(hasher.hash_one(attempt) % span).unwrap_or(0);
         let port = PORT_RANGE.start() + offset;
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if !ports.contains(&port) && free(port) && free(port + 10_000) {
+        if !ports.contains(&port) && is_free(port) && is_free(port + 10_000) {
             ports.push(port);
             if ports.len() == count {
                 break;
@@ -927,6 +980,11 @@ fn cluster_ports(count: usize) -> Vec<u16> {
         }
     }
     ports
+}
+
+/// Whether nothing listens on `port` of 127.0.0.1 now.
+fn is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 /// The cluster tool for `binary`: `valkey-cli` next to a Valkey server if there is

@@ -2,11 +2,11 @@
 //! the clients come back to the server by themselves.
 
 use crate::support::{
-    Load, Target, cluster_of, keys_on_every_primary, owner_remaining, per_server, slow_bucket,
-    start,
+    Load, RL_ALL_ROUTED_AS_KEYLESS, Target, cluster_of, keys_on_every_primary, owner_remaining,
+    per_server, slow_bucket, start,
 };
 use redlimit::{Backend, FailurePolicy, Policy, RateLimiter};
-use redlimit_test_support::ServerBinary;
+use redlimit_test_support::{Cluster, ServerBinary, key_slot};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -106,44 +106,57 @@ async fn failover_under_load(binary: ServerBinary) {
     load.until(decisions_at_recovery + WARM_UP).await;
     let tally = load.stop().await;
 
-    // Count: what the clients were allowed against what the states say was counted.
-    // A decision the old primary answered but had not yet sent to its replica is lost;
-    // such decisions are the last ones before the kill, so the lag they span is the
-    // time from the earliest lost one (per key, counting back) to the kill.
-    let mut lost = 0;
+    // Count: what the clients were allowed against what the states say was counted,
+    // on the owner and on any stray copy (see `stray_count`).
+    let mut lag_lost = 0;
+    let mut stray = 0;
+    let mut stray_keys = 0;
     let mut extra = 0;
     let mut lost_elsewhere = 0;
     let mut victim_before_kill = 0;
     let mut lag = Duration::ZERO;
     let mut missed_elsewhere = 0;
     for (key, &owner) in &owners {
-        let limit = if key.ends_with(":minute") {
-            window.limit()
+        let policy = if key.ends_with(":minute") {
+            window
         } else {
-            bucket.limit()
+            bucket
         };
-        let counted =
-            u64::try_from(i64::try_from(limit).unwrap() - 1 - owner_remaining(&cluster, key))
-                .unwrap();
-        let allowed = tally.allowed(key);
-        extra += counted.saturating_sub(allowed);
-        if owner == victim {
-            let lost_here = allowed.saturating_sub(counted);
-            lost += lost_here;
-            let before = tally.allowed_before(key, Some(killed_at));
-            victim_before_kill += before;
-            assert!(
-                counted > 0 && lost_here <= before,
-                "{name}: {key}: {counted} counted on the promoted replica, {allowed} allowed, \
-                 {before} of them before the kill"
+        let limit = i64::try_from(policy.limit()).unwrap();
+        let counted = u64::try_from(limit - 1 - owner_remaining(&cluster, key)).unwrap();
+        let strays = stray_count(&cluster, key, &policy);
+        if strays > 0 {
+            stray_keys += 1;
+            println!(
+                "{name}: {strays} decisions of {key} (slot of port {owner}, then {}) counted \
+                 on primaries that do not own it",
+                cluster.owner_of(key.as_bytes())
             );
-            let earliest_lost = usize::try_from(lost_here).unwrap();
-            if let Some(at) = tally.allowed_nth_last_before(key, killed_at, earliest_lost) {
-                lag = lag.max(killed_at - at);
-            }
-        } else {
-            lost_elsewhere += allowed.saturating_sub(counted);
+        }
+        stray += strays;
+        let allowed = tally.allowed(key);
+        extra += (counted + strays).saturating_sub(allowed);
+        let lost_here = allowed.saturating_sub(counted + strays);
+        if owner != victim {
+            lost_elsewhere += lost_here;
             missed_elsewhere += tally.not_from_server(key);
+            continue;
+        }
+        // A decision the old primary answered but had not yet sent to its replica is
+        // lost; such decisions are the last ones before the kill, so the lag they span
+        // is the time from the earliest lost one (counting back) to the kill.
+        lag_lost += lost_here;
+        let before = tally.allowed_before(key, Some(killed_at));
+        victim_before_kill += before;
+        assert!(
+            counted > 0 && lost_here <= before,
+            "{name}: {key}: {counted} counted on the promoted replica, {allowed} allowed, \
+             {before} of them before the kill"
+        );
+        if let Some(at) =
+            tally.allowed_nth_last_before(key, killed_at, usize::try_from(lost_here).unwrap())
+        {
+            lag = lag.max(killed_at - at);
         }
     }
     let total = tally.decisions.load(Ordering::Relaxed);
@@ -162,16 +175,23 @@ async fn failover_under_load(binary: ServerBinary) {
     );
     println!(
         "{name}: decisions lost to replication lag (allowed by the old primary, absent on \
-         the promoted replica, counted per key): {lost} of {victim_before_kill} allowed on \
-         its keys before the kill, all answered within {lag:?} before the kill; counted but \
-         never answered (in flight at the kill or timed out): {extra}; lost on the other \
+         the promoted replica, counted per key): {lag_lost} of {victim_before_kill} allowed \
+         on its keys before the kill (lag spanned: {lag:?}); RL.ALL decisions run by primaries \
+         that do not own their keys (counted per key): {stray} on {stray_keys} keys; counted \
+         but never answered (in flight at the kill or timed out): {extra}; lost on the other \
          primaries: {lost_elsewhere}",
     );
     assert_eq!(lost_elsewhere, 0, "{name}: the other shards lost nothing");
+    if !RL_ALL_ROUTED_AS_KEYLESS {
+        assert_eq!(
+            stray, 0,
+            "{name}: RL.ALL ran on nodes that do not own its keys"
+        );
+    }
     // The promoted replica has the state: what it lacks is the tail of the stream.
     assert!(
-        lost * 2 <= victim_before_kill,
-        "{name}: {lost} of {victim_before_kill} decisions lost"
+        lag_lost * 2 <= victim_before_kill,
+        "{name}: {lag_lost} of {victim_before_kill} decisions lost"
     );
     // Only the unavailable shard's keys failed; never a wrong answer.
     for kind in errors.keys() {
@@ -180,4 +200,51 @@ async fn failover_under_load(binary: ServerBinary) {
             "{name}: unexpected error kind {kind}: {errors:?}"
         );
     }
+}
+
+/// Decisions of `key` counted on primaries that do not own its slot. While `RL.ALL` is
+/// routed as keyless (`RL_ALL_ROUTED_AS_KEYLESS`), a node that does not own its keys
+/// runs it instead of answering `MOVED` — the `redis` crate sends a command to a random
+/// node while the owner is unreachable, expecting a redirect — and keeps keys no client
+/// reads again. `RL.ALL ... PEEK` reads them there, for the same reason.
+fn stray_count(cluster: &Cluster, key: &str, policy: &Policy) -> u64 {
+    let slot = key_slot(key.as_bytes());
+    let owner = cluster.owner(slot);
+    let mut counted = 0;
+    for port in cluster
+        .primaries()
+        .into_iter()
+        .filter(|&port| port != owner)
+    {
+        let mut con = cluster.connection(port);
+        let present: u64 = redis::cmd("CLUSTER")
+            .arg("COUNTKEYSINSLOT")
+            .arg(slot)
+            .query(&mut con)
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(present.max(1))
+            .query(&mut con)
+            .unwrap();
+        if !keys.iter().any(|k| k == key) {
+            continue;
+        }
+        let mut peek = redis::cmd("RL.ALL");
+        peek.arg(1).arg(key);
+        match policy {
+            Policy::Sliding(p) => peek.arg("SLIDING").arg(p.limit()).arg(p.window_ms()),
+            Policy::TokenBucket(p) => peek
+                .arg("TOKENBUCKET")
+                .arg(p.capacity())
+                .arg(p.refill_tokens())
+                .arg(p.refill_ms()),
+            other => panic!("no RL.ALL policy for {other:?}"),
+        };
+        let (_, decision): (i64, [i64; 5]) = peek.arg("PEEK").query(&mut con).unwrap();
+        let [_, limit, remaining, _, _] = decision;
+        counted += u64::try_from(limit - 1 - remaining).unwrap();
+    }
+    counted
 }
