@@ -267,6 +267,25 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
             format!("{}: {}", error.field, error.message)
         );
     }
+    // One limit name, one algorithm within a rule: tiers of one caller key (the IP for
+    // anonymous and signed-in callers alike) would share a key of two algorithms.
+    let tiers = VALID.replace(
+        "refill_ms = 1000 }]\n",
+        "refill_ms = 1000 }]\ntiers.pro.limits = [{ name = \"burst\", algorithm = \"sliding\", limit = 50, window_ms = 1000 }]\n",
+    );
+    assert_ne!(tiers, VALID);
+    let error = start_error(&tiers);
+    assert_eq!(
+        error.field, "rules[0].tiers.pro.limits[0].algorithm",
+        "{error}"
+    );
+    // The same name with the same algorithm (other numbers) is how tiers are written.
+    let same = VALID.replace(
+        "refill_ms = 1000 }]\n",
+        "refill_ms = 1000 }]\ntiers.pro.limits = [{ name = \"burst\", algorithm = \"token_bucket\", capacity = 100, refill_tokens = 10, refill_ms = 1000 }]\n",
+    );
+    Config::from_toml(&same).unwrap().compile().unwrap();
+
     // A misspelt field is named in the message.
     let typo = start_error(&format!("shadw = true\n{VALID}"));
     assert!(typo.message.contains("shadw"), "{typo}");

@@ -432,6 +432,7 @@ fn compile_rule(
         let limits = compile_limits(&format!("{field}.tiers.{tier}.limits"), &config.limits)?;
         tiers.push((tier.clone(), limits));
     }
+    same_algorithm_per_name(field, &default_limits, &tiers)?;
     if default_limits.is_empty() && tiers.is_empty() {
         return Err(error(
             format!("{field}.limits"),
@@ -449,6 +450,38 @@ fn compile_rule(
         tiers,
         default_limits,
     })
+}
+
+/// A limit name keys one Redis limiter per caller, whatever the tier: within a rule, it
+/// must keep one algorithm (else callers of two tiers under one key, such as the IP of
+/// an anonymous and a signed-in caller, would find a limiter of the other algorithm).
+fn same_algorithm_per_name(
+    field: &str,
+    default_limits: &[NamedLimit],
+    tiers: &[(String, Vec<NamedLimit>)],
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<&NamedLimit> = default_limits.iter().collect();
+    for (tier, limits) in tiers {
+        for (i, limit) in limits.iter().enumerate() {
+            match seen.iter().find(|l| l.name == limit.name) {
+                Some(other)
+                    if std::mem::discriminant(&other.policy)
+                        != std::mem::discriminant(&limit.policy) =>
+                {
+                    return Err(error(
+                        format!("{field}.tiers.{tier}.limits[{i}].algorithm"),
+                        format!(
+                            "`{}` has another algorithm elsewhere in this rule: give it another name",
+                            limit.name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => seen.push(limit),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn compile_limits(field: &str, limits: &[LimitConfig]) -> Result<Vec<NamedLimit>, ConfigError> {
