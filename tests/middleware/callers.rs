@@ -332,3 +332,37 @@ async fn a_custom_identify_names_the_caller_and_its_tier() {
         Some(0)
     );
 }
+
+#[tokio::test]
+async fn a_rule_with_only_tiers_limits_only_those_tiers() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    // As documented: callers without a tier, or of a tier the rule does not list, are
+    // not limited by a rule that has only tiers.
+    let app = app_for(
+        &server,
+        r#"
+        [identity.jwt]
+        secret = "middleware-test-secret-0123456789"
+
+        [[rules]]
+        name = "api"
+        path = "/api/**"
+        key = "user"
+        tiers.free.limits = [{ name = "free", algorithm = "token_bucket", capacity = 1, refill_tokens = 1, refill_ms = 3600000 }]
+        "#,
+    );
+    let free = user("heidi", Some("free"));
+    assert_eq!(statuses(&app, 2, &free, "198.51.100.1").await, [200, 429]);
+    for _ in 0..3 {
+        let anonymous = get("/api/x").from("198.51.100.1").send(&app).await;
+        assert_eq!(anonymous.status, StatusCode::OK);
+        assert!(!anonymous.has_rate_limit_headers(), "{anonymous:?}");
+    }
+    let pro = user("ivan", Some("pro"));
+    assert_eq!(
+        statuses(&app, 3, &pro, "198.51.100.1").await,
+        [200, 200, 200]
+    );
+}
