@@ -354,3 +354,33 @@ async fn concurrent_requests_get_exactly_the_capacity() {
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((ok, refused), (50, 150));
 }
+
+#[tokio::test]
+async fn a_pattern_with_a_trailing_slash_names_the_same_path() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(
+        &server,
+        r#"
+        [[rules]]
+        name = "login"
+        path = "/api/login/"
+        limits = [{ name = "login", algorithm = "token_bucket", capacity = 10, refill_tokens = 1, refill_ms = 3600000 }]
+
+        [[rules]]
+        name = "items"
+        path = "/api/items/*/"
+        limits = [{ name = "items", algorithm = "token_bucket", capacity = 10, refill_tokens = 1, refill_ms = 3600000 }]
+        "#,
+    );
+    for (path, rule) in [
+        ("/api/login", "login"),
+        ("/api/login/", "login"),
+        ("/api/items/7", "items"),
+        ("/api/items/7/", "items"),
+    ] {
+        let reply = post(path).send(&app).await;
+        assert_eq!(reply.policy_names(), [rule], "{path}: {reply:?}");
+    }
+}

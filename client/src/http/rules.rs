@@ -29,11 +29,15 @@ impl PathPattern {
         let Some(rest) = pattern.strip_prefix('/') else {
             return Err(format!("`{pattern}` must start with `/`"));
         };
-        let parts: Vec<&str> = if rest.is_empty() {
+        let mut parts: Vec<&str> = if rest.is_empty() {
             Vec::new()
         } else {
             rest.split('/').collect()
         };
+        // A trailing slash names the same resource, as in requests (`/api/login/`).
+        if parts.len() > 1 && parts.last() == Some(&"") {
+            parts.pop();
+        }
         let mut segments = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
             segments.push(match *part {
@@ -229,6 +233,9 @@ mod tests {
         assert!(p("/api/**").matches("/api/7/items"));
         assert!(!p("/api/**").matches("/apix"));
         assert!(p("/").matches("/"));
+        assert!(p("/api/hello/").matches("/api/hello"));
+        assert!(p("/api/hello/").matches("/api/hello/"));
+        assert!(!p("/api/hello/").matches("/api/hello/x"));
         assert!(p("/**").matches("/anything/at/all"));
         assert!(PathPattern::parse("api").is_err());
         assert!(PathPattern::parse("/a/**/b").is_err());
