@@ -61,6 +61,21 @@ impl Ctx {
         })
     }
 
+    /// The server asks which arguments are keys (a `getkeys-api` command: cluster
+    /// routing, `COMMAND GETKEYS`), instead of running the command.
+    pub fn is_keys_position_request(self) -> bool {
+        // SAFETY: a valid command context.
+        api!(RedisModule_IsKeysPositionRequest).is_some_and(|is| unsafe { is(self.0) } != 0)
+    }
+
+    /// Answers a keys-position request: argument `pos` is a key.
+    pub fn key_at_pos(self, pos: usize) {
+        if let (Some(key_at), Ok(pos)) = (api!(RedisModule_KeyAtPos), c_int::try_from(pos)) {
+            // SAFETY: a valid context of a keys-position request.
+            unsafe { key_at(self.0, pos) };
+        }
+    }
+
     /// The client speaks RESP3 (`HELLO 3`).
     pub fn is_resp3(self) -> bool {
         self.flags() & raw::REDISMODULE_CTX_FLAGS_RESP3 != 0

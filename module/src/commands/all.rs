@@ -11,6 +11,10 @@ use redlimit_core::{FixedWindow, Policy, SlidingCounter, SlidingWindow, TokenBuc
 
 /// Runs `RL.ALL`: counts the request against every key iff every key allows it.
 pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
+    if ctx.is_keys_position_request() {
+        report_keys(ctx, argv);
+        return Ok(());
+    }
     info::ALL_OF.call();
     let mut args = Args::new(argv, 3, usize::MAX)?;
     let numkeys = args.positive("numkeys")?;
@@ -55,6 +59,23 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
         reply::decision(ctx, decision);
     }
     Ok(())
+}
+
+/// Tells the server where the keys are (`getkeys-api`): arguments 2 to 1 + numkeys.
+/// Cluster routing asks this (key specs alone do not route a module command), so a
+/// node answers `CROSSSLOT`, `MOVED`, `ASK` or `TRYAGAIN` as for any keyed command. An
+/// invalid `numkeys` reports no key; running the command then answers the error.
+fn report_keys(ctx: Ctx, argv: &[RawString]) {
+    let Some(numkeys) = argv
+        .get(1)
+        .and_then(|&raw| crate::args::integer("numkeys", bytes(raw)).ok())
+        .and_then(|n| usize::try_from(n).ok())
+    else {
+        return;
+    };
+    for pos in (2..argv.len()).take(numkeys) {
+        ctx.key_at_pos(pos);
+    }
 }
 
 /// One policy: `TOKENBUCKET capacity refill_tokens refill_ms` | `SLIDING limit window_ms

@@ -242,7 +242,8 @@ pub static COMMANDS: [CommandSpec; 10] = [
     CommandSpec {
         name: c"rl.all",
         entry: all_entry,
-        flags: c"write deny-oom fast",
+        // getkeys-api: cluster routing finds the keys through the entry point.
+        flags: c"write deny-oom fast getkeys-api",
         acl: c"write fast",
         keys: Keys::Counted,
         key_flags: KEY_WRITE,
