@@ -43,6 +43,8 @@ mod reset;
 mod settings;
 #[path = "client/status.rs"]
 mod status;
+#[path = "client/storm.rs"]
+mod storm;
 #[path = "client/throttle.rs"]
 mod throttle;
 #[path = "client/wait.rs"]
