@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 /// Room for a loaded machine: a server that is up should answer within it.
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The timeout, and a generous margin: a loaded 2-core machine may stall a task.
-const ANSWER_BOUND: Duration = Duration::from_millis(500 + 2500);
+/// Every answer comes within this: the timeout, and a generous margin (a loaded 2-core
+/// machine has stalled a task for 3.5 s). Typical answers are checked against the
+/// timeout itself, by their median.
+const ANSWER_BOUND: Duration = Duration::from_millis(500 + 7500);
 
 const RULES: &str = r#"
     # The rules without their own policy.
@@ -214,6 +216,13 @@ async fn under_load(binary: &redlimit_test_support::ServerBinary, outage: Outage
                 before.len()
             );
         }
+        let mut after_latencies: Vec<Duration> = after.iter().map(|a| a.latency).collect();
+        after_latencies.sort();
+        let median = after_latencies[after_latencies.len() / 2];
+        assert!(
+            median <= TIMEOUT,
+            "{name}: median {median:?} after the outage"
+        );
         let expected = during_outage(name);
         for answer in &after {
             assert_eq!(answer.status, expected, "{name} after the outage");
