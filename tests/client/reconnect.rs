@@ -76,3 +76,33 @@ async fn a_server_restarted_while_the_limiter_was_idle_answers_the_next_call() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_given_connection_is_never_remade_but_never_panics() {
+    let Some(binary) = binaries().pop() else {
+        return;
+    };
+    let mut failing = Failing::start(&binary, Fault::Kill);
+    let connection = failing
+        .server()
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let limiter = redlimit::RateLimiter::builder(redlimit::Backend::connection(connection))
+        .timeout(Duration::from_secs(2))
+        .on_failure(FailurePolicy::Error)
+        .circuit_breaker(100, Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let policy = Policy::fixed(10, 3_600_000).unwrap();
+    let up = limiter.check("k", &policy).await.unwrap();
+    assert_eq!(up.source, Source::Server);
+    failing.fail();
+    failing.recover();
+    // As documented: the given connection is gone for good, and says so.
+    for _ in 0..3 {
+        let error = limiter.check("k", &policy).await.unwrap_err();
+        assert!(error.is_unavailable(), "{error}");
+    }
+}
