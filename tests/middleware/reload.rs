@@ -150,31 +150,31 @@ async fn watching_a_file_applies_each_change() {
     let app = app(layer);
     // Changed at once, before the watching task ever ran.
     std::fs::write(&file.0, config(100, "legacy", false)).unwrap();
-    let took = until_style(&app, "legacy", Duration::from_secs(5)).await;
+    let took = until_style(&app, "legacy", Duration::from_secs(10)).await;
     println!("first change applied after {took:?}");
 
     // A change that keeps the modification time (`cp -p`, `rsync -t`, a coarse clock).
     let modified = std::fs::metadata(&file.0).unwrap().modified().unwrap();
     std::fs::write(&file.0, config(100, "both", false)).unwrap();
     set_modified(&file.0, modified);
-    let took = until_style(&app, "both", Duration::from_secs(5)).await;
+    let took = until_style(&app, "both", Duration::from_secs(10)).await;
     println!("same-mtime change applied after {took:?}");
 
     // Replaced by a rename, as editors and deploy tools do.
     let staged = file.0.with_extension("staged");
     std::fs::write(&staged, config(100, "legacy", false)).unwrap();
     std::fs::rename(&staged, &file.0).unwrap();
-    let took = until_style(&app, "legacy", Duration::from_secs(5)).await;
+    let took = until_style(&app, "legacy", Duration::from_secs(10)).await;
     println!("renamed file applied after {took:?}");
     std::fs::write(&file.0, config(100, "both", false)).unwrap();
-    until_style(&app, "both", Duration::from_secs(5)).await;
+    until_style(&app, "both", Duration::from_secs(10)).await;
 
     // A broken file is refused (logged) and the settings stay; fixing it applies.
     std::fs::write(&file.0, "headers = \"draft11\"\n[[rules]\n").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(style(&get("/api/x").send(&app).await), "both");
     std::fs::write(&file.0, config(100, "draft11", false)).unwrap();
-    until_style(&app, "draft11", Duration::from_secs(5)).await;
+    until_style(&app, "draft11", Duration::from_secs(10)).await;
     // Counters survived every reload: one bucket, every request counted once.
     let left = remaining(&server, &ip_key("api", "198.51.100.1", "burst")).unwrap();
     assert!(left < 100, "{left}");
@@ -213,7 +213,7 @@ async fn sighup_reloads_at_once() {
         .status()
         .unwrap();
     assert!(status.success());
-    let took = until_style(&app, "legacy", Duration::from_secs(5)).await;
+    let took = until_style(&app, "legacy", Duration::from_secs(10)).await;
     println!("SIGHUP applied after {took:?}");
     // Once more: every signal reloads.
     std::fs::write(&file.0, config(100, "both", false)).unwrap();
@@ -223,7 +223,7 @@ async fn sighup_reloads_at_once() {
         .status()
         .unwrap();
     assert!(status.success());
-    until_style(&app, "both", Duration::from_secs(5)).await;
+    until_style(&app, "both", Duration::from_secs(10)).await;
     watcher.abort();
 }
 

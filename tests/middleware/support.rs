@@ -47,12 +47,12 @@ pub fn server() -> Option<Server> {
     binary().map(|binary| start(&binary))
 }
 
-/// A limiter on `server` with room for a loaded machine (2 s) that returns errors
+/// A limiter on `server` with room for a loaded machine (5 s) that returns errors
 /// instead of answering for the server: a backend failure shows as a response without
 /// rate-limit headers, which the tests notice.
 pub fn limiter(server: &Server) -> RateLimiter {
     RateLimiter::builder(Backend::redis(&server.url()).unwrap())
-        .timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
         .on_failure(FailurePolicy::Error)
         .build()
         .unwrap()
