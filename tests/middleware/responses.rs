@@ -308,3 +308,28 @@ async fn legacy_headers_describe_the_limit_closest_to_exhaustion() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn denials_are_logged_as_structured_events() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(&server, &bucket("draft11"));
+    let (logs, _guard) = crate::support::capture_json_logs();
+    for _ in 0..3 {
+        get("/api/x").send(&app).await;
+    }
+    let events: Vec<serde_json::Value> = logs
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|event: &serde_json::Value| event["target"] == "redlimit::http::service")
+        .collect();
+    assert_eq!(events.len(), 1, "one denial, one event: {events:?}");
+    let fields = &events[0]["fields"];
+    assert_eq!(events[0]["level"], "INFO");
+    assert_eq!(fields["rule"], "api");
+    assert_eq!(fields["violated"], r#"["burst"]"#);
+    let retry = fields["retry_after_ms"].as_u64().unwrap();
+    assert!((80_000..=90_900).contains(&retry), "{retry}");
+}
