@@ -384,3 +384,44 @@ async fn a_pattern_with_a_trailing_slash_names_the_same_path() {
         assert_eq!(reply.policy_names(), [rule], "{path}: {reply:?}");
     }
 }
+
+#[tokio::test]
+async fn a_refused_request_of_several_units_spends_nothing_on_any_limit() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(
+        &server,
+        r#"
+        [[rules]]
+        name = "api"
+        path = "/api/**"
+        cost = 3
+        limits = [
+          { name = "burst", algorithm = "token_bucket", capacity = 10, refill_tokens = 1, refill_ms = 3600000 },
+          { name = "hourly", algorithm = "sliding", limit = 4, window_ms = 3600000 },
+        ]
+        "#,
+    );
+    let first = get("/api/x").send(&app).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        (first.remaining("burst"), first.remaining("hourly")),
+        (7, 1)
+    );
+    let refused = get("/api/x").send(&app).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused.json()["violated-policies"],
+        serde_json::json!(["hourly"])
+    );
+    assert_eq!(
+        (refused.remaining("burst"), refused.remaining("hourly")),
+        (7, 1),
+        "{refused:?}"
+    );
+    assert_eq!(
+        remaining(&server, &ip_key("api", "192.0.2.1", "burst")),
+        Some(7)
+    );
+}
