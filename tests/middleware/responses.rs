@@ -333,3 +333,57 @@ async fn denials_are_logged_as_structured_events() {
     let retry = fields["retry_after_ms"].as_u64().unwrap();
     assert!((80_000..=90_900).contains(&retry), "{retry}");
 }
+
+#[tokio::test]
+async fn stacked_layers_report_every_policy() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    // A global limit per IP around the whole app, and a route's own limit inside it:
+    // one request, two policies (a layer's rules are exclusive, so this takes two).
+    let global = layer(
+        &server,
+        r#"
+        headers = "both"
+        [[rules]]
+        name = "global"
+        path = "/**"
+        limits = [{ name = "global", algorithm = "sliding", limit = 100, window_ms = 60000 }]
+        "#,
+    );
+    let route = layer(
+        &server,
+        r#"
+        headers = "both"
+        [[rules]]
+        name = "hello"
+        path = "/api/hello"
+        limits = [{ name = "hello", algorithm = "token_bucket", capacity = 2, refill_tokens = 1, refill_ms = 3600000 }]
+        "#,
+    );
+    let app = axum::Router::new()
+        .route(
+            "/api/hello",
+            axum::routing::get(|| async { "hello" }).layer(route),
+        )
+        .fallback(|| async { "ok" })
+        .layer(global);
+    let first = get("/api/hello").send(&app).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.policy_names(), ["hello", "global"], "{first:?}");
+    assert_eq!(
+        (first.remaining("hello"), first.remaining("global")),
+        (1, 99)
+    );
+    // The legacy trio describes the limit closest to exhaustion.
+    assert_eq!(first.must("x-ratelimit-limit"), "2");
+    assert_eq!(first.must("x-ratelimit-remaining"), "1");
+    get("/api/hello").send(&app).await;
+    let refused = get("/api/hello").send(&app).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.policy_names(), ["hello", "global"], "{refused:?}");
+    assert_eq!(refused.must("x-ratelimit-remaining"), "0");
+    // Elsewhere only the global policy.
+    let other = get("/other").send(&app).await;
+    assert_eq!(other.policy_names(), ["global"]);
+}

@@ -123,6 +123,45 @@ pub(crate) fn write(
     }
 }
 
+/// `X-RateLimit-Remaining` as a number.
+fn legacy_remaining(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("x-ratelimit-remaining")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Adds `ours` to a response that may carry another layer's headers already (stacked
+/// layers: a global limit around a route's own). The draft-11 headers are lists: our
+/// items follow theirs. The legacy trio describes one limit: the one closest to
+/// exhaustion stays.
+pub(crate) fn merge(response: &mut HeaderMap, ours: &HeaderMap) {
+    let keep_legacy = match (legacy_remaining(response), legacy_remaining(ours)) {
+        (Some(theirs), Some(ours)) => theirs <= ours,
+        _ => false,
+    };
+    for (name, value) in ours {
+        let list = name == "ratelimit" || name == "ratelimit-policy";
+        let legacy = name.as_str().starts_with("x-ratelimit-");
+        match response.get(name) {
+            Some(theirs) if list => {
+                let mut joined = theirs.as_bytes().to_vec();
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(value.as_bytes());
+                if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+                    response.insert(name.clone(), joined);
+                }
+            }
+            Some(_) if legacy && keep_legacy => {}
+            _ => {
+                response.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

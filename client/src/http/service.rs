@@ -562,7 +562,7 @@ where
                         Poll::Pending => return Poll::Pending,
                     };
                     if let Some(headers) = headers.take() {
-                        response.headers_mut().extend(headers);
+                        headers::merge(response.headers_mut(), &headers);
                     }
                     return Poll::Ready(Ok(response));
                 }
