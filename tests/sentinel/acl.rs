@@ -115,8 +115,8 @@ fn refuses_everything_else(server: &Server, who: &str) {
             .unwrap();
         redlimit_test_support::stored_state(&mut admin, "rl:src").unwrap()
     };
-    // RL.ALL declares its keys in a key spec only, which ACLs read (cluster routing
-    // does not): a key outside the prefix is refused even next to one inside it.
+    // Every key of RL.ALL is checked: one outside the prefix is refused even next to
+    // one inside it.
     let mut all_outside = redis::cmd("RL.ALL");
     all_outside.arg(2).arg("rl:a").arg("other:b");
     all_outside.arg(&["SLIDING", "3", "60000", "TOKENBUCKET", "5", "1", "3600000"]);
