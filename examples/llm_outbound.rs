@@ -11,7 +11,8 @@
 //! `REDIS_URL` defaults to `redis://127.0.0.1:6379`. Nothing goes to the network but
 //! Redis: a provider call is a sleep of a few milliseconds.
 //!
-//! So that the demo finishes in seconds, one "minute" of the budgets lasts
+//! The demo runs two limiters, standing for two processes of the fleet, each with its
+//! own connection; calls alternate between them. So that the demo finishes in seconds, one "minute" of the budgets lasts
 //! `LLM_DEMO_MINUTE_MS` milliseconds (default 3000); set it to 60000 for real minutes.
 //!
 //! # Two limits per call, and why not two waits in a row
@@ -45,8 +46,9 @@
 //! On a tie the requests limit is reserved first, because forfeiting one request costs
 //! less than forfeiting thousands of tokens.
 //!
-//! Costs are the call's prompt tokens plus its `max_tokens` (what the provider itself
-//! counts against the budget before it knows the answer's length). With `wait`, the
+//! Costs are the call's prompt tokens plus its `max_tokens`: the answer's length is
+//! unknown when the call is sent, and there is no refund afterwards, so the budget is
+//! charged the most the call can use (as many providers do). With `wait`, the
 //! module admits a cost above the bucket's capacity when the reservation covers it; a
 //! provider never does, so calls larger than the tokens-per-minute budget are refused
 //! here, before asking.
