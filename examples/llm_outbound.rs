@@ -12,8 +12,9 @@
 //! Redis: a provider call is a sleep of a few milliseconds.
 //!
 //! The demo runs two limiters, standing for two processes of the fleet, each with its
-//! own connection; calls alternate between them. So that the demo finishes in seconds, one "minute" of the budgets lasts
-//! `LLM_DEMO_MINUTE_MS` milliseconds (default 3000); set it to 60000 for real minutes.
+//! own connection; calls alternate between them. So that the demo finishes in seconds,
+//! one "minute" of the budgets lasts `LLM_DEMO_MINUTE_MS` milliseconds (default 3000);
+//! set it to 60000 for real minutes.
 //!
 //! # Two limits per call, and why not two waits in a row
 //!
