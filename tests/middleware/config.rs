@@ -235,6 +235,7 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
             "refill_ms = 1000 }, { name = \"cell\", algorithm = \"throttle\", max_burst = 1, count_per_period = 1, period_s = 1 }]",
         )),
         ("identity.trusted_proxies[0]", VALID.replace("10.0.0.0/8", "10.0.0.0/33")),
+        ("identity.forwarded_header", VALID.replace(jwt, &format!("{jwt}\nforwarded_header = \"X-Real-IP\""))),
         ("identity.ipv6_prefix", VALID.replace(jwt, &format!("{jwt}\nipv6_prefix = 129"))),
         ("identity.client_ip_header", VALID.replace(jwt, &format!("{jwt}\nclient_ip_header = \"CF Connecting IP\""))),
         ("identity.jwt.secret", VALID.replace(jwt, &format!("{jwt}\njwt = {{ secret = \"short\" }}"))),

@@ -271,6 +271,62 @@ async fn rfc_7239_forwarded_names_the_client_and_wins_over_x_forwarded_for() {
 }
 
 #[tokio::test]
+async fn naming_the_forwarding_header_the_proxy_writes_ignores_the_other() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    // nginx's `$proxy_add_x_forwarded_for` appends the client to X-Forwarded-For and
+    // passes a client's own `Forwarded` through untouched.
+    let xff = app_for(
+        &server,
+        &by_ip(
+            3,
+            &format!("{TRUSTED}\nforwarded_header = \"X-Forwarded-For\""),
+        ),
+    );
+    for i in 1..=4 {
+        let reply = get("/api/x")
+            .from("10.0.0.1")
+            .header("forwarded", &format!("for=6.6.6.{i}"))
+            .header("x-forwarded-for", "198.51.100.7")
+            .send(&xff)
+            .await;
+        assert_eq!(reply.status.as_u16(), if i <= 3 { 200 } else { 429 });
+    }
+    assert_eq!(spent(&server, 3, "198.51.100.7"), 3);
+    assert_eq!(spent(&server, 3, "6.6.6.1"), 0);
+
+    // A proxy that writes RFC 7239 `Forwarded`: a client's own X-Forwarded-For is not
+    // believed, not even without a `Forwarded` header.
+    let forwarded = app_for(
+        &server,
+        &by_ip(3, &format!("{TRUSTED}\nforwarded_header = \"forwarded\""))
+            .replace("\"api\"", "\"api2\""),
+    );
+    get("/api/x")
+        .from("10.0.0.1")
+        .header("forwarded", "for=198.51.100.8")
+        .header("x-forwarded-for", "6.6.6.6")
+        .send(&forwarded)
+        .await;
+    get("/api/x")
+        .from("10.0.0.1")
+        .header("x-forwarded-for", "6.6.6.6")
+        .send(&forwarded)
+        .await;
+    let keys = keys(&server);
+    assert!(
+        keys.contains(&ip_key("api2", "198.51.100.8", "burst")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&ip_key("api2", "10.0.0.1", "burst")),
+        "{keys:?}"
+    );
+    assert!(!keys.iter().any(|k| k.contains("6.6.6.6")), "{keys:?}");
+}
+
+#[tokio::test]
 async fn a_cdn_header_counts_only_when_configured_and_only_from_a_trusted_peer() {
     let Some(server) = crate::support::server() else {
         return;

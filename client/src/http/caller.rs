@@ -66,12 +66,25 @@ impl std::fmt::Debug for JwtVerifier {
     }
 }
 
+/// Which forwarding header the trusted proxies write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum ForwardedHeader {
+    /// `Forwarded` when the request has one, else `X-Forwarded-For`.
+    #[default]
+    Either,
+    /// Only `X-Forwarded-For`.
+    XForwardedFor,
+    /// Only RFC 7239 `Forwarded`.
+    Forwarded,
+}
+
 /// How to find the caller of a request.
 #[derive(Clone, Debug, Default)]
 pub struct CallerResolver {
     pub(crate) trusted_proxies: Vec<IpNet>,
     /// A CDN header (`CF-Connecting-IP`) believed only from trusted proxies.
     pub(crate) client_ip_header: Option<http::HeaderName>,
+    pub(crate) forwarded: ForwardedHeader,
     pub(crate) ipv6_prefix: u8,
     pub(crate) api_key_header: Option<http::HeaderName>,
     pub(crate) jwt: Option<JwtVerifier>,
@@ -105,8 +118,8 @@ impl CallerResolver {
     }
 
     /// The client behind `peer`: `peer` itself unless it is a trusted proxy; then the
-    /// CDN header if configured, else the rightmost address of `Forwarded` (or else
-    /// `X-Forwarded-For`) that is not a trusted proxy.
+    /// CDN header if configured, else the rightmost address of the forwarding header
+    /// (`Forwarded` or `X-Forwarded-For`, as configured) that is not a trusted proxy.
     fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
         if !self.trusted(peer) {
             return peer;
@@ -120,11 +133,17 @@ impl CallerResolver {
                 return canonical(ip);
             }
         }
-        let hops = forwarded_for(headers);
-        let hops = if hops.is_empty() {
-            x_forwarded_for(headers)
-        } else {
-            hops
+        let hops = match self.forwarded {
+            ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
+            ForwardedHeader::Forwarded => forwarded_for(headers),
+            ForwardedHeader::Either => {
+                let hops = forwarded_for(headers);
+                if hops.is_empty() {
+                    x_forwarded_for(headers)
+                } else {
+                    hops
+                }
+            }
         };
         // Walk from the nearest hop back; stop at the first we cannot vouch for.
         let mut client = peer;

@@ -1,7 +1,7 @@
 //! The TOML configuration of the middleware: read, overridden from the environment,
 //! validated with errors naming the bad field, and compiled into [`Settings`].
 
-use super::caller::{CallerResolver, JwtVerifier};
+use super::caller::{CallerResolver, ForwardedHeader, JwtVerifier};
 use super::headers::HeaderStyle;
 use super::rules::{Exemptions, KeyKind, NamedLimit, PathPattern, Rule, RuleSet};
 use crate::{FailurePolicy, Policy};
@@ -99,6 +99,11 @@ pub struct IdentityConfig {
     /// A CDN header naming the client (e.g. `CF-Connecting-IP`), believed only from
     /// trusted proxies.
     pub client_ip_header: Option<String>,
+    /// The forwarding header the trusted proxies write: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239); the other one is ignored. Unset: `Forwarded` when a
+    /// request has one, else `X-Forwarded-For`, so a client can send its own
+    /// `Forwarded` through a proxy that writes only `X-Forwarded-For`: name it.
+    pub forwarded_header: Option<String>,
     /// IPv6 clients count per prefix of this length (default 64).
     pub ipv6_prefix: Option<u8>,
     /// The header carrying API keys (default `x-api-key`).
@@ -608,6 +613,19 @@ fn compile_identity(config: &IdentityConfig) -> Result<CallerResolver, ConfigErr
         Some(name) => Some(header("identity.client_ip_header", name)?),
         None => None,
     };
+    let forwarded = match config.forwarded_header.as_deref() {
+        None => ForwardedHeader::Either,
+        Some(name) if name.eq_ignore_ascii_case("x-forwarded-for") => {
+            ForwardedHeader::XForwardedFor
+        }
+        Some(name) if name.eq_ignore_ascii_case("forwarded") => ForwardedHeader::Forwarded,
+        Some(name) => {
+            return Err(error(
+                "identity.forwarded_header",
+                format!("`{name}` is not one of x-forwarded-for, forwarded"),
+            ));
+        }
+    };
     let api_key_header = header(
         "identity.api_key_header",
         config.api_key_header.as_deref().unwrap_or("x-api-key"),
@@ -623,6 +641,7 @@ fn compile_identity(config: &IdentityConfig) -> Result<CallerResolver, ConfigErr
     Ok(CallerResolver {
         trusted_proxies,
         client_ip_header,
+        forwarded,
         ipv6_prefix,
         api_key_header: Some(api_key_header),
         jwt,
