@@ -11,8 +11,8 @@
 //!     let slot = key_slot(b"user:42");
 //!     let owner = cluster.owner(slot);
 //!     let other = cluster.primaries().into_iter().find(|&p| p != owner).unwrap();
-//!     let moved = cluster.migrate_slots(&[slot], other);
-//!     assert_eq!(cluster.owner(slot), other);
+//!     let keys_moved = cluster.migrate_slots(&[slot], other);
+//!     assert_eq!((keys_moved, cluster.owner(slot)), (0, other));
 //!
 //!     cluster.kill(other);
 //!     let promoted = cluster.wait_for_failover(other);
