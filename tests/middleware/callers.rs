@@ -366,3 +366,107 @@ async fn a_rule_with_only_tiers_limits_only_those_tiers() {
         [200, 200, 200]
     );
 }
+
+/// Runs `openssl` with `args` in `dir`; false if it is not installed or fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+    std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn public_key_tokens_are_verified_and_algorithm_confusion_fails() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("redlimit-middleware-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = openssl(
+        &dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.pem",
+        ],
+    ) && openssl(
+        &dir,
+        &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub"],
+    ) && openssl(
+        &dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "ec.pem",
+        ],
+    ) && openssl(
+        &dir,
+        &["pkey", "-in", "ec.pem", "-pubout", "-out", "ec.pub"],
+    );
+    if !made {
+        eprintln!("skipped: openssl cannot make keys here");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let claims = json!({ "sub": "judy", "tier": "pro", "exp": now_s() + 600 });
+    let cases = [
+        (
+            "RS256",
+            "rsa.pub",
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::EncodingKey::from_rsa_pem(&read("rsa.pem")).unwrap(),
+        ),
+        (
+            "ES256",
+            "ec.pub",
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::EncodingKey::from_ec_pem(&read("ec.pem")).unwrap(),
+        ),
+    ];
+    for (i, (name, public, algorithm, private)) in cases.into_iter().enumerate() {
+        let text = BY_USER
+            .replace(
+                "secret = \"middleware-test-secret-0123456789\"",
+                &format!(
+                    "algorithm = \"{name}\"\npublic_key_file = \"{}\"",
+                    dir.join(public).display()
+                ),
+            )
+            .replace("name = \"api\"", &format!("name = \"api{i}\""));
+        let app = app_for(&server, &text);
+        let signed =
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, &private).unwrap();
+        let reply = get("/api/x").bearer(&signed).send(&app).await;
+        assert_eq!(reply.policy_names(), ["pro"], "{name}: {reply:?}");
+        // The classic confusion: HS256 with the public key as the HMAC secret.
+        let confused = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&read(public)),
+        )
+        .unwrap();
+        let reply = get("/api/x")
+            .from("203.0.113.90")
+            .bearer(&confused)
+            .send(&app)
+            .await;
+        assert_eq!(
+            reply.policy_names(),
+            ["anon"],
+            "{name} confusion: {reply:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
