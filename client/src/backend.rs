@@ -36,6 +36,9 @@ pub(crate) enum Kind {
 enum Connector {
     Client(redis::Client),
     Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// One client per sentinel, all asked at once: the first primary named wins, so a
+    /// sentinel that hangs delays nothing.
+    Sentinels(Vec<tokio::sync::Mutex<SentinelClient>>),
     Cluster(ClusterClient),
     /// A connection given by the caller, never remade.
     Given,
@@ -80,9 +83,45 @@ impl Backend {
 
     /// The primary that Sentinel names, followed across failovers: the connection is
     /// made again, asking the sentinels, whenever the old one fails or turns read-only.
+    ///
+    /// `redis`'s `SentinelClient` asks its sentinels one after the other, without a
+    /// response timeout: a sentinel that hangs (its host gone) ahead of the others
+    /// blocks every reconnection. Prefer [`Backend::sentinels`], which asks them all at
+    /// once; use this one for a client configured in ways that one does not offer.
     #[must_use]
     pub fn sentinel(client: SentinelClient) -> Self {
         Self::remote(Connector::Sentinel(tokio::sync::Mutex::new(client)), None)
+    }
+
+    /// The primary the sentinels at `urls` name `master`, followed across failovers.
+    /// Unlike [`Backend::sentinel`], every (re)connection asks all the sentinels at
+    /// once and takes the first primary named, so a sentinel that hangs (or whose host
+    /// is gone) delays nothing.
+    ///
+    /// # Errors
+    /// An invalid URL.
+    pub fn sentinels<I, T>(
+        urls: I,
+        master: &str,
+        node: Option<redis::sentinel::SentinelNodeConnectionInfo>,
+    ) -> Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: redis::IntoConnectionInfo,
+    {
+        let clients = urls
+            .into_iter()
+            .map(|url| {
+                SentinelClient::build(
+                    vec![url],
+                    master.to_owned(),
+                    node.clone(),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map(tokio::sync::Mutex::new)
+            })
+            .collect::<redis::RedisResult<Vec<_>>>()?;
+        Ok(Self::remote(Connector::Sentinels(clients), None))
     }
 
     /// A Redis Cluster, from the URLs of some of its nodes.
@@ -173,6 +212,19 @@ impl Remote {
                     .get_async_connection_with_config(&config)
                     .await?,
             ),
+            Connector::Sentinels(clients) => {
+                let lookups = clients.iter().map(|client| {
+                    Box::pin(async {
+                        client
+                            .lock()
+                            .await
+                            .get_async_connection_with_config(&config)
+                            .await
+                    })
+                });
+                let (connection, _) = futures_util::future::select_ok(lookups).await?;
+                Connection::Multiplexed(connection)
+            }
             Connector::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
             Connector::Given => {
                 return Err(Error::new(
