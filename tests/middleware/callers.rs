@@ -470,3 +470,53 @@ async fn public_key_tokens_are_verified_and_algorithm_confusion_fails() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn builder_methods_after_a_clone_keep_the_shared_metrics_and_settings() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let base = layer(
+        &server,
+        r#"
+        [[rules]]
+        name = "api"
+        path = "/api/**"
+        key = "custom"
+        limits = [{ name = "basic", algorithm = "token_bucket", capacity = 1, refill_tokens = 1, refill_ms = 3600000 }]
+        "#,
+    );
+    let metrics = base.metrics();
+    let reloader = base.reloader();
+    let _elsewhere = base.clone();
+    // Configured after a clone: the builder copies the layer, sharing what must be.
+    let app = app(base.identify(ByTenant));
+    assert_eq!(
+        get("/api/x")
+            .header("x-tenant", "acme")
+            .send(&app)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get("/api/x")
+            .from("198.51.100.9")
+            .header("x-tenant", "acme")
+            .send(&app)
+            .await
+            .status,
+        429,
+        "the Identify applies"
+    );
+    assert_eq!(crate::support::counter(&metrics, "allowed", "api"), 1);
+    assert_eq!(crate::support::counter(&metrics, "denied", "api"), 1);
+    reloader.replace(
+        redlimit::http::Config::from_toml("headers = \"legacy\"\n[[rules]]\nname = \"api\"\npath = \"/api/**\"\nkey = \"custom\"\nlimits = [{ name = \"basic\", algorithm = \"token_bucket\", capacity = 5, refill_tokens = 1, refill_ms = 3600000 }]")
+            .unwrap()
+            .compile()
+            .unwrap(),
+    );
+    let reply = get("/api/x").header("x-tenant", "acme").send(&app).await;
+    assert_eq!(reply.must("x-ratelimit-remaining"), "3", "{reply:?}");
+}
