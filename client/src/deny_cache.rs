@@ -7,10 +7,10 @@
 //! costs, other policies and peeks with reservations always go to the server.
 
 use crate::decision::{Decision, Source};
-use redlimit_core::Policy;
+use redlimit_core::{Policy, ceil_millis};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -57,9 +57,11 @@ impl DenyCache {
             return None;
         }
         let elapsed = now.saturating_duration_since(entry.sent_at);
+        // Whole milliseconds rounded up, as every other source answers.
+        let millis = |d: Duration| Duration::from_millis(ceil_millis(d));
         Some(Decision {
-            retry_after: Some(entry.until - now),
-            reset_after: entry.decision.reset_after.saturating_sub(elapsed),
+            retry_after: Some(millis(entry.until - now)),
+            reset_after: millis(entry.decision.reset_after.saturating_sub(elapsed)),
             source: Source::LocalCache,
             ..entry.decision
         })
@@ -109,7 +111,6 @@ impl DenyCache {
 mod tests {
     use super::*;
     use redlimit_core::FixedWindow;
-    use std::time::Duration;
 
     fn denied(wait_ms: u64) -> Decision {
         Decision {

@@ -124,8 +124,23 @@ impl Error {
     }
 
     /// Whether a failed connection should be dropped and made again.
+    ///
+    /// Yes after a timeout or a connection error, and when the server says it is not (or
+    /// no longer) the primary to write to (`READONLY`, `NOREPLICAS`, `MASTERDOWN`): a new
+    /// connection asks Sentinel again. No when a healthy connection carried a passing
+    /// refusal (`OOM`, `BUSY`, `LOADING`, `MISCONF`, `TRYAGAIN`, `CLUSTERDOWN`).
     pub(crate) fn breaks_connection(&self) -> bool {
-        matches!(self.kind, ErrorKind::Timeout | ErrorKind::Unavailable)
+        let passing = self
+            .source
+            .as_ref()
+            .and_then(redis::RedisError::code)
+            .is_some_and(|code| {
+                matches!(
+                    code,
+                    "OOM" | "BUSY" | "LOADING" | "MISCONF" | "TRYAGAIN" | "CLUSTERDOWN"
+                )
+            });
+        matches!(self.kind, ErrorKind::Timeout | ErrorKind::Unavailable) && !passing
     }
 }
 

@@ -205,6 +205,15 @@ impl RateLimiter {
     /// # Errors
     /// See [`Error`]; when the server is unavailable, the [`FailurePolicy`] answers
     /// instead (and only [`FailurePolicy::Error`] returns an error).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "check")
+        )
+    )]
     pub async fn check(&self, key: impl AsRef<[u8]>, policy: &Policy) -> Result<Decision> {
         self.decide("check", key.as_ref(), policy, Request::new(1))
             .await
@@ -214,6 +223,15 @@ impl RateLimiter {
     ///
     /// # Errors
     /// As [`check`](Self::check); a cost above 2^62.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "check_cost")
+        )
+    )]
     pub async fn check_cost(
         &self,
         key: impl AsRef<[u8]>,
@@ -229,6 +247,15 @@ impl RateLimiter {
     /// # Errors
     /// As [`check_cost`](Self::check_cost); a throttle policy cannot peek a cost
     /// above 0 (redis-cell's command has no peek).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "peek")
+        )
+    )]
     pub async fn peek(
         &self,
         key: impl AsRef<[u8]>,
@@ -252,8 +279,22 @@ impl RateLimiter {
     /// tokens (they stay spent) and leaves nothing else behind. For other policies it
     /// retries at each retry time until allowed or out of time.
     ///
+    /// As the module's `MAXWAIT` defines it, a token bucket admits a reservation whose
+    /// cost exceeds the capacity when the refill within `max_wait` covers it. A denied
+    /// reservation's `retry_after` is the time until a call with the same `max_wait`
+    /// could be admitted: the whole wait would be `retry_after + max_wait`.
+    ///
     /// # Errors
     /// As [`check_cost`](Self::check_cost).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "wait")
+        )
+    )]
     pub async fn wait(
         &self,
         key: impl AsRef<[u8]>,
@@ -305,6 +346,15 @@ impl RateLimiter {
     /// # Errors
     /// As [`check_cost`](Self::check_cost); no limits; a throttle policy; in a
     /// cluster, keys in different slots ([`ErrorKind::CrossSlot`]).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "check_all")
+        )
+    )]
     pub async fn check_all<K: AsRef<[u8]>>(
         &self,
         limits: &[(K, Policy)],
@@ -318,6 +368,15 @@ impl RateLimiter {
     ///
     /// # Errors
     /// As [`check_all`](Self::check_all).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "peek_all")
+        )
+    )]
     pub async fn peek_all<K: AsRef<[u8]>>(
         &self,
         limits: &[(K, Policy)],
@@ -335,6 +394,15 @@ impl RateLimiter {
     ///
     /// # Errors
     /// As [`check`](Self::check); a lease id over 1 KiB.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "acquire")
+        )
+    )]
     pub async fn acquire(
         &self,
         key: impl AsRef<[u8]>,
@@ -387,6 +455,15 @@ impl RateLimiter {
     /// # Errors
     /// As [`check`](Self::check), except that when the server is unavailable only the
     /// fallback policy answers (from its own leases); the others return the error.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "release")
+        )
+    )]
     pub async fn release(&self, key: impl AsRef<[u8]>, lease_id: impl AsRef<[u8]>) -> Result<bool> {
         let (key, id) = (key.as_ref(), lease_id.as_ref());
         let now = local::now();
@@ -412,6 +489,15 @@ impl RateLimiter {
     /// # Errors
     /// A key holding another type (nothing deleted in its slot), or the server
     /// unavailable (no failure policy applies).
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "reset")
+        )
+    )]
     pub async fn reset<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
         for key in keys {
             if let Some(cache) = &self.shared.deny_cache {
@@ -451,6 +537,15 @@ impl RateLimiter {
     ///
     /// # Errors
     /// A key holding another type, or the server unavailable.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "redlimit",
+            level = "debug",
+            skip_all,
+            fields(operation = "status")
+        )
+    )]
     pub async fn status(&self, key: impl AsRef<[u8]>) -> Result<Option<Status>> {
         let key = key.as_ref();
         let Some(remote) = self.remote() else {
@@ -670,8 +765,10 @@ impl RateLimiter {
                 ))
             });
         match &result {
-            Err(error) if error.breaks_connection() => {
-                remote.disconnect();
+            Err(error) if error.is_unavailable() => {
+                if error.breaks_connection() {
+                    remote.disconnect();
+                }
                 observe::backend_error(operation, error);
                 if let Some(change) = shared.breaker.failure(Instant::now()) {
                     observe::breaker(change, shared.cool_down);
