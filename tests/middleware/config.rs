@@ -221,6 +221,9 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
         ("rules[1].name", VALID.replace("name = \"login\"", "name = \"\"")),
         ("rules[1].methods[0]", VALID.replace("\"POST\"", "\"PO ST\"")),
         ("rules[0].key", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\nkey = \"session\"")),
+        ("rules[0].key", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\nkey = \"user\"")),
+        ("default.key", format!("{VALID}\n[default]\nname = \"rest\"\nkey = \"user\"\nlimits = [{{ algorithm = \"fixed\", limit = 9, window_ms = 1000 }}]\n")),
+        ("exempt.users", VALID.replace("ips = [", "users = [\"ops\"]\nips = [")),
         ("rules[0].cost", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\ncost = -1")),
         ("rules[0].limits", VALID.replace(
             "limits = [{ name = \"burst\", algorithm = \"token_bucket\", capacity = 10, refill_tokens = 1, refill_ms = 1000 }]",

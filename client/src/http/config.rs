@@ -311,6 +311,31 @@ impl Config {
             }
             None => None,
         };
+        if self.identity.jwt.is_none() {
+            // Users are known only from verified tokens: without a verifier, such a
+            // rule would silently count every caller by IP, and such an exemption
+            // would never apply.
+            let by_user = self
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| (format!("rules[{i}].key"), rule))
+                .chain(
+                    self.default
+                        .iter()
+                        .map(|rule| ("default.key".to_owned(), rule)),
+                )
+                .find(|(_, rule)| rule.key.as_deref() == Some("user"));
+            if let Some((field, _)) = by_user {
+                return Err(error(field, "`user` needs [identity.jwt] to verify tokens"));
+            }
+            if !self.exempt.users.is_empty() {
+                return Err(error(
+                    "exempt.users",
+                    "needs [identity.jwt] to verify tokens",
+                ));
+            }
+        }
         Ok(Settings {
             prefix: nonempty("key_prefix", &self.key_prefix)?.to_owned(),
             headers: match self.headers {
