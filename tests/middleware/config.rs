@@ -223,6 +223,7 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
         ("rules[0].key", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\nkey = \"session\"")),
         ("rules[0].key", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\nkey = \"user\"")),
         ("default.key", format!("{VALID}\n[default]\nname = \"rest\"\nkey = \"user\"\nlimits = [{{ algorithm = \"fixed\", limit = 9, window_ms = 1000 }}]\n")),
+        ("rules[0].tiers", VALID.replace("refill_ms = 1000 }]\n", "refill_ms = 1000 }]\ntiers.pro.limits = [{ name = \"burst\", algorithm = \"token_bucket\", capacity = 100, refill_tokens = 10, refill_ms = 1000 }]\n")),
         ("exempt.users", VALID.replace("ips = [", "users = [\"ops\"]\nips = [")),
         ("rules[0].cost", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\ncost = -1")),
         ("rules[0].limits", VALID.replace(
@@ -283,8 +284,9 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
         error.field, "rules[0].tiers.pro.limits[0].algorithm",
         "{error}"
     );
-    // The same name with the same algorithm (other numbers) is how tiers are written.
-    let same = VALID.replace(
+    // The same name with the same algorithm (other numbers) is how tiers are written
+    // (here the tiers come from an `Identify`).
+    let same = VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\nkey = \"custom\"").replace(
         "refill_ms = 1000 }]\n",
         "refill_ms = 1000 }]\ntiers.pro.limits = [{ name = \"burst\", algorithm = \"token_bucket\", capacity = 100, refill_tokens = 10, refill_ms = 1000 }]\n",
     );

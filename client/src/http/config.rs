@@ -329,6 +329,24 @@ impl Config {
             if let Some((field, _)) = by_user {
                 return Err(error(field, "`user` needs [identity.jwt] to verify tokens"));
             }
+            // Tiers come from tokens too, or from an `Identify` (key = "custom").
+            let tiered = self
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| (format!("rules[{i}].tiers"), rule))
+                .chain(
+                    self.default
+                        .iter()
+                        .map(|rule| ("default.tiers".to_owned(), rule)),
+                )
+                .find(|(_, rule)| !rule.tiers.is_empty() && rule.key.as_deref() != Some("custom"));
+            if let Some((field, _)) = tiered {
+                return Err(error(
+                    field,
+                    "tiers need [identity.jwt] (or key = \"custom\" and an Identify)",
+                ));
+            }
             if !self.exempt.users.is_empty() {
                 return Err(error(
                     "exempt.users",
