@@ -224,6 +224,8 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
         ("rules[0].key", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\nkey = \"user\"")),
         ("default.key", format!("{VALID}\n[default]\nname = \"rest\"\nkey = \"user\"\nlimits = [{{ algorithm = \"fixed\", limit = 9, window_ms = 1000 }}]\n")),
         ("rules[0].tiers", VALID.replace("refill_ms = 1000 }]\n", "refill_ms = 1000 }]\ntiers.pro.limits = [{ name = \"burst\", algorithm = \"token_bucket\", capacity = 100, refill_tokens = 10, refill_ms = 1000 }]\n")),
+        ("identity.client_ip_header", VALID.replace("trusted_proxies = [\"10.0.0.0/8\"]", "client_ip_header = \"CF-Connecting-IP\"")),
+        ("identity.forwarded_header", VALID.replace("trusted_proxies = [\"10.0.0.0/8\"]", "trusted_proxies = []\nforwarded_header = \"forwarded\"")),
         ("exempt.users", VALID.replace("ips = [", "users = [\"ops\"]\nips = [")),
         ("rules[0].cost", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\ncost = -1")),
         ("rules[0].limits", VALID.replace(

@@ -656,6 +656,26 @@ fn compile_identity(config: &IdentityConfig) -> Result<CallerResolver, ConfigErr
         Some(name) => Some(header("identity.client_ip_header", name)?),
         None => None,
     };
+    // Both are read only from trusted proxies: without any, they would never apply.
+    if config.trusted_proxies.is_empty() {
+        for (field, given) in [
+            (
+                "identity.client_ip_header",
+                config.client_ip_header.is_some(),
+            ),
+            (
+                "identity.forwarded_header",
+                config.forwarded_header.is_some(),
+            ),
+        ] {
+            if given {
+                return Err(error(
+                    field,
+                    "is read only from trusted proxies: list them in identity.trusted_proxies",
+                ));
+            }
+        }
+    }
     let forwarded = match config.forwarded_header.as_deref() {
         None => ForwardedHeader::Either,
         Some(name) if name.eq_ignore_ascii_case("x-forwarded-for") => {
