@@ -358,7 +358,7 @@ impl Cluster {
         let id = self.node_id(primary).to_owned();
         self.topology()
             .into_iter()
-            .find(|node| !node.primary && !node.failing && node.primary_id.as_ref() == Some(&id))
+            .find(|node| !node.primary && node.primary_id.as_ref() == Some(&id))
             .map(|node| node.port)
     }
 
@@ -612,8 +612,8 @@ impl Cluster {
     }
 
     /// Waits until every running node says `cluster_state:ok`, all report the same
-    /// owner for every slot and know no slot being migrated, and every replica of a
-    /// running primary has finished its sync.
+    /// owner for every slot, none flags a running node as failing or knows a slot being
+    /// migrated, and every replica of a running primary has finished its sync.
     ///
     /// # Panics
     ///
@@ -651,6 +651,14 @@ impl Cluster {
                 return false;
             }
             let topology = parse_nodes(&nodes);
+            // No running node may look failing (a slow ping on a loaded machine).
+            let running = self.ports();
+            if topology
+                .iter()
+                .any(|node| node.failing && running.contains(&node.port))
+            {
+                return false;
+            }
             let me = topology.iter().find(|node| node.port == port);
             if let Some(me) = me.filter(|me| !me.primary) {
                 let Ok(replication) = redis::cmd("INFO")

@@ -2,8 +2,8 @@
 //! every key keeps its exact state and expiry, and the clients see no error.
 
 use crate::support::{
-    Load, REDIRECT_NOT_FOLLOWED, RL_ALL_ROUTED_AS_KEYLESS, Target, binary, cluster_of, limiter,
-    owner_remaining, per_server, redirects, reset_stats, slow_bucket, start, status_and_pttl,
+    Load, REDIRECT_NOT_FOLLOWED, Target, binary, cluster_of, limiter, owner_remaining, per_server,
+    redirects, reset_stats, slow_bucket, start, status_and_pttl,
 };
 use redis::Connection;
 use redlimit::{Concurrency, Policy};
@@ -131,16 +131,11 @@ async fn reshard_under_load(binary: ServerBinary, method: Method) {
         .enumerate()
         .map(|(i, key)| Target::One(key.clone(), if i % 2 == 0 { bucket } else { window }))
         .collect();
-    // All-or-nothing pairs: outside the moving slots while RL.ALL is routed as keyless
-    // (see `RL_ALL_ROUTED_AS_KEYLESS`), else half of them inside.
-    let pair_tags: Vec<String> = if RL_ALL_ROUTED_AS_KEYLESS {
-        keys_outside("pair", &moving, 6)
-    } else {
-        keys_in("pair", &moving, 3)
-            .into_iter()
-            .chain(keys_outside("pair", &moving, 3))
-            .collect()
-    };
+    // All-or-nothing pairs (RL.ALL), half of them in the moving slots.
+    let pair_tags: Vec<String> = keys_in("pair", &moving, 3)
+        .into_iter()
+        .chain(keys_outside("pair", &moving, 3))
+        .collect();
     for tag in &pair_tags {
         targets.push(Target::All(vec![
             (format!("{{{tag}}}:minute"), window),

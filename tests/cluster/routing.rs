@@ -2,8 +2,8 @@
 //! needs one slot.
 
 use crate::support::{
-    RL_ALL_ROUTED_AS_KEYLESS, cluster_of, error_code, keys_on_every_primary, limiter,
-    owner_remaining, owner_status, per_server, redirects, reset_stats, slow_bucket, start,
+    cluster_of, error_code, keys_on_every_primary, limiter, owner_remaining, owner_status,
+    per_server, redirects, reset_stats, slow_bucket, start,
 };
 use redlimit::{Backend, Concurrency, FailurePolicy, Policy, RateLimiter, Source};
 use redlimit_test_support::{ServerBinary, key_slot};
@@ -158,22 +158,18 @@ async fn redirects_are_followed(binary: ServerBinary) {
     );
     // RL.ALL over a key moved and a key not yet moved: the source must answer
     // TRYAGAIN until the slot is done (the client gives up at its timeout).
-    let split = if RL_ALL_ROUTED_AS_KEYLESS {
-        None
-    } else {
-        let short = RateLimiter::builder(Backend::cluster(cluster.urls()).unwrap())
-            .timeout(Duration::from_millis(500))
-            .on_failure(FailurePolicy::Error)
-            .build()
-            .unwrap();
-        let split = short.check_all(&[(one, policy), (two, policy)], 1).await;
-        println!(
-            "{}: RL.ALL across a half-moved slot: {:?}",
-            binary.name(),
-            split.as_ref().map(|all| all.allowed)
-        );
-        Some(split.is_ok_and(|all| all.allowed))
-    };
+    let short = RateLimiter::builder(Backend::cluster(cluster.urls()).unwrap())
+        .timeout(Duration::from_millis(500))
+        .on_failure(FailurePolicy::Error)
+        .build()
+        .unwrap();
+    let split = short.check_all(&[(one, policy), (two, policy)], 1).await;
+    println!(
+        "{}: RL.ALL across a half-moved slot: {:?}",
+        binary.name(),
+        split.as_ref().map(|all| all.allowed)
+    );
+    let split = Some(split.is_ok_and(|all| all.allowed));
     // Only `two` is left on the source: `three` was made on the target.
     assert_eq!(migration.move_all_keys(), 1);
     migration.finish();
@@ -241,33 +237,15 @@ async fn all_or_nothing_needs_one_slot(binary: ServerBinary) {
 
     // ... and the servers refuse the raw command on any primary.
     for port in cluster.primaries() {
-        let mut con = cluster.connection(port);
-        let raw = redis::cmd("RL.ALL")
-            .arg(2)
-            .arg(&apart[0].0)
-            .arg(&apart[1].0)
-            .arg(&["SLIDING", "3", "60000", "TOKENBUCKET", "5", "1", "3600000"][..])
-            .query::<redis::Value>(&mut con);
-        if RL_ALL_ROUTED_AS_KEYLESS {
-            assert!(
-                raw.is_ok(),
-                "RL.ALL is now routed by its keys ({raw:?}): set RL_ALL_ROUTED_AS_KEYLESS to false"
-            );
-            println!(
-                "{}: KNOWN BUG: raw RL.ALL over two slots ran on port {port} (no CROSSSLOT)",
-                binary.name()
-            );
-        } else {
-            let code = raw
-                .expect_err("CROSSSLOT")
-                .code()
-                .unwrap_or_default()
-                .to_owned();
-            assert_eq!(code, "CROSSSLOT", "port {port}");
-        }
-    }
-    if RL_ALL_ROUTED_AS_KEYLESS {
-        return;
+        let code = error_code(
+            &mut cluster.connection(port),
+            redis::cmd("RL.ALL")
+                .arg(2)
+                .arg(&apart[0].0)
+                .arg(&apart[1].0)
+                .arg(&["SLIDING", "3", "60000", "TOKENBUCKET", "5", "1", "3600000"][..]),
+        );
+        assert_eq!(code, "CROSSSLOT", "port {port}");
     }
     // A node that owns none of the keys sends the caller to their owner.
     let (user, owner) = &users[0];

@@ -14,20 +14,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// **Known module bug** (reported with issue 6's cluster work): `RL.ALL` declares its
-/// keys only through a key spec (`numkeys` at argument 1) and registers first/last/step
-/// 0,0,0. Cluster routing (`getNodeByQuery` → `getKeysFromCommand`) reads only the
-/// legacy range or a `getkeys-api` callback, never key specs, so every node runs
-/// `RL.ALL` as if it had no keys: no `CROSSSLOT`, no `MOVED`, no `ASK`, no `TRYAGAIN`
-/// (Redis 7.0, 8.2 and Valkey 9.1 alike). The redlimit client routes it by slot, so it
-/// reaches the right node while the client's slot map is current; during a migration
-/// it writes to the old owner (a later `MIGRATE` then fails with `BUSYKEY`).
-///
-/// While this is `true`, the tests check that the bug is still there, and keep
-/// `RL.ALL` away from moving slots; once the module registers `RL.ALL` with
-/// `getkeys-api`, they fail here: set it to `false`.
-pub const RL_ALL_ROUTED_AS_KEYLESS: bool = true;
-
 /// The binary of `flavor`, or `None` (said on stdout) when it is not installed.
 /// `REDLIMIT_REQUIRE_ALL_SERVERS=1` turns a missing one into a panic, in
 /// `available_servers`.
