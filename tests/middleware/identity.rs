@@ -199,9 +199,11 @@ async fn bytes_a_client_writes_in_forwarded_headers_do_not_hide_the_address_the_
         return;
     };
     // Internal traffic (the proxies' own requests) is exempt, as operators often set.
+    // `either`: both headers are read, so both can be poisoned.
+    let either = format!("{TRUSTED}\nforwarded_header = \"either\"");
     let app = app_for(
         &server,
-        &by_ip(3, TRUSTED).replace("[[rules]]", "[exempt]\nips = [\"10.0.0.0/8\"]\n\n[[rules]]"),
+        &by_ip(3, &either).replace("[[rules]]", "[exempt]\nips = [\"10.0.0.0/8\"]\n\n[[rules]]"),
     );
     // The client sent non-text bytes; the proxy appended the address it saw.
     let poisoned: [(&str, &[u8]); 3] = [
@@ -237,7 +239,11 @@ async fn rfc_7239_forwarded_names_the_client_and_wins_over_x_forwarded_for() {
     let Some(server) = crate::support::server() else {
         return;
     };
-    let app = app_for(&server, &by_ip(3, TRUSTED));
+    // `either`: Forwarded when present, else X-Forwarded-For.
+    let app = app_for(
+        &server,
+        &by_ip(3, &format!("{TRUSTED}\nforwarded_header = \"either\"")),
+    );
     let cases = [
         ("for=192.0.2.60;proto=http;by=203.0.113.43", "192.0.2.60"),
         (r#"for=6.6.6.6, For="198.51.100.20:8080""#, "198.51.100.20"),

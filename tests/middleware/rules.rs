@@ -425,3 +425,39 @@ async fn a_refused_request_of_several_units_spends_nothing_on_any_limit() {
         Some(7)
     );
 }
+
+#[tokio::test]
+async fn a_layer_inside_a_nested_router_matches_full_paths() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let layer = crate::support::layer(
+        &server,
+        r#"
+        [[rules]]
+        name = "nested"
+        path = "/v1/items"
+        limits = [{ name = "burst", algorithm = "fixed", limit = 2, window_ms = 60000 }]
+        "#,
+    );
+    let inner = axum::Router::new()
+        .route("/items", axum::routing::get(|| async { "items" }))
+        .layer(layer);
+    let app = axum::Router::new().nest("/v1", inner);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            get("/v1/items")
+                .from("192.0.2.70")
+                .send(&app)
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "the rule names the path the client sent"
+    );
+}

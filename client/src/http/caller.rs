@@ -70,9 +70,9 @@ impl std::fmt::Debug for JwtVerifier {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum ForwardedHeader {
     /// `Forwarded` when the request has one, else `X-Forwarded-For`.
-    #[default]
     Either,
-    /// Only `X-Forwarded-For`.
+    /// Only `X-Forwarded-For` (what most proxies and load balancers write).
+    #[default]
     XForwardedFor,
     /// Only RFC 7239 `Forwarded`.
     Forwarded,
@@ -312,8 +312,8 @@ mod tests {
     }
 
     #[test]
-    fn rfc_7239_forwarded_wins_over_x_forwarded_for() {
-        let r = resolver(&["10.0.0.0/8"]);
+    fn the_configured_forwarding_header_is_the_only_one_read() {
+        let mut r = resolver(&["10.0.0.0/8"]);
         let h = headers(&[
             (
                 "forwarded",
@@ -321,6 +321,11 @@ mod tests {
             ),
             ("x-forwarded-for", "198.51.100.7"),
         ]);
+        // Default: X-Forwarded-For only; a client's own Forwarded is ignored.
+        assert_eq!(r.client_ip(&h, ip("10.0.0.1")), ip("198.51.100.7"));
+        r.forwarded = ForwardedHeader::Forwarded;
+        assert_eq!(r.client_ip(&h, ip("10.0.0.1")), ip("2001:db8::1"));
+        r.forwarded = ForwardedHeader::Either;
         assert_eq!(r.client_ip(&h, ip("10.0.0.1")), ip("2001:db8::1"));
     }
 

@@ -99,10 +99,11 @@ pub struct IdentityConfig {
     /// A CDN header naming the client (e.g. `CF-Connecting-IP`), believed only from
     /// trusted proxies.
     pub client_ip_header: Option<String>,
-    /// The forwarding header the trusted proxies write: `x-forwarded-for` or
-    /// `forwarded` (RFC 7239); the other one is ignored. Unset: `Forwarded` when a
-    /// request has one, else `X-Forwarded-For`, so a client can send its own
-    /// `Forwarded` through a proxy that writes only `X-Forwarded-For`: name it.
+    /// The forwarding header the trusted proxies write: `x-forwarded-for` (the
+    /// default) or `forwarded` (RFC 7239); the other one is ignored, so a client cannot
+    /// slip its own through a proxy that does not write it. `either` reads `Forwarded`
+    /// when a request has one, else `X-Forwarded-For`: only for proxies that strip or
+    /// rewrite both.
     pub forwarded_header: Option<String>,
     /// IPv6 clients count per prefix of this length (default 64).
     pub ipv6_prefix: Option<u8>,
@@ -677,15 +678,16 @@ fn compile_identity(config: &IdentityConfig) -> Result<CallerResolver, ConfigErr
         }
     }
     let forwarded = match config.forwarded_header.as_deref() {
-        None => ForwardedHeader::Either,
+        None => ForwardedHeader::XForwardedFor,
         Some(name) if name.eq_ignore_ascii_case("x-forwarded-for") => {
             ForwardedHeader::XForwardedFor
         }
+        Some(name) if name.eq_ignore_ascii_case("either") => ForwardedHeader::Either,
         Some(name) if name.eq_ignore_ascii_case("forwarded") => ForwardedHeader::Forwarded,
         Some(name) => {
             return Err(error(
                 "identity.forwarded_header",
-                format!("`{name}` is not one of x-forwarded-for, forwarded"),
+                format!("`{name}` is not one of x-forwarded-for, forwarded, either"),
             ));
         }
     };

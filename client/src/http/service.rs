@@ -243,7 +243,11 @@ fn peer(parts: &Parts) -> Option<IpAddr> {
 
 /// Decides synchronously what a request needs.
 fn plan(shared: &Shared, settings: &Settings, parts: &Parts) -> Plan {
-    let path = parts.uri.path();
+    // Inside `Router::nest` the URI is stripped of the prefix; rules name full paths.
+    let path = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| parts.uri.path(), |original| original.0.path());
     if settings.exempt.path(path) {
         return Plan::Pass;
     }
@@ -376,8 +380,13 @@ impl Decide {
             }
             return Verdict::Serve(None);
         }
+        // Fail-open and fail-closed answers know no real numbers: no rate-limit headers
+        // (a fail-closed 429 still says when to retry).
+        let guessed = decisions
+            .iter()
+            .any(|d| matches!(d.source, Source::FailedOpen | Source::FailedClosed));
         let mut headers = HeaderMap::new();
-        if settings.headers != HeaderStyle::None {
+        if settings.headers != HeaderStyle::None && !guessed {
             headers::write(&mut headers, settings.headers, limits, &decisions);
         }
         if allowed {
