@@ -105,6 +105,16 @@ async fn failover_under_load(binary: ServerBinary) {
     let decisions_at_recovery = load.decisions();
     load.until(decisions_at_recovery + WARM_UP).await;
     let tally = load.stop().await;
+    // Both failure policies' tasks are back on the server (Source::Server).
+    let by_limiter = tally.last_server_answer_by_limiter.lock().unwrap().clone();
+    for (index, policy) in ["Error", "Fallback"].iter().enumerate() {
+        assert!(
+            by_limiter
+                .get(&index)
+                .is_some_and(|at| *at > killed_at + took_over),
+            "{name}: the tasks with FailurePolicy::{policy} never came back to the server"
+        );
+    }
 
     // Count: what the clients were allowed against what the states say was counted,
     // and look for copies of the keys where they do not belong (see `stray_copies`).

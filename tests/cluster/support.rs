@@ -240,6 +240,9 @@ pub struct Tally {
     pub errors: Mutex<BTreeMap<String, (u64, String)>>,
     /// Per key, when the server last answered it.
     pub last_server_answer: Mutex<BTreeMap<String, Instant>>,
+    /// Per limiter (its index in [`Load::start`]'s list), when the server last
+    /// answered one of its tasks.
+    pub last_server_answer_by_limiter: Mutex<BTreeMap<usize, Instant>>,
 }
 
 impl Tally {
@@ -306,7 +309,12 @@ impl Tally {
             .unwrap_or(0)
     }
 
-    fn record(&self, keys: &[String], result: Result<(bool, Source), redlimit::Error>) {
+    fn record(
+        &self,
+        limiter: usize,
+        keys: &[String],
+        result: Result<(bool, Source), redlimit::Error>,
+    ) {
         self.decisions.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         if !matches!(result, Ok((_, Source::Server))) {
@@ -318,6 +326,10 @@ impl Tally {
         match result {
             Ok((allowed, Source::Server)) => {
                 self.from_server.fetch_add(1, Ordering::Relaxed);
+                self.last_server_answer_by_limiter
+                    .lock()
+                    .unwrap()
+                    .insert(limiter, now);
                 let mut last = self.last_server_answer.lock().unwrap();
                 for key in keys {
                     last.insert(key.clone(), now);
@@ -378,7 +390,8 @@ impl Load {
         let tasks = (0..tasks)
             .map(|task| {
                 let (tally, stop, targets) = (tally.clone(), stop.clone(), targets.clone());
-                let limiter = limiters[task % limiters.len()].clone();
+                let which = task % limiters.len();
+                let limiter = limiters[which].clone();
                 tokio::spawn(async move {
                     let mut next = task;
                     while !stop.load(Ordering::Relaxed)
@@ -403,7 +416,7 @@ impl Load {
                             // through the load while a shard is down.
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
-                        tally.record(&keys, result);
+                        tally.record(which, &keys, result);
                     }
                 })
             })
