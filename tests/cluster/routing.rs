@@ -2,8 +2,8 @@
 //! needs one slot.
 
 use crate::support::{
-    cluster_of, error_code, keys_on_every_primary, limiter, owner_remaining, owner_status,
-    per_server, redirects, reset_stats, slow_bucket, start,
+    ASKING_RACE, Load, Target, cluster_of, error_code, keys_on_every_primary, limiter,
+    owner_remaining, owner_status, per_server, redirects, reset_stats, slow_bucket, start,
 };
 use redlimit::{Backend, Concurrency, FailurePolicy, Policy, RateLimiter, Source};
 use redlimit_test_support::{ServerBinary, key_slot};
@@ -259,4 +259,74 @@ async fn all_or_nothing_needs_one_slot(binary: ServerBinary) {
             .arg(&["SLIDING", "3", "60000", "TOKENBUCKET", "5", "1", "3600000"][..]),
     );
     assert_eq!(code, "MOVED", "port {stranger}");
+}
+
+per_server!(asked_keys_under_concurrency);
+async fn asked_keys_under_concurrency(binary: ServerBinary) {
+    let name = binary.name();
+    let cluster = start(cluster_of(&binary)).await;
+    let limiter = RateLimiter::builder(Backend::cluster(cluster.urls()).unwrap())
+        .timeout(Duration::from_secs(1))
+        .on_failure(FailurePolicy::Error)
+        .build()
+        .unwrap();
+    let policy = slow_bucket(1_000_000);
+    let moved = "{asked}:moved";
+    let slot = key_slot(moved.as_bytes());
+    assert!(limiter.check(moved, &policy).await.unwrap().allowed);
+    let source = cluster.owner(slot);
+    let target = *cluster.primaries().iter().find(|&&p| p != source).unwrap();
+    // The moved key, asked on the target, and keys the target owns, at the same time.
+    let mut targets = vec![Target::One(moved.to_owned(), policy)];
+    for (key, owner) in keys_on_every_primary(&cluster, "asked-other", 4) {
+        if owner == target {
+            targets.push(Target::One(key, policy));
+        }
+    }
+    let mut migration = cluster.begin_migration(slot, target);
+    migration.move_keys(&[moved]);
+    let load = Load::start(std::slice::from_ref(&limiter), &targets, 16, 20_000);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tally = load.stop().await;
+    tokio::task::block_in_place(|| {
+        migration.move_all_keys();
+        migration.finish();
+        cluster.wait_until_stable();
+    });
+
+    let allowed = tally.allowed(moved);
+    let failed = tally.not_from_server(moved);
+    let failed_elsewhere: u64 = targets
+        .iter()
+        .skip(1)
+        .flat_map(Target::keys)
+        .map(|(key, _)| tally.not_from_server(&key))
+        .sum();
+    let counted = u64::try_from(1_000_000 - 1 - owner_remaining(&cluster, moved)).unwrap() - 1;
+    println!(
+        "{name}: decisions on a key asked on the target while 16 tasks share the \
+         connection: {allowed} allowed, {failed} failed ({failed_elsewhere} failed on the \
+         target's own keys); errors {:?}",
+        tally.errors.lock().unwrap()
+    );
+    // Never a wrong answer: every decision the clients were allowed is counted; a
+    // failed one (a timeout) may have been counted too.
+    assert!(
+        allowed <= counted && counted <= allowed + failed,
+        "{name}: {allowed} allowed, {failed} failed, {counted} counted"
+    );
+    if ASKING_RACE {
+        assert!(
+            failed > 0,
+            "{name}: no asked decision failed: the redis crate keeps ASKING with its \
+             command now? Set ASKING_RACE to false"
+        );
+    } else {
+        assert_eq!(
+            failed + failed_elsewhere,
+            0,
+            "{name}: {:?}",
+            tally.errors.lock().unwrap()
+        );
+    }
 }

@@ -197,13 +197,22 @@ pub fn slow_bucket(capacity: u64) -> Policy {
 
 /// **Known `redis` crate limitation** (0.32.7, cluster-async): to follow `ASK` it sends
 /// `ASKING` on the target's multiplexed connection, waits for the reply, then sends the
-/// command; another task's command can come in between and consume the one-shot
-/// `ASKING`, so the target answers `MOVED` back to the source, which answers `ASK`
-/// again, until the retries run out and the `ASK` reaches the caller (the limiter
-/// reports it as `unavailable`). Seen about once in 10,000 decisions while
-/// `redis-cli --cluster reshard` moves keys under load. Never a wrong answer: a
-/// command served thanks to another's `ASKING` was itself redirected there. The load
-/// counts these errors under this name.
+/// command. Other tasks' commands come in between and consume the one-shot `ASKING`,
+/// so the target answers `MOVED` back to the source, which answers `ASK` again, until
+/// the retries run out (the `ASK` reaches the caller, reported `unavailable`) or the
+/// decision times out, and the breaker opens. With 16 tasks deciding on a key moved to
+/// a slot's importing node (and on that node's own keys), most decisions on the moved
+/// key fail for as long as the slot is migrating (`asked_keys_under_concurrency`); a
+/// single task sees no failure. Never a wrong answer: a command served thanks to
+/// another's `ASKING` was itself redirected there. While `true`, the test checks the
+/// failures are still there; once the client keeps `ASKING` with its command (one
+/// pipeline), it fails: set it to `false`.
+pub const ASKING_RACE: bool = true;
+
+/// How the load counts an `ASK` or `MOVED` that reached the caller (see
+/// [`ASKING_RACE`]): during a resharding, slots migrate for milliseconds each, so this
+/// is rare (seen about once in 10,000 decisions while `redis-cli --cluster reshard`
+/// moves keys under load).
 pub const REDIRECT_NOT_FOLLOWED: &str = "redirect_not_followed";
 
 /// A hot key of the load: one key, or two checked all-or-nothing (`RL.ALL`).
