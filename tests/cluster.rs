@@ -3,7 +3,9 @@
 //!
 //! - `routing`: the client sends every operation to the node that owns the key,
 //!   follows `MOVED` and `ASK`, runs `RL.ALL` over hash-tagged keys, and refuses keys in
-//!   different slots with a clear error (the raw command answers `CROSSSLOT`).
+//!   different slots with a clear error (the raw command answers `CROSSSLOT`); and how
+//!   decisions on a key asked on a slot's importing node fare under concurrency (see
+//!   `support::ASKING_RACE`).
 //! - `resharding`: while tasks keep deciding, slots holding limiter keys move to another
 //!   primary (`CLUSTER SETSLOT` + `MIGRATE`; on Valkey 9 also `CLUSTER MIGRATESLOTS`);
 //!   every moved key keeps its exact state and expiry, and the clients see no error.
