@@ -128,19 +128,26 @@ impl Error {
     /// Yes after a timeout or a connection error, and when the server says it is not (or
     /// no longer) the primary to write to (`READONLY`, `NOREPLICAS`, `MASTERDOWN`): a new
     /// connection asks Sentinel again. No when a healthy connection carried a passing
-    /// refusal (`OOM`, `BUSY`, `LOADING`, `MISCONF`, `TRYAGAIN`, `CLUSTERDOWN`).
+    /// refusal (`OOM`, `BUSY`, `LOADING`, `MISCONF`, `CLUSTERDOWN`) or a redirect.
     pub(crate) fn breaks_connection(&self) -> bool {
-        let passing = self
-            .source
-            .as_ref()
-            .and_then(redis::RedisError::code)
-            .is_some_and(|code| {
-                matches!(
-                    code,
-                    "OOM" | "BUSY" | "LOADING" | "MISCONF" | "TRYAGAIN" | "CLUSTERDOWN"
-                )
-            });
-        matches!(self.kind, ErrorKind::Timeout | ErrorKind::Unavailable) && !passing
+        let passing = self.code().is_some_and(|code| {
+            matches!(code, "OOM" | "BUSY" | "LOADING" | "MISCONF" | "CLUSTERDOWN")
+        });
+        matches!(self.kind, ErrorKind::Timeout | ErrorKind::Unavailable)
+            && !passing
+            && !self.is_redirect()
+    }
+
+    /// A cluster redirect the `redis` crate did not follow (`MOVED`, `ASK`, `TRYAGAIN`
+    /// during a slot migration): the failure policy answers this call, but the
+    /// connection is fine and the server is up, so the breaker does not count it.
+    pub(crate) fn is_redirect(&self) -> bool {
+        self.code()
+            .is_some_and(|code| matches!(code, "MOVED" | "ASK" | "TRYAGAIN"))
+    }
+
+    fn code(&self) -> Option<&str> {
+        self.source.as_ref().and_then(redis::RedisError::code)
     }
 }
 

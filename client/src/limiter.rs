@@ -765,7 +765,7 @@ impl RateLimiter {
                 ))
             });
         match &result {
-            Err(error) if error.is_unavailable() => {
+            Err(error) if error.is_unavailable() && !error.is_redirect() => {
                 if error.breaks_connection() {
                     remote.disconnect();
                 }
