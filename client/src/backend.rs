@@ -196,9 +196,9 @@ impl Remote {
         if let Some(connection) = self.current() {
             return Ok((connection, true));
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout);
+        // Only the connecting: the limiter bounds every call with its own timeout (a
+        // second timer per request here would cost without adding anything).
+        let config = AsyncConnectionConfig::new().set_connection_timeout(timeout);
         let connection = match &self.connector {
             Connector::Client(client) => Connection::Multiplexed(
                 client

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -38,20 +38,22 @@ struct RuleSeries {
 /// [`render`](Metrics::render) on your metrics endpoint.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
-    rules: Arc<Mutex<BTreeMap<String, Arc<RuleSeries>>>>,
+    rules: Arc<RwLock<BTreeMap<String, Arc<RuleSeries>>>>,
 }
 
 impl Metrics {
     fn series(&self, rule: &str) -> Arc<RuleSeries> {
-        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
-        match rules.get(rule) {
-            Some(series) => Arc::clone(series),
-            None => {
-                let series = Arc::new(RuleSeries::default());
-                rules.insert(rule.to_owned(), Arc::clone(&series));
-                series
-            }
-        }
+        // Every request reads; only a rule's first decision writes.
+        let known = self
+            .rules
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(rule)
+            .map(Arc::clone);
+        known.unwrap_or_else(|| {
+            let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(rules.entry(rule.to_owned()).or_default())
+        })
     }
 
     /// Counts one decision of `rule`.
@@ -95,7 +97,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let rules: Vec<(String, Arc<RuleSeries>)> = self
             .rules
-            .lock()
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(name, series)| (name.clone(), Arc::clone(series)))
