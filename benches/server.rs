@@ -15,28 +15,33 @@
 //! starts one server with the module and persistence off, and:
 //!
 //! 1. **Throughput.** `redis-benchmark -c 50 -r 100000 -n <requests> -P <1|16> --csv`
-//!    for `INCR k:__rand_int__` (the baseline), `RL.TOKENBUCKET tb:__rand_int__ 100 10
-//!    1000`, `RL.THROTTLE th:__rand_int__ 15 30 60` and `EVALSHA` of an empty script
-//!    (a second reference), plus two rows that explain the token bucket's figure (see
-//!    [`workloads`]). The runs are interleaved — INCR, TB, TH, EVALSHA, ..., INCR, TB,
-//!    ... — for several rounds, and each command's rate is divided by the INCR rate of
-//!    the same round and pipeline depth; the table reports the medians over the rounds.
-//!    Before each run `CONFIG RESETSTAT`, after it `INFO commandstats`: the server-side
-//!    µs per call of that command alone (no network, no parsing by the client); the
-//!    share of `RL.*` calls allowed (`INFO redlimit`); and `expired_keys` per call. After
-//!    each run the bench waits until the server stops expiring keys, so that a run's
-//!    short-lived keys are reaped before the next run, not during it.
+//!    for every row of [`workloads`]: INCR on random keys (the baseline), every `RL.*`
+//!    limiting command, our Lua equivalents of the common scripts (token bucket on a
+//!    hash, GCRA, zset sliding log, INCR+PEXPIRE fixed window), an empty `EVALSHA`,
+//!    `CL.THROTTLE` when `REDIS_CELL_SO` names a built redis-cell, two reference rows
+//!    that explain the token bucket's figure, and rows on one hot key (divided by INCR
+//!    on one hot key). The runs are interleaved for several rounds; each rate is divided
+//!    by its baseline's rate of the same round and pipeline depth, and the tables report
+//!    medians over the rounds. Before each run `CONFIG RESETSTAT`, after it `INFO
+//!    commandstats`: the server-side µs per call; the share of `RL.*` calls allowed
+//!    (`INFO redlimit`); and `expired_keys` per call. After each run the bench waits
+//!    until the server stops expiring keys.
 //! 2. **Bytes per key.** On a second, fresh server: `FLUSHALL`, `used_memory`, then
 //!    100,000 keys of one kind written through pipelines, `used_memory` again; the
-//!    difference divided by the number of keys, and `MEMORY USAGE` of one key. Kinds: a
-//!    token bucket, a throttle, and as references `SET key <19 digits> PX 60000` (what
-//!    redis-cell stores per key) and `INCR key`.
+//!    difference divided by the number of keys, and `MEMORY USAGE` of one key, for
+//!    every limiter kind, the Lua scripts' keys, and references (`SET key <19 digits>
+//!    PX 60000`, what redis-cell stores per key, and `INCR key`).
+//! 3. **Propagated bytes.** On a primary with `appendonly yes` and one replica: AOF and
+//!    replication bytes per allowed, denied, `PEEK` and `COST 0` call of each kind.
 //!
-//! It prints Markdown tables that `docs/benchmarks.md` takes as they are.
+//! It prints Markdown tables, writes them between the `<!-- server-bench:start -->` and
+//! `<!-- server-bench:end -->` markers of `docs/benchmarks.md`, and draws
+//! `docs/benchmarks-throughput.svg` (`REDLIMIT_BENCH_DOCS=0`: print only).
 //!
 //! Environment: `REDLIMIT_BENCH_ROUNDS` (default 3), `REDLIMIT_BENCH_REQUESTS` (requests
-//! per `redis-benchmark` run, default 200000), `REDLIMIT_BENCH_KEYS` (keys per kind for
-//! bytes per key, default 100000), `REDLIMIT_SERVERS`, `REDLIMIT_MODULE`.
+//! per `redis-benchmark` run, default 50000), `REDLIMIT_BENCH_KEYS` (keys per kind for
+//! bytes per key, default 100000), `REDLIMIT_SERVERS`, `REDLIMIT_MODULE`,
+//! `REDIS_CELL_SO`, `REDLIMIT_BENCH_DOCS`.
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only says how to run it.
 
@@ -81,7 +86,7 @@ fn main() {
         report.push('\n');
     };
     line(format!(
-        "- date (UTC): {} to END_TIME",
+        "- started (UTC): {}",
         shell_line("date", &["-u", "+%Y-%m-%d %H:%M"])
     ));
     line(format!("- module: {}", module.display()));
@@ -109,15 +114,16 @@ fn main() {
         aof.push(measure_propagation(binary, &module, &settings));
     }
 
-    let end = shell_line("date", &["-u", "+%H:%M"]);
-    report = report.replace("END_TIME", &end);
-    println!("(ended {end} UTC)");
     let mut line = |text: String| {
         println!("{text}");
         report.push_str(&text);
         report.push('\n');
     };
-    line(format!("- load average at end: {}\n", load_average()));
+    line(format!(
+        "- ended (UTC): {}, load average at end: {}\n",
+        shell_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        load_average()
+    ));
     line(
         "### Throughput (ratio = median over rounds of req/s ÷ INCR req/s in the same round)\n"
             .to_owned(),
@@ -236,7 +242,7 @@ impl Settings {
         }
         Self {
             rounds: env_number("REDLIMIT_BENCH_ROUNDS", 3).max(1),
-            requests: env_number("REDLIMIT_BENCH_REQUESTS", 100_000).max(1),
+            requests: env_number("REDLIMIT_BENCH_REQUESTS", 50_000).max(1),
             keys: env_number("REDLIMIT_BENCH_KEYS", 100_000).max(1),
             redis_cell,
             write_docs: env::var("REDLIMIT_BENCH_DOCS").map_or(true, |value| value != "0"),
