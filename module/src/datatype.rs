@@ -332,7 +332,13 @@ mod tests {
             let raw = Value::new(&bytes).map_or(std::ptr::null_mut(), Value::into_raw);
             assert!(!raw.is_null());
             assert_eq!(unsafe { encoding(raw) }, Some(&bytes[..]));
-            assert_eq!(mem_usage(raw), len + if len < 128 { 1 } else { 2 });
+            // The length prefix is LEB128: 7 bits per byte.
+            let prefix = match len {
+                0..128 => 1,
+                128..16_384 => 2,
+                _ => 3,
+            };
+            assert_eq!(mem_usage(raw), len + prefix);
             drop(unsafe { Value::from_raw(raw) });
         }
     }
