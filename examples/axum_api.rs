@@ -39,7 +39,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config_path = PathBuf::from(env_or("REDLIMIT_CONFIG", "examples/axum_api.toml"));
 
     // Checked at start: a bad field stops the program with its name.
-    let config = Config::load(&config_path)?;
+    let config = match Config::load(&config_path).and_then(|c| c.compile().map(|_| c)) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{}: {error}", config_path.display());
+            std::process::exit(2);
+        }
+    };
     let limiter = RateLimiter::builder(Backend::redis(&redis_url)?).build()?;
     let layer = RateLimitLayer::from_config(limiter, &config)?;
     let _watch = layer

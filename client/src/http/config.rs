@@ -356,7 +356,7 @@ impl Config {
             }
         }
         Ok(Settings {
-            prefix: nonempty("key_prefix", &self.key_prefix)?.to_owned(),
+            prefix: untagged("key_prefix", &self.key_prefix)?.to_owned(),
             headers: match self.headers {
                 HeaderStyleConfig::Draft11 => HeaderStyle::Draft11,
                 HeaderStyleConfig::Legacy => HeaderStyle::Legacy,
@@ -423,6 +423,16 @@ fn apply_override(root: &mut toml::Value, path: &str, raw: &str) -> Result<(), S
     }
 }
 
+/// A non-empty name without braces: it goes into Redis keys before or inside their
+/// hash tag (`{prefix}:{rule:caller}:{limit}`), where a brace would move the tag and put
+/// every caller of a rule in one Cluster slot.
+fn untagged<'s>(field: &str, value: &'s str) -> Result<&'s str, ConfigError> {
+    if value.contains(['{', '}']) {
+        return Err(error(field, "must not contain `{` or `}`"));
+    }
+    nonempty(field, value)
+}
+
 fn nonempty<'s>(field: &str, value: &'s str) -> Result<&'s str, ConfigError> {
     if value.is_empty() {
         return Err(error(field, "must not be empty"));
@@ -443,7 +453,7 @@ fn compile_rule(
     rule: &RuleConfig,
     failure: Option<FailurePolicy>,
 ) -> Result<Rule, ConfigError> {
-    let name = nonempty(&format!("{field}.name"), &rule.name)?;
+    let name = untagged(&format!("{field}.name"), &rule.name)?;
     let path = match &rule.path {
         Some(path) => {
             Some(PathPattern::parse(path).map_err(|m| error(format!("{field}.path"), m))?)
@@ -870,6 +880,8 @@ mod tests {
         assert_eq!(compile_err(&method).field, "rules[1].methods[0]");
         let proxy = format!("[identity]\ntrusted_proxies = [\"10.0.0.0/33\"]\n{EXAMPLE}");
         assert_eq!(compile_err(&proxy).field, "identity.trusted_proxies[0]");
+        let braced = EXAMPLE.replace("name = \"hello\"", "name = \"a}b\"");
+        assert_eq!(compile_err(&braced).field, "rules[0].name");
         let unknown = format!("shadw = true\n{EXAMPLE}");
         assert!(compile_err(&unknown).message.contains("shadw"));
         let mistyped = EXAMPLE.replace(
