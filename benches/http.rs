@@ -48,8 +48,6 @@
 
 use std::env;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,7 +59,7 @@ use axum::routing::get;
 use redis::aio::MultiplexedConnection;
 use redlimit::http::{Config, Metrics, RateLimitLayer};
 use redlimit::{Backend, RateLimiter};
-use redlimit_test_support::{Server, ServerBuilder, available_servers, repo_root};
+use redlimit_test_support::{Server, ServerBuilder, available_servers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Barrier;
@@ -100,7 +98,7 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
-    let module = module_for_bench();
+    let module = redlimit_test_support::release_module_path();
     let Some(binary) = available_servers().into_iter().next() else {
         println!("no server found: run scripts/install-deps.sh (or check REDLIMIT_SERVERS)");
         return;
@@ -607,33 +605,4 @@ fn print_table(variants: &[Variant], runs: &[Vec<Run>]) {
          failure policy (backend errors, measured runs): {backend_errors}.",
         baseline.len()
     );
-}
-
-fn module_for_bench() -> PathBuf {
-    if let Some(path) = env::var_os("REDLIMIT_MODULE") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "REDLIMIT_MODULE={} does not exist",
-            path.display()
-        );
-        return path;
-    }
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building the module: cargo build --release -p redlimit-module");
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "redlimit-module"])
-        .current_dir(repo_root())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cargo.to_string_lossy()));
-    assert!(
-        status.success(),
-        "cargo build --release -p redlimit-module failed"
-    );
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("release").join("libredlimit.so");
-    assert!(path.is_file(), "the build left no {}", path.display());
-    path
 }

@@ -72,7 +72,7 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
-    let module = module_for_bench();
+    let module = redlimit_test_support::release_module_path();
     let servers = available_servers();
     if servers.is_empty() {
         println!("no server found: run scripts/install-deps.sh (or check REDLIMIT_SERVERS)");
@@ -258,36 +258,6 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
             .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
         Err(_) => default,
     }
-}
-
-/// The module to load: `$REDLIMIT_MODULE` as it is, else a fresh release build.
-fn module_for_bench() -> PathBuf {
-    if let Some(path) = env::var_os("REDLIMIT_MODULE") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "REDLIMIT_MODULE={} does not exist",
-            path.display()
-        );
-        return path;
-    }
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building the module: cargo build --release -p redlimit-module");
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "redlimit-module"])
-        .current_dir(repo_root())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cargo.to_string_lossy()));
-    assert!(
-        status.success(),
-        "cargo build --release -p redlimit-module failed"
-    );
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("release").join("libredlimit.so");
-    assert!(path.is_file(), "the build left no {}", path.display());
-    path
 }
 
 fn repo_root() -> PathBuf {

@@ -151,6 +151,41 @@ pub fn repo_root() -> PathBuf {
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
 }
 
+/// The module for benchmarks: `$REDLIMIT_MODULE` as it is, else a fresh release build
+/// (`cargo build --release -p redlimit-module`).
+///
+/// # Panics
+///
+/// If `$REDLIMIT_MODULE` names no file, or the build fails.
+pub fn release_module_path() -> PathBuf {
+    if let Some(path) = env::var_os("REDLIMIT_MODULE") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "REDLIMIT_MODULE={} does not exist",
+            path.display()
+        );
+        return path;
+    }
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building the module: cargo build --release -p redlimit-module");
+    let status = std::process::Command::new(&cargo)
+        .args(["build", "--release", "-p", "redlimit-module"])
+        .current_dir(repo_root())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cargo.to_string_lossy()));
+    assert!(
+        status.success(),
+        "cargo build --release -p redlimit-module failed"
+    );
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("release").join("libredlimit.so");
+    assert!(path.is_file(), "the build left no {}", path.display());
+    path
+}
+
 /// Path of the built module `libredlimit.so`: `$REDLIMIT_MODULE` if set, else
 /// `<target>/debug/libredlimit.so`, else `<target>/release/libredlimit.so`, where
 /// `<target>` is `$CARGO_TARGET_DIR` or `<repo>/target`.

@@ -44,7 +44,9 @@ mod limiter;
 mod sentinel;
 mod server;
 
-pub use binaries::{Flavor, ServerBinary, available_servers, module_path, repo_root};
+pub use binaries::{
+    Flavor, ServerBinary, available_servers, module_path, release_module_path, repo_root,
+};
 pub use cluster::{Cluster, ClusterBuilder, NodeInfo, SLOTS, SlotMigration, key_slot};
 pub use limiter::{
     CLOCK_OFFSET_CONFIG, KeySnapshot, Status, digest_value, info_value, set_clock_offset, snapshot,
