@@ -47,7 +47,7 @@ pub use config::{
 };
 pub use headers::HeaderStyle;
 pub use metrics::Metrics;
-pub use rejection::{Limited, QUOTA_EXCEEDED, RejectionFn, problem};
+pub use rejection::{Limited, QUOTA_EXCEEDED, RejectionFn, TEMPORARY_REDUCED_CAPACITY, problem};
 pub use reload::Reloader;
 pub use rules::NamedLimit;
 pub use service::{CostFn, RateLimit, RateLimitLayer, ResponseFuture};

@@ -16,6 +16,9 @@ pub struct Limited {
     pub violated_policies: Vec<String>,
     /// How long until a retry can succeed; `None` if the request can never fit.
     pub retry_after: Option<Duration>,
+    /// Refused by the fail-closed policy because the server could not decide, not
+    /// because a limit was reached (the default answer is then a 503).
+    pub unavailable: bool,
 }
 
 /// Builds the response to an over-limit request. The middleware adds `Retry-After`
@@ -25,24 +28,45 @@ pub type RejectionFn = Arc<dyn Fn(&Limited) -> Response<Body> + Send + Sync>;
 /// The problem type registered by the rate-limit headers draft.
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
-/// The default answer: 429 with an `application/problem+json` body.
+/// The problem type of an answer made while the limits could not be checked.
+pub const TEMPORARY_REDUCED_CAPACITY: &str =
+    "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity";
+
+/// The default answer: 429 with an `application/problem+json` body of type
+/// [`QUOTA_EXCEEDED`]; when the fail-closed policy refused because the server could not
+/// decide, 503 of type [`TEMPORARY_REDUCED_CAPACITY`], so that clients can tell an
+/// outage from their own excess.
 #[must_use]
 pub fn problem(limited: &Limited) -> Response<Body> {
     let retry = limited.retry_after.map(ceil_secs);
-    let detail = match retry {
-        Some(secs) => format!("Too many requests; retry in {secs} s."),
-        None => "This request is larger than the limit allows.".to_owned(),
+    let (status, kind, title) = if limited.unavailable {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEMPORARY_REDUCED_CAPACITY,
+            "Request cannot be satisfied as the rate limits cannot be checked now",
+        )
+    } else {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            QUOTA_EXCEEDED,
+            "Request cannot be satisfied as assigned quota has been exceeded",
+        )
+    };
+    let detail = match (retry, limited.unavailable) {
+        (Some(secs), true) => format!("Limits cannot be checked now; retry in {secs} s."),
+        (Some(secs), false) => format!("Too many requests; retry in {secs} s."),
+        (None, _) => "This request is larger than the limit allows.".to_owned(),
     };
     let body = serde_json::json!({
-        "type": QUOTA_EXCEEDED,
-        "title": "Request cannot be satisfied as assigned quota has been exceeded",
-        "status": 429,
+        "type": kind,
+        "title": title,
+        "status": status.as_u16(),
         "detail": detail,
         "violated-policies": limited.violated_policies,
         "retry-after": retry,
     });
     let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),

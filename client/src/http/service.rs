@@ -475,6 +475,9 @@ fn limited(rule: &Rule, limits: &[NamedLimit], decisions: &[Decision]) -> Limite
         rule: rule.name.clone(),
         violated_policies: violated.iter().map(|(l, _)| l.name.clone()).collect(),
         retry_after,
+        unavailable: violated
+            .iter()
+            .any(|(_, d)| d.source == Source::FailedClosed),
     }
 }
 
