@@ -44,8 +44,6 @@ use redis::aio::MultiplexedConnection;
 use redlimit::{Backend, FailurePolicy, Policy, RateLimiter, Source};
 use redlimit_test_support::{ServerBinary, ServerBuilder, available_servers};
 use std::env;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -249,18 +247,18 @@ fn main() {
     println!("# redlimit client benchmark\n");
     println!(
         "- date (UTC): {}",
-        shell_line("date", &["-u", "+%Y-%m-%d %H:%M"])
+        redlimit_test_support::shell_line("date", &["-u", "+%Y-%m-%d %H:%M"])
     );
     println!("- command: `cargo bench --bench client`");
     println!("- module: {}", module.display());
     println!(
         "- work tree: commit {}",
-        shell_line("git", &["rev-parse", "--short", "HEAD"])
+        redlimit_test_support::shell_line("git", &["rev-parse", "--short", "HEAD"])
     );
     println!(
         "- machine: {} CPUs (shared with the server and with other work), load average at start: {}",
         thread::available_parallelism().map_or(0, usize::from),
-        load_average()
+        redlimit_test_support::load_average()
     );
     println!(
         "- tokio multi-thread runtime, {workers} workers; one multiplexed connection (RESP2); \
@@ -273,7 +271,10 @@ fn main() {
         eprintln!("== {}", binary.name());
         tables.push(runtime.block_on(bench_server(binary, &module, rounds, length)));
     }
-    println!("- load average at end: {}\n", load_average());
+    println!(
+        "- load average at end: {}\n",
+        redlimit_test_support::load_average()
+    );
     println!(
         "| server | workload | tasks | decisions/s (median) | ratio to INCR (median) | ratio min–max | p50 µs | p99 µs | allowed | errors |"
     );
@@ -431,10 +432,6 @@ fn min_max(values: &[f64]) -> (f64, f64) {
         })
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `redis-8.2 (8.2.3)`: the flavor and the version the server reports.
 fn server_version(con: &mut redis::Connection, binary: &ServerBinary) -> String {
     let info: String = redis::cmd("INFO")
@@ -451,34 +448,4 @@ fn server_version(con: &mut redis::Connection, binary: &ServerBinary) -> String 
         .or_else(|| field("redis_version"))
         .unwrap_or_else(|| "?".into());
     format!("{} ({version})", binary.name())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The first line a command prints, or "?".
-fn shell_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| {
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned()
-        })
-        .unwrap_or_else(|| "?".into())
 }

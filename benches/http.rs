@@ -133,7 +133,10 @@ fn main() {
         settings.client_threads,
         cpus(),
     );
-    eprintln!("load average (1, 5, 15 min): {}", load_average());
+    eprintln!(
+        "load average (1, 5, 15 min): {}",
+        redlimit_test_support::load_average()
+    );
     // Warm up every variant (connections to Redis, allocator, caches).
     for variant in &variants {
         let warm = Settings {
@@ -168,7 +171,7 @@ fn main() {
     print_table(&variants, &runs);
     println!(
         "Load average at the end (1, 5, 15 min): {}.",
-        load_average()
+        redlimit_test_support::load_average()
     );
     drop(server);
 }
@@ -201,19 +204,6 @@ impl Settings {
             only: env::var("REDLIMIT_BENCH_VARIANTS").ok(),
         }
     }
-}
-
-/// `/proc/loadavg`'s first three fields: how busy the shared machine was.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "unknown".to_owned(),
-        |text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
-    )
 }
 
 fn cpus() -> usize {

@@ -87,14 +87,14 @@ fn main() {
     };
     line(format!(
         "- started (UTC): {}",
-        shell_line("date", &["-u", "+%Y-%m-%d %H:%M"])
+        redlimit_test_support::shell_line("date", &["-u", "+%Y-%m-%d %H:%M"])
     ));
     line(format!("- module: {}", module.display()));
     line(format!("- work tree: commit {}", commit()));
     line(format!(
         "- machine: {} CPUs, load average at start: {}",
         thread::available_parallelism().map_or(0, usize::from),
-        load_average()
+        redlimit_test_support::load_average()
     ));
     line(format!(
         "- redis-benchmark -c {CLIENTS} -r {KEYSPACE} -n {} -P 1|16; {} rounds, interleaved",
@@ -121,8 +121,8 @@ fn main() {
     };
     line(format!(
         "- ended (UTC): {}, load average at end: {}\n",
-        shell_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
-        load_average()
+        redlimit_test_support::shell_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        redlimit_test_support::load_average()
     ));
     line(
         "### Throughput (ratio = median over rounds of req/s ÷ INCR req/s in the same round)\n"
@@ -1751,41 +1751,15 @@ fn server_version(con: &mut redis::Connection, binary: &ServerBinary) -> String 
 }
 
 fn commit() -> String {
-    let short = shell_line("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = !shell_line("git", &["status", "--porcelain", "--", "core", "module"]).is_empty();
+    let short = redlimit_test_support::shell_line("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = !redlimit_test_support::shell_line(
+        "git",
+        &["status", "--porcelain", "--", "core", "module"],
+    )
+    .is_empty();
     if dirty {
         format!("{short}, core/ or module/ modified")
     } else {
         short
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The first line a command prints, or "?".
-fn shell_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| {
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned()
-        })
-        .unwrap_or_else(|| "?".into())
 }

@@ -40,6 +40,7 @@
 
 mod binaries;
 mod cluster;
+mod host;
 mod limiter;
 mod sentinel;
 mod server;
@@ -48,6 +49,7 @@ pub use binaries::{
     Flavor, ServerBinary, available_servers, module_path, release_module_path, repo_root,
 };
 pub use cluster::{Cluster, ClusterBuilder, NodeInfo, SLOTS, SlotMigration, key_slot};
+pub use host::{load_average, shell_line};
 pub use limiter::{
     CLOCK_OFFSET_CONFIG, KeySnapshot, Status, digest_value, info_value, set_clock_offset, snapshot,
     state_from_dump, status, stored_state,
