@@ -42,7 +42,7 @@
 
 use redis::aio::MultiplexedConnection;
 use redlimit::{Backend, FailurePolicy, Policy, RateLimiter, Source};
-use redlimit_test_support::{ServerBinary, ServerBuilder, available_servers};
+use redlimit_test_support::{ServerBinary, ServerBuilder, available_servers, median, min_max};
 use std::env;
 use std::sync::Arc;
 use std::thread;
@@ -412,24 +412,6 @@ fn percentile(values: &mut [u32], q: f64) -> f64 {
     values.sort_unstable();
     let index = ((values.len() - 1) as f64 * q).round() as usize;
     f64::from(values[index])
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-fn min_max(values: &[f64]) -> (f64, f64) {
-    values
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &v| {
-            (low.min(v), high.max(v))
-        })
 }
 
 /// `redis-8.2 (8.2.3)`: the flavor and the version the server reports.

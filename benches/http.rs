@@ -59,7 +59,7 @@ use axum::routing::get;
 use redis::aio::MultiplexedConnection;
 use redlimit::http::{Config, Metrics, RateLimitLayer};
 use redlimit::{Backend, RateLimiter};
-use redlimit_test_support::{Server, ServerBuilder, available_servers};
+use redlimit_test_support::{Server, ServerBuilder, available_servers, median};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Barrier;
@@ -533,16 +533,6 @@ fn complete_response(buffer: &[u8]) -> Option<(u16, usize)> {
     (buffer.len() >= head_end + length).then_some((status, head_end + length))
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
 fn print_table(variants: &[Variant], runs: &[Vec<Run>]) {
     let baseline = &runs[0];
     println!();
@@ -552,20 +542,20 @@ fn print_table(variants: &[Variant], runs: &[Vec<Run>]) {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (variant, runs) in variants.iter().zip(runs) {
-        let mut rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
-        let mut ratios: Vec<f64> = runs
+        let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+        let ratios: Vec<f64> = runs
             .iter()
             .zip(baseline)
             .map(|(run, base)| run.rate / base.rate)
             .collect();
-        let mut p50: Vec<f64> = runs.iter().map(|r| r.p50_us as f64).collect();
-        let mut p99: Vec<f64> = runs.iter().map(|r| r.p99_us as f64).collect();
+        let p50: Vec<f64> = runs.iter().map(|r| r.p50_us as f64).collect();
+        let p99: Vec<f64> = runs.iter().map(|r| r.p99_us as f64).collect();
         let by_fallback: u64 = runs.iter().map(|r| r.backend_errors).sum();
-        let mut cpu: Vec<f64> = runs.iter().map(|r| r.cpu_us_per_request).collect();
-        let mut redis_cpu: Vec<f64> = runs.iter().map(|r| r.redis_cpu_us_per_request).collect();
+        let cpu: Vec<f64> = runs.iter().map(|r| r.cpu_us_per_request).collect();
+        let redis_cpu: Vec<f64> = runs.iter().map(|r| r.redis_cpu_us_per_request).collect();
         // The throughput the CPU allows, relative to the unlimited app: CPU per request
         // of the unlimited app over this variant's, in the same round.
-        let mut cpu_ratios: Vec<f64> = runs
+        let cpu_ratios: Vec<f64> = runs
             .iter()
             .zip(baseline)
             .map(|(run, base)| base.cpu_us_per_request / run.cpu_us_per_request)
@@ -573,13 +563,13 @@ fn print_table(variants: &[Variant], runs: &[Vec<Run>]) {
         println!(
             "| {} | {:.0} | {:.2}× | {:.0} | {:.0} | {:.1} | {:.1} | {:.2}× | {} |",
             variant.name.trim(),
-            median(&mut rates),
-            median(&mut ratios),
-            median(&mut p50),
-            median(&mut p99),
-            median(&mut cpu),
-            median(&mut redis_cpu),
-            median(&mut cpu_ratios),
+            median(&rates),
+            median(&ratios),
+            median(&p50),
+            median(&p99),
+            median(&cpu),
+            median(&redis_cpu),
+            median(&cpu_ratios),
             if variant.metrics.is_some() {
                 by_fallback.to_string()
             } else {

@@ -52,7 +52,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use redlimit_test_support::{
-    Server, ServerBinary, ServerBuilder, available_servers, set_clock_offset,
+    Server, ServerBinary, ServerBuilder, available_servers, median, min_max, set_clock_offset,
 };
 
 /// Concurrent connections of `redis-benchmark`.
@@ -971,24 +971,6 @@ impl ThroughputReport {
             .find(|s| s.round == round && s.pipeline == pipeline && s.workload == workload)
             .map(|s| s.requests_per_second)
     }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-fn min_max(values: &[f64]) -> (f64, f64) {
-    values
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &v| {
-            (low.min(v), high.max(v))
-        })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -40,8 +40,8 @@
 
 mod binaries;
 mod cluster;
-mod host;
 mod limiter;
+mod report;
 mod sentinel;
 mod server;
 
@@ -49,11 +49,11 @@ pub use binaries::{
     Flavor, ServerBinary, available_servers, module_path, release_module_path, repo_root,
 };
 pub use cluster::{Cluster, ClusterBuilder, NodeInfo, SLOTS, SlotMigration, key_slot};
-pub use host::{load_average, shell_line};
 pub use limiter::{
     CLOCK_OFFSET_CONFIG, KeySnapshot, Status, digest_value, info_value, set_clock_offset, snapshot,
     state_from_dump, status, stored_state,
 };
+pub use report::{load_average, median, min_max, shell_line};
 pub use sentinel::{MASTER_NAME, SentinelBuilder, SentinelGroup};
 pub use server::{Server, ServerBuilder};
 /// The directory [`Server::kill`] and [`Server::stop`] hand back, re-exported so that
