@@ -1,9 +1,12 @@
 //! Finding the server binaries and the built module on this machine.
 
 use std::env;
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 /// Which server a binary is: the three servers the live tests run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,8 +39,22 @@ impl Flavor {
         Flavor::ALL.into_iter().find(|flavor| flavor.name() == name)
     }
 
-    /// Where the binary of this flavor is expected.
+    /// The variable that points at another binary of this flavor:
+    /// `REDLIMIT_REDIS_7_0_BIN`, `REDLIMIT_REDIS_8_2_BIN` or `REDLIMIT_VALKEY_9_1_BIN`.
+    pub fn path_variable(self) -> &'static str {
+        match self {
+            Flavor::Redis70 => "REDLIMIT_REDIS_7_0_BIN",
+            Flavor::Redis82 => "REDLIMIT_REDIS_8_2_BIN",
+            Flavor::Valkey91 => "REDLIMIT_VALKEY_9_1_BIN",
+        }
+    }
+
+    /// Where the binary of this flavor is expected: [`Flavor::path_variable`] if set,
+    /// else where `scripts/install-deps.sh` puts it.
     fn expected_path(self) -> PathBuf {
+        if let Some(path) = env::var_os(self.path_variable()) {
+            return PathBuf::from(path);
+        }
         match self {
             Flavor::Redis70 => PathBuf::from("/usr/bin/redis-server"),
             Flavor::Redis82 => repo_root().join(".servers/redis-8.2/redis-server"),
@@ -71,54 +88,170 @@ impl ServerBinary {
     }
 
     /// The binary of `flavor` at its expected place, if it exists and `--version`
-    /// reports the expected version.
-    fn probe(flavor: Flavor) -> Option<ServerBinary> {
+    /// reports the expected version; else why not.
+    fn probe(flavor: Flavor) -> Result<ServerBinary, String> {
         let path = flavor.expected_path();
-        let output = Command::new(&path).arg("--version").output().ok()?;
+        let output = Command::new(&path)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("{} cannot run: {e}", path.display()))?;
         let version = String::from_utf8_lossy(&output.stdout);
-        (output.status.success() && version.contains(flavor.version_marker()))
-            .then_some(ServerBinary { flavor, path })
+        if output.status.success() && version.contains(flavor.version_marker()) {
+            Ok(ServerBinary { flavor, path })
+        } else {
+            Err(format!(
+                "{} is not {} (--version: {:?})",
+                path.display(),
+                flavor.name(),
+                version.lines().next().unwrap_or_default().trim()
+            ))
+        }
     }
 }
 
-/// Every server binary found on this machine, in [`Flavor::ALL`] order:
-/// `/usr/bin/redis-server` (only if `--version` says 7.0),
-/// `<repo>/.servers/redis-8.2/redis-server` and `<repo>/.servers/valkey-9.1/valkey-server`.
+/// Set to `1` to run the live tests without the servers that are missing: their tests
+/// are then skipped (announced on stderr), not passed. Unset, a missing server fails
+/// every live test.
+pub const SKIP_MISSING_SERVERS: &str = "REDLIMIT_SKIP_MISSING_SERVERS";
+
+/// Set to `1` (as `scripts/test.sh` does) to fail on a missing server even when
+/// [`SKIP_MISSING_SERVERS`] is set: the full suite never skips.
+pub const REQUIRE_ALL_SERVERS: &str = "REDLIMIT_REQUIRE_ALL_SERVERS";
+
+/// The three servers the live tests need, in [`Flavor::ALL`] order (or those named in
+/// `REDLIMIT_SERVERS`): `/usr/bin/redis-server` (only if `--version` says 7.0),
+/// `<repo>/.servers/redis-8.2/redis-server` and `<repo>/.servers/valkey-9.1/valkey-server`
+/// (each can be moved with its [`Flavor::path_variable`], e.g.
+/// `REDLIMIT_VALKEY_9_1_BIN=/opt/valkey/bin/valkey-server`).
+///
+/// A missing server is an error, not a quiet pass: the tests that use this function
+/// fail with a message naming what is missing and how to install it
+/// (`scripts/install-deps.sh`).
 ///
 /// Environment:
 /// - `REDLIMIT_SERVERS`: comma-separated names (`"redis-7.0,valkey-9.1"`) to restrict to.
-/// - `REDLIMIT_REQUIRE_ALL_SERVERS=1` (CI sets it): panic when a selected server is
-///   missing instead of quietly testing fewer.
+/// - `REDLIMIT_SKIP_MISSING_SERVERS=1` ([`SKIP_MISSING_SERVERS`]): return only the servers
+///   found; what is skipped is printed on stderr once per test process (straight to the
+///   terminal under `cargo test`; `cargo nextest` shows it with `--no-capture` or for a
+///   failing test).
+/// - `REDLIMIT_REQUIRE_ALL_SERVERS=1` ([`REQUIRE_ALL_SERVERS`], `scripts/test.sh` sets
+///   it): never skip, whatever `REDLIMIT_SKIP_MISSING_SERVERS` says.
+///
+/// Examples and benchmarks that need one server, any of them, use [`installed_servers`].
 ///
 /// # Panics
 ///
-/// On an unknown name in `REDLIMIT_SERVERS`, or on a missing server when
-/// `REDLIMIT_REQUIRE_ALL_SERVERS=1`; the message says to run `scripts/install-deps.sh`.
+/// On a missing server (unless skipping is asked for), on an unknown name in
+/// `REDLIMIT_SERVERS`, or when `REDLIMIT_SERVERS` names no server.
 pub fn available_servers() -> Vec<ServerBinary> {
     static FOUND: OnceLock<Vec<ServerBinary>> = OnceLock::new();
     FOUND.get_or_init(discover).clone()
 }
 
+/// The servers of [`available_servers`] that are installed, without its check: never
+/// panics on a missing server and says nothing. For examples and benchmarks that are
+/// happy with whichever server there is; tests use [`available_servers`].
+///
+/// # Panics
+///
+/// On an unknown name in `REDLIMIT_SERVERS`.
+pub fn installed_servers() -> Vec<ServerBinary> {
+    selected_flavors()
+        .into_iter()
+        .filter_map(|flavor| ServerBinary::probe(flavor).ok())
+        .collect()
+}
+
 fn discover() -> Vec<ServerBinary> {
     let selected = selected_flavors();
-    let found: Vec<ServerBinary> = selected
-        .iter()
-        .filter_map(|&flavor| ServerBinary::probe(flavor))
+    assert!(
+        !selected.is_empty(),
+        "REDLIMIT_SERVERS selects no server; known: {}",
+        Flavor::ALL.map(Flavor::name).join(", ")
+    );
+    let probed: Vec<(Flavor, Result<ServerBinary, String>)> = selected
+        .into_iter()
+        .map(|flavor| (flavor, ServerBinary::probe(flavor)))
         .collect();
-    if env::var("REDLIMIT_REQUIRE_ALL_SERVERS").is_ok_and(|v| v == "1") {
-        let missing: Vec<String> = selected
-            .iter()
-            .filter(|flavor| !found.iter().any(|b| b.flavor == **flavor))
-            .map(|flavor| format!("{} ({})", flavor.name(), flavor.expected_path().display()))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "REDLIMIT_REQUIRE_ALL_SERVERS=1 but these servers are missing or report another \
-             version: {}. Run scripts/install-deps.sh (as root) to install them.",
-            missing.join(", ")
-        );
+    let on_missing = OnMissing::from_values(
+        env::var(SKIP_MISSING_SERVERS).ok().as_deref(),
+        env::var(REQUIRE_ALL_SERVERS).ok().as_deref(),
+    );
+    match check_missing(&probed, on_missing) {
+        Ok(None) => {}
+        Ok(Some(notice)) => shout(&notice),
+        Err(message) => panic!("{message}"),
     }
-    found
+    probed
+        .into_iter()
+        .filter_map(|(_, probe)| probe.ok())
+        .collect()
+}
+
+/// What a missing server does to the live tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnMissing {
+    /// Every live test fails (the default).
+    Fail,
+    /// The missing servers' tests are skipped, said loudly.
+    Skip,
+}
+
+impl OnMissing {
+    /// From the values of `REDLIMIT_SKIP_MISSING_SERVERS` and
+    /// `REDLIMIT_REQUIRE_ALL_SERVERS`: skip only on an explicit `1`, and never when all
+    /// servers are required.
+    fn from_values(skip: Option<&str>, require_all: Option<&str>) -> OnMissing {
+        let is_one = |value: Option<&str>| value.is_some_and(|v| v.trim() == "1");
+        if is_one(skip) && !is_one(require_all) {
+            OnMissing::Skip
+        } else {
+            OnMissing::Fail
+        }
+    }
+}
+
+/// `Ok(None)` when every selected server was found; else the notice to print when
+/// skipping, or the error when failing. `probed` pairs each selected flavor with its
+/// binary or why there is none.
+fn check_missing(
+    probed: &[(Flavor, Result<ServerBinary, String>)],
+    on_missing: OnMissing,
+) -> Result<Option<String>, String> {
+    let missing: Vec<String> = probed
+        .iter()
+        .filter_map(|(flavor, probe)| {
+            probe
+                .as_ref()
+                .err()
+                .map(|why| format!("  {}: {why}", flavor.name()))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let missing = missing.join("\n");
+    match on_missing {
+        OnMissing::Fail => Err(format!(
+            "the live tests need Redis 7.0, Redis 8.2 and Valkey 9.1; missing:\n{missing}\n\
+             Install them: scripts/install-deps.sh (as root). To run without them anyway \
+             (their tests are then skipped, not passed): {SKIP_MISSING_SERVERS}=1; to test \
+             fewer servers on purpose: REDLIMIT_SERVERS=redis-8.2,valkey-9.1."
+        )),
+        OnMissing::Skip => Ok(Some(format!(
+            "{SKIP_MISSING_SERVERS}=1: the live tests of these servers are SKIPPED, not \
+             passed:\n{missing}\nInstall them: scripts/install-deps.sh (as root)."
+        ))),
+    }
+}
+
+/// Prints `message` framed on the process's stderr, past the test harness's output
+/// capture (`cargo test` only captures the `print!` macros).
+fn shout(message: &str) {
+    let rule = "=".repeat(88);
+    let text = format!("\n{rule}\nredlimit: {message}\n{rule}\n\n");
+    // Nothing better to do than the test itself if stderr is closed.
+    let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// The flavors named in `REDLIMIT_SERVERS`, or all of them.
@@ -178,48 +311,338 @@ pub fn release_module_path() -> PathBuf {
         status.success(),
         "cargo build --release -p redlimit-module failed"
     );
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let path = target.join("release").join("libredlimit.so");
+    let path = target_dir().join("release").join("libredlimit.so");
     assert!(path.is_file(), "the build left no {}", path.display());
     path
 }
 
-/// Path of the built module `libredlimit.so`: `$REDLIMIT_MODULE` if set, else
-/// `<target>/debug/libredlimit.so`, else `<target>/release/libredlimit.so`, where
-/// `<target>` is `$CARGO_TARGET_DIR` or `<repo>/target`.
+/// The cargo target directory: `$CARGO_TARGET_DIR` or `<repo>/target`.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// The module the live tests load: `$REDLIMIT_MODULE` as it is if set, else the newer of
+/// `<target>/debug/libredlimit.so` and `<target>/release/libredlimit.so` (`<target>`:
+/// `$CARGO_TARGET_DIR` or `<repo>/target`), so whichever profile was built last is the
+/// one tested. Chosen once per process.
 ///
-/// `cargo test` never builds the cdylib, so build it before running live tests.
+/// `cargo test` never builds the cdylib: build it first (`cargo build -p redlimit-module`,
+/// or with `--release`). When the chosen build is older than a source of the module
+/// (the files cargo recorded in `libredlimit.d` next to it), a warning is printed on stderr: the tests would
+/// run an old build.
 ///
 /// # Panics
 ///
-/// If the module is not there: "build it first: cargo build -p redlimit-module".
+/// If `$REDLIMIT_MODULE` names no file, or no build exists; the message names the build
+/// command.
 pub fn module_path() -> PathBuf {
-    if let Some(path) = env::var_os("REDLIMIT_MODULE") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "REDLIMIT_MODULE={} does not exist; build it first: cargo build -p redlimit-module",
-            path.display()
-        );
-        return path;
+    static CHOSEN: OnceLock<PathBuf> = OnceLock::new();
+    CHOSEN
+        .get_or_init(|| {
+            let explicit = env::var_os("REDLIMIT_MODULE").map(PathBuf::from);
+            let path = choose_module(explicit.as_deref(), &target_dir())
+                .unwrap_or_else(|message| panic!("{message}"));
+            if explicit.is_none()
+                && let Some(warning) = staleness(&path, &module_sources(&path))
+            {
+                shout(&warning);
+            }
+            path
+        })
+        .clone()
+}
+
+/// The build command for the module, in the profile of `module` (a path in `target/`).
+fn build_command(module: &Path) -> &'static str {
+    if module
+        .components()
+        .any(|part| part.as_os_str() == "release")
+    {
+        "cargo build --release -p redlimit-module"
+    } else {
+        "cargo build -p redlimit-module"
     }
-    let target = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
+}
+
+/// `explicit` if given (it must be a file), else the newer of the debug and release
+/// builds under `target`; else why there is none.
+fn choose_module(explicit: Option<&Path>, target: &Path) -> Result<PathBuf, String> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(format!(
+                "REDLIMIT_MODULE={} is not a file; build the module first \
+                 (cargo build -p redlimit-module) or unset REDLIMIT_MODULE",
+                path.display()
+            ))
+        };
+    }
     let candidates =
         ["debug", "release"].map(|profile| target.join(profile).join("libredlimit.so"));
     candidates
         .iter()
-        .find(|path| path.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "the redlimit module is not built (looked for {} and {}); \
-                 build it first: cargo build -p redlimit-module",
+        .filter_map(|path| Some((modified(path)?, path)))
+        .max_by_key(|(when, _)| *when)
+        .map(|(_, path)| path.clone())
+        .ok_or_else(|| {
+            format!(
+                "the redlimit module is not built (looked for {} and {}); `cargo test` does \
+                 not build it: run `cargo build -p redlimit-module` first (or with \
+                 --release; the newer build is used), or set REDLIMIT_MODULE=/path/to/libredlimit.so",
                 candidates[0].display(),
                 candidates[1].display()
             )
         })
+}
+
+/// The source files `module` was built from, as cargo recorded them in the dep-info
+/// file next to it (`libredlimit.d`: `<output>: <source> <source> ...`, spaces in
+/// paths escaped); empty when there is none.
+fn module_sources(module: &Path) -> Vec<PathBuf> {
+    let Ok(dep_info) = fs::read_to_string(module.with_extension("d")) else {
+        return Vec::new();
+    };
+    let Some((_, sources)) = dep_info
+        .lines()
+        .next()
+        .and_then(|line| line.split_once(": "))
+    else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    let mut current = String::new();
+    let mut chars = sources.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' if !current.is_empty() => paths.push(PathBuf::from(std::mem::take(&mut current))),
+            ' ' => {}
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        paths.push(PathBuf::from(current));
+    }
+    paths
+}
+
+/// The modification time of `path`, if it is a file.
+fn modified(path: &Path) -> Option<SystemTime> {
+    let metadata = fs::metadata(path).ok()?;
+    metadata
+        .is_file()
+        .then(|| metadata.modified().ok())
+        .flatten()
+}
+
+/// A warning when `module` is older than the newest of `sources`, else `None`.
+fn staleness(module: &Path, sources: &[PathBuf]) -> Option<String> {
+    let built = modified(module)?;
+    let (changed, source) = sources
+        .iter()
+        .filter_map(|path| Some((modified(path)?, path)))
+        .max_by_key(|(when, _)| *when)?;
+    let later = changed.duration_since(built).ok()?;
+    (!later.is_zero()).then(|| {
+        format!(
+            "WARNING: {} is OLDER than its sources ({} changed {:.0?} after the build): \
+             the live tests run an old build of the module. Rebuild: {}",
+            module.display(),
+            source.display(),
+            later,
+            build_command(module)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::time::Duration;
+
+    /// A file at `path` (directories created) last modified `age` before now.
+    fn file_aged(path: &Path, age: Duration) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = File::create(path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    fn module_in(target: &Path, profile: &str) -> PathBuf {
+        target.join(profile).join("libredlimit.so")
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn the_newer_of_debug_and_release_is_chosen() {
+        let target = tempfile::tempdir().unwrap();
+        let (debug, release) = (
+            module_in(target.path(), "debug"),
+            module_in(target.path(), "release"),
+        );
+
+        file_aged(&debug, 10 * MINUTE);
+        file_aged(&release, MINUTE);
+        assert_eq!(choose_module(None, target.path()), Ok(release));
+
+        file_aged(&debug, Duration::ZERO);
+        assert_eq!(choose_module(None, target.path()), Ok(debug));
+    }
+
+    #[test]
+    fn a_single_build_is_chosen_whichever_profile_it_is() {
+        let target = tempfile::tempdir().unwrap();
+        let release = module_in(target.path(), "release");
+        file_aged(&release, 60 * MINUTE);
+        assert_eq!(choose_module(None, target.path()), Ok(release));
+    }
+
+    #[test]
+    fn an_explicit_module_wins_even_when_older() {
+        let target = tempfile::tempdir().unwrap();
+        file_aged(&module_in(target.path(), "debug"), Duration::ZERO);
+        let other = target.path().join("elsewhere/libredlimit.so");
+        file_aged(&other, 60 * MINUTE);
+        assert_eq!(choose_module(Some(&other), target.path()), Ok(other));
+    }
+
+    #[test]
+    fn an_explicit_module_that_does_not_exist_is_an_error_naming_it() {
+        let target = tempfile::tempdir().unwrap();
+        file_aged(&module_in(target.path(), "debug"), Duration::ZERO);
+        let missing = target.path().join("nope.so");
+        let error = choose_module(Some(&missing), target.path()).unwrap_err();
+        assert!(error.contains("REDLIMIT_MODULE="), "{error}");
+        assert!(error.contains("nope.so"), "{error}");
+    }
+
+    #[test]
+    fn no_build_is_an_error_naming_the_build_command() {
+        let target = tempfile::tempdir().unwrap();
+        // A directory where the module should be is not a build.
+        fs::create_dir_all(module_in(target.path(), "debug")).unwrap();
+        let error = choose_module(None, target.path()).unwrap_err();
+        assert!(error.contains("cargo build -p redlimit-module"), "{error}");
+        assert!(error.contains("release/libredlimit.so"), "{error}");
+    }
+
+    #[test]
+    fn a_build_older_than_a_source_is_reported_with_its_profile_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = module_in(dir.path(), "release");
+        let (old, new) = (
+            dir.path().join("core/src/old.rs"),
+            dir.path().join("core/src/new.rs"),
+        );
+        file_aged(&old, 20 * MINUTE);
+        file_aged(&module, 10 * MINUTE);
+        assert_eq!(staleness(&module, std::slice::from_ref(&old)), None);
+
+        file_aged(&new, MINUTE);
+        let warning = staleness(&module, &[old, new]).unwrap();
+        assert!(warning.contains("OLDER than its sources"), "{warning}");
+        assert!(warning.contains("new.rs"), "{warning}");
+        assert!(
+            warning.contains("cargo build --release -p redlimit-module"),
+            "{warning}"
+        );
+        assert_eq!(
+            build_command(&module_in(dir.path(), "debug")),
+            "cargo build -p redlimit-module"
+        );
+    }
+
+    #[test]
+    fn the_sources_are_read_from_cargo_dep_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = module_in(dir.path(), "debug");
+        assert_eq!(module_sources(&module), Vec::<PathBuf>::new());
+        file_aged(&module, Duration::ZERO);
+        fs::write(
+            module.with_extension("d"),
+            format!(
+                "{}: /repo/core/src/lib.rs /my\\ repo/module/src/lib.rs\n\n/repo/core/src/lib.rs:\n",
+                module.display()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            module_sources(&module),
+            [
+                PathBuf::from("/repo/core/src/lib.rs"),
+                PathBuf::from("/my repo/module/src/lib.rs")
+            ]
+        );
+    }
+
+    fn found(flavor: Flavor) -> (Flavor, Result<ServerBinary, String>) {
+        let path = PathBuf::from(format!("/bin/{}", flavor.name()));
+        (flavor, Ok(ServerBinary { flavor, path }))
+    }
+
+    fn missing(flavor: Flavor) -> (Flavor, Result<ServerBinary, String>) {
+        (
+            flavor,
+            Err(format!("/nowhere/{} cannot run", flavor.name())),
+        )
+    }
+
+    #[test]
+    fn missing_servers_fail_unless_skipping_is_explicit() {
+        assert_eq!(OnMissing::from_values(None, None), OnMissing::Fail);
+        assert_eq!(OnMissing::from_values(Some("0"), None), OnMissing::Fail);
+        assert_eq!(OnMissing::from_values(Some(""), None), OnMissing::Fail);
+        assert_eq!(OnMissing::from_values(Some("1"), None), OnMissing::Skip);
+        // The full suite (scripts/test.sh) never skips.
+        assert_eq!(
+            OnMissing::from_values(Some("1"), Some("1")),
+            OnMissing::Fail
+        );
+        assert_eq!(OnMissing::from_values(None, Some("1")), OnMissing::Fail);
+    }
+
+    #[test]
+    fn all_servers_found_is_neither_an_error_nor_a_notice() {
+        let probed = Flavor::ALL.map(found);
+        assert_eq!(check_missing(&probed, OnMissing::Fail), Ok(None));
+        assert_eq!(check_missing(&probed, OnMissing::Skip), Ok(None));
+    }
+
+    #[test]
+    fn a_missing_server_fails_naming_it_and_the_ways_out() {
+        let probed = [
+            found(Flavor::Redis70),
+            missing(Flavor::Redis82),
+            found(Flavor::Valkey91),
+        ];
+        let error = check_missing(&probed, OnMissing::Fail).unwrap_err();
+        assert!(
+            error.contains("redis-8.2: /nowhere/redis-8.2 cannot run"),
+            "{error}"
+        );
+        assert!(!error.contains("redis-7.0"), "{error}");
+        assert!(error.contains("scripts/install-deps.sh"), "{error}");
+        assert!(error.contains("REDLIMIT_SKIP_MISSING_SERVERS=1"), "{error}");
+    }
+
+    #[test]
+    fn skipping_says_which_servers_are_skipped() {
+        let probed = [
+            missing(Flavor::Redis70),
+            found(Flavor::Redis82),
+            missing(Flavor::Valkey91),
+        ];
+        let notice = check_missing(&probed, OnMissing::Skip).unwrap().unwrap();
+        assert!(notice.contains("SKIPPED, not passed"), "{notice}");
+        assert!(notice.contains("redis-7.0: /nowhere/redis-7.0"), "{notice}");
+        assert!(
+            notice.contains("valkey-9.1: /nowhere/valkey-9.1"),
+            "{notice}"
+        );
+        assert!(!notice.contains("redis-8.2"), "{notice}");
+    }
 }

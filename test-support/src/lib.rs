@@ -20,7 +20,7 @@
 //! ```
 //!
 //! Live tests load the module, which `cargo test` does not build
-//! (`cargo build -p redlimit-module` first):
+//! (`cargo build -p redlimit-module` first, or `--release`: the newer build is used):
 //!
 //! ```no_run
 //! use redlimit_test_support::{ServerBuilder, available_servers, module_path};
@@ -34,9 +34,31 @@
 //! [`snapshot`], [`status`] and [`set_clock_offset`] read a limiter key exactly and move
 //! the module's test clock (see the `limiter` helpers).
 //!
-//! Environment: `REDLIMIT_SERVERS` (e.g. `redis-8.2,valkey-9.1`) restricts the servers,
-//! `REDLIMIT_REQUIRE_ALL_SERVERS=1` turns a missing server into a panic,
-//! `REDLIMIT_MODULE` points at another build of the module.
+//! # Missing servers fail the tests
+//!
+//! The live tests need all three servers. When one is missing, [`available_servers`]
+//! panics, naming it and `scripts/install-deps.sh`: a test suite that passes because
+//! it tested nothing would say the limiter works when nobody checked. To run anyway with
+//! the servers there are, say so explicitly:
+//!
+//! ```text
+//! REDLIMIT_SKIP_MISSING_SERVERS=1 cargo test
+//! ```
+//!
+//! The missing servers' tests are then skipped, and a framed notice on stderr lists them
+//! (shown as it happens under `cargo test`; under `cargo nextest` with `--no-capture`).
+//! `scripts/test.sh` sets `REDLIMIT_REQUIRE_ALL_SERVERS=1`, which overrides the skip.
+//!
+//! # Environment
+//!
+//! - `REDLIMIT_SERVERS` (e.g. `redis-8.2,valkey-9.1`) restricts the servers on purpose.
+//! - `REDLIMIT_SKIP_MISSING_SERVERS=1` skips the missing servers (loudly) instead of
+//!   failing; `REDLIMIT_REQUIRE_ALL_SERVERS=1` forbids that.
+//! - `REDLIMIT_REDIS_7_0_BIN`, `REDLIMIT_REDIS_8_2_BIN`, `REDLIMIT_VALKEY_9_1_BIN` point at
+//!   a server binary elsewhere ([`Flavor::path_variable`]).
+//! - `REDLIMIT_MODULE` points at another build of the module; without it [`module_path()`]
+//!   takes the newer of `target/debug` and `target/release`, and warns when that build is
+//!   older than the module's sources.
 
 mod binaries;
 mod cluster;
@@ -46,7 +68,8 @@ mod sentinel;
 mod server;
 
 pub use binaries::{
-    Flavor, ServerBinary, available_servers, module_path, release_module_path, repo_root,
+    Flavor, REQUIRE_ALL_SERVERS, SKIP_MISSING_SERVERS, ServerBinary, available_servers,
+    installed_servers, module_path, release_module_path, repo_root,
 };
 pub use cluster::{Cluster, ClusterBuilder, NodeInfo, SLOTS, SlotMigration, key_slot};
 pub use limiter::{

@@ -14,16 +14,17 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The binary of `flavor`, or `None` (said on stdout) when it is not installed.
-/// `REDLIMIT_REQUIRE_ALL_SERVERS=1` turns a missing one into a panic, in
-/// `available_servers`.
+/// The binary of `flavor`, or `None` (said on stdout) when it is not selected by
+/// `REDLIMIT_SERVERS` or skipped (`REDLIMIT_SKIP_MISSING_SERVERS=1`): otherwise a missing
+/// server fails the test, in `available_servers`.
 pub fn binary(flavor: Flavor) -> Option<ServerBinary> {
     let found = available_servers()
         .into_iter()
         .find(|binary| binary.flavor == flavor);
     if found.is_none() {
         println!(
-            "skipped: {} not found (or not selected by REDLIMIT_SERVERS)",
+            "skipped: {} not selected by REDLIMIT_SERVERS, or missing and \
+             REDLIMIT_SKIP_MISSING_SERVERS=1",
             flavor.name()
         );
     }

@@ -5,7 +5,8 @@
 use redis::{Connection, RedisResult, Value, cmd};
 use redlimit_test_support::{Server, ServerBuilder, available_servers, module_path};
 
-/// One server with the module loaded per available binary, started lazily.
+/// One server with the module loaded per server binary, started lazily. A missing
+/// server fails the test ([`available_servers`]) unless `REDLIMIT_SKIP_MISSING_SERVERS=1`.
 pub fn servers() -> impl Iterator<Item = Server> {
     available_servers()
         .into_iter()
