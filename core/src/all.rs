@@ -58,6 +58,12 @@ where
     let mut states: Vec<(usize, Option<Limiter>, bool)> = Vec::with_capacity(limits.len());
     let mut by_key: HashMap<&K, usize> = HashMap::new();
     let mut decisions = Vec::with_capacity(limits.len());
+    // A peek answers what the same call would: a key named twice sees the state its
+    // earlier limit would have left. The pending states are simply never stored.
+    let counted = Request {
+        peek: false,
+        ..request
+    };
     for (index, (key, policy)) in limits.iter().enumerate() {
         let seen = if limits.len() <= SCAN_LIMIT {
             states
@@ -79,7 +85,7 @@ where
         let Some((_, state, changed)) = states.get_mut(slot) else {
             continue;
         };
-        let outcome = policy.decide(state.as_ref(), now, request)?;
+        let outcome = policy.decide(state.as_ref(), now, counted)?;
         decisions.push(outcome.decision);
         if let Some(update) = outcome.update {
             *state = Some(update);
@@ -87,7 +93,7 @@ where
         }
     }
     let allowed = decisions.iter().all(|decision| decision.allowed);
-    let updates: Vec<(usize, Limiter)> = if allowed {
+    let updates: Vec<(usize, Limiter)> = if allowed && !request.is_read_only() {
         states
             .into_iter()
             .filter_map(|(index, state, changed)| state.filter(|_| changed).map(|s| (index, s)))

@@ -90,7 +90,7 @@ impl Concurrency {
         let mut leases = previous
             .map(|leases| leases.live(now_ms))
             .unwrap_or_default();
-        let expires_ms = now_ms.saturating_add(self.lease_ms);
+        let expires_ms = self.expiry(now);
         let count = leases.held.len() as u64;
         match leases.held.iter_mut().find(|lease| *lease.id == *id) {
             Some(lease) => lease.expires_ms = lease.expires_ms.max(expires_ms),
@@ -99,13 +99,7 @@ impl Concurrency {
                 id: id.into(),
             }),
             None => {
-                let earliest = leases
-                    .held
-                    .iter()
-                    .map(|lease| lease.expires_ms)
-                    .min()
-                    .unwrap_or(now_ms);
-                let wait = Duration::from_millis(earliest.saturating_sub(now_ms));
+                let wait = self.time_until_free(&leases, now_ms);
                 let decision = self.decision(false, &leases, now_ms, RetryAfter::After(wait));
                 return Outcome {
                     decision,
@@ -128,23 +122,36 @@ impl Concurrency {
         if (live.held.len() as u64) < self.limit {
             let mut after = live;
             after.held.push(Lease {
-                expires_ms: now_ms.saturating_add(self.lease_ms),
+                expires_ms: self.expiry(now),
                 id: Box::default(),
             });
             return self.decision(true, &after, now_ms, RetryAfter::Now);
         }
-        let earliest = live
-            .held
-            .iter()
-            .map(|lease| lease.expires_ms)
-            .min()
-            .unwrap_or(now_ms);
-        self.decision(
-            false,
-            &live,
-            now_ms,
-            RetryAfter::After(Duration::from_millis(earliest.saturating_sub(now_ms))),
-        )
+        let wait = self.time_until_free(&live, now_ms);
+        self.decision(false, &live, now_ms, RetryAfter::After(wait))
+    }
+
+    /// When a lease taken at `now` expires: `lease_ms` after `now` rounded **up** to the
+    /// millisecond, so that a lease never lasts less than `lease_ms`.
+    fn expiry(&self, now: Timestamp) -> u64 {
+        now.as_micros()
+            .div_ceil(1_000)
+            .saturating_add(self.lease_ms)
+    }
+
+    /// Time until a new holder fits: until enough of the live `leases` have expired to
+    /// leave fewer than `limit` (more than one when the limit was lowered below the
+    /// count held).
+    fn time_until_free(&self, leases: &Leases, now_ms: u64) -> Duration {
+        let mut expiries: Vec<u64> = leases.held.iter().map(|lease| lease.expires_ms).collect();
+        let must_expire = expiries.len().saturating_sub(usize::try_from(self.limit).unwrap_or(usize::MAX));
+        let free_at = if expiries.is_empty() {
+            now_ms
+        } else {
+            let index = must_expire.min(expiries.len() - 1);
+            *expiries.select_nth_unstable(index).1
+        };
+        Duration::from_millis(free_at.saturating_sub(now_ms))
     }
 
     fn decision(

@@ -42,6 +42,24 @@ pub struct Request {
 }
 
 impl Request {
+    /// Checks a request's cost as the argument `argument` (`COST`, `quantity`): at most
+    /// [`MAX_COUNT`](crate::MAX_COUNT), the largest limit of any policy.
+    ///
+    /// # Errors
+    /// A cost above 2^62.
+    ///
+    /// ```
+    /// use redlimit_core::Request;
+    /// assert_eq!(Request::check_cost("COST", 5), Ok(5));
+    /// assert_eq!(
+    ///     Request::check_cost("COST", u64::MAX).unwrap_err().to_string(),
+    ///     "COST must be at most 4611686018427387904"
+    /// );
+    /// ```
+    pub fn check_cost(argument: &'static str, cost: u64) -> Result<u64, crate::ArgumentError> {
+        crate::error::at_most(argument, cost, crate::MAX_COUNT)
+    }
+
     /// A request of `cost` units that counts if allowed.
     #[must_use]
     pub const fn new(cost: u64) -> Self {

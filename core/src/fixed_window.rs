@@ -54,13 +54,22 @@ impl FixedWindow {
 
     /// The count that applies at `now_ms`: the stored one while its window lasts (also
     /// when the clock moved back before it), else a new window starting empty.
-    fn current(&self, previous: Option<&WindowCount>, now_ms: u64) -> WindowCount {
+    ///
+    /// Under another policy than the stored one, the count is capped at the new limit and
+    /// ends no later than the new window: at worst a window just used up.
+    fn current(&self, previous: Option<(&Self, &WindowCount)>, now_ms: u64) -> WindowCount {
+        let fresh = WindowCount {
+            end_ms: (now_ms - now_ms % self.window_ms).saturating_add(self.window_ms),
+            count: 0,
+        };
         match previous {
-            Some(stored) if now_ms < stored.end_ms => *stored,
-            _ => WindowCount {
-                end_ms: (now_ms - now_ms % self.window_ms).saturating_add(self.window_ms),
-                count: 0,
+            Some((_, stored)) if now_ms >= stored.end_ms => fresh,
+            Some((policy, stored)) if policy == self => *stored,
+            Some((_, stored)) => WindowCount {
+                end_ms: stored.end_ms.min(fresh.end_ms),
+                count: stored.count.min(self.limit),
             },
+            None => fresh,
         }
     }
 
@@ -73,7 +82,7 @@ impl FixedWindow {
         request: Request,
     ) -> Outcome<WindowCount> {
         let now_ms = now.as_micros() / 1_000;
-        let window = self.current(previous.map(|(_, state)| state), now_ms);
+        let window = self.current(previous, now_ms);
         let until_end = Duration::from_micros(
             window
                 .end_ms

@@ -147,6 +147,7 @@ impl Policy {
         now: Timestamp,
         request: Request,
     ) -> Result<Outcome<Limiter>, WrongAlgorithm> {
+        let stored = Limiter::live(stored, now);
         match *self {
             Self::TokenBucket(p) => decide_as!(TokenBucket, p, stored, now, request, |s| {
                 Limiter::TokenBucket(p, s)
@@ -204,6 +205,14 @@ impl Limiter {
             Self::SlidingApprox(p, _) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
             Self::Concurrency(p, _) => vec![("limit", p.limit()), ("lease_ms", p.lease_ms())],
         }
+    }
+
+    /// `stored`, unless it is past its idle moment at `now`: from then on a key is
+    /// exactly an absent key (whatever its algorithm), whether or not the server has
+    /// removed it yet.
+    #[must_use]
+    pub fn live(stored: Option<&Self>, now: Timestamp) -> Option<&Self> {
+        stored.filter(|limiter| limiter.idle_at() > now)
     }
 
     /// The moment from which this limiter is equivalent to no key at all.

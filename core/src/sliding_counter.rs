@@ -79,6 +79,36 @@ impl SlidingCounter {
         }
     }
 
+    /// The pair that applies at `now_ms`. Under another policy than the stored one the
+    /// usage is capped at the new limit: with the same window, each count is capped; with
+    /// another window, the old estimate (capped) becomes this window's count. Either way a
+    /// downgrade leaves at worst a window just used up.
+    fn carried_over(&self, previous: Option<(&Self, &WindowPair)>, now_ms: u64) -> WindowPair {
+        match previous {
+            None => self.current(None, now_ms),
+            Some((policy, pair)) if policy == self => self.current(Some(pair), now_ms),
+            Some((policy, pair)) if policy.window_ms == self.window_ms => {
+                let pair = self.current(Some(pair), now_ms);
+                WindowPair {
+                    previous: pair.previous.min(self.limit),
+                    current: pair.current.min(self.limit),
+                    ..pair
+                }
+            }
+            Some((policy, pair)) => {
+                let old = policy.current(Some(pair), now_ms);
+                let elapsed = now_ms.saturating_sub(old.start_ms);
+                let used = policy
+                    .scaled_estimate(&old, elapsed)
+                    .div_ceil(u128::from(policy.window_ms));
+                WindowPair {
+                    current: u64::try_from(used).unwrap_or(u64::MAX).min(self.limit),
+                    ..self.current(None, now_ms)
+                }
+            }
+        }
+    }
+
     /// `estimate * window`, in exact integers, at `elapsed` ms into the current window.
     fn scaled_estimate(&self, pair: &WindowPair, elapsed: u64) -> u128 {
         let w = u128::from(self.window_ms);
@@ -130,7 +160,7 @@ impl SlidingCounter {
         request: Request,
     ) -> Outcome<WindowPair> {
         let now_ms = now.as_micros() / 1_000;
-        let pair = self.current(previous.map(|(_, pair)| pair), now_ms);
+        let pair = self.carried_over(previous, now_ms);
         let elapsed = now_ms.saturating_sub(pair.start_ms);
         let w = u128::from(self.window_ms);
         let fits = |cost: u64| {

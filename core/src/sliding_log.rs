@@ -74,9 +74,14 @@ impl SlidingWindow {
         request: Request,
     ) -> Outcome<SlidingLog> {
         let now_ms = now.as_micros() / 1_000;
-        let log = previous
-            .map(|(_, log)| log.without_expired(now_ms, self.window_ms))
-            .unwrap_or_default();
+        let log = match previous {
+            None => SlidingLog::default(),
+            Some((policy, log)) if policy == self => log.without_expired(now_ms, self.window_ms),
+            // Under another policy the usage is capped at the new limit.
+            Some((_, log)) => log
+                .without_expired(now_ms, self.window_ms)
+                .capped(self.limit),
+        };
         let after = log.total.saturating_add(request.cost);
         if after > self.limit {
             let retry_after = if request.cost > self.limit {
@@ -244,6 +249,30 @@ impl SlidingLog {
             dropped += cost;
         }
         Self::default()
+    }
+
+    /// This log keeping only its newest entries worth at most `limit` (the oldest kept
+    /// one cut down to fit): a policy change leaves at worst a window just used up.
+    fn capped(self, limit: u64) -> Self {
+        if self.total <= limit {
+            return self;
+        }
+        let entries: Vec<(u64, u64)> = self.iter().collect();
+        let mut budget = limit;
+        let mut kept = Vec::new();
+        for &(time, cost) in entries.iter().rev() {
+            if budget == 0 {
+                break;
+            }
+            let cost = cost.min(budget);
+            budget -= cost;
+            kept.push((time, cost));
+        }
+        kept.iter()
+            .rev()
+            .fold(Self::default(), |log, &(time, cost)| {
+                log.with_entry(time, cost)
+            })
     }
 
     /// This log with `cost` admitted at `now_ms` (never before the newest entry: a clock

@@ -45,8 +45,8 @@ impl Throttle {
     /// or a burst whose tolerance overflows.
     pub fn new(max_burst: u64, count: u64, period_s: u64) -> Result<Self, ArgumentError> {
         let count = positive("count_per_period", count)?;
-        let period_s = positive("period", period_s)?;
-        let period_s = at_most("period", period_s, MAX_NANOS / NANOS_PER_SECOND)?;
+        let period_s = positive("period_s", period_s)?;
+        let period_s = at_most("period_s", period_s, MAX_NANOS / NANOS_PER_SECOND)?;
         let policy = Self {
             max_burst,
             count,
@@ -121,6 +121,12 @@ impl Throttle {
         let tat = previous.map_or(now_ns, |(_, state)| u128::from(state.tat_ns).max(now_ns));
         let interval = u128::from(self.interval_ns());
         let tolerance = self.tolerance_ns();
+        // Under another policy, the TAT is capped at a throttle just used up: a downgrade
+        // never leaves a longer wait than a full burst at the new rate.
+        let tat = match previous {
+            Some((policy, _)) if policy != self => tat.min(now_ns + tolerance),
+            _ => tat,
+        };
         let increment = interval * u128::from(request.cost);
         let new_tat = tat + increment;
         if new_tat > now_ns + tolerance {

@@ -53,14 +53,6 @@ impl Ctx {
         self.0
     }
 
-    fn flags(self) -> u32 {
-        api!(RedisModule_GetContextFlags).map_or(0, |flags| {
-            // SAFETY: a valid command context.
-            let bits = unsafe { flags(self.0) };
-            u32::try_from(bits).unwrap_or(0)
-        })
-    }
-
     /// The server asks which arguments are keys (a `getkeys-api` command: cluster
     /// routing, `COMMAND GETKEYS`), instead of running the command.
     pub fn is_keys_position_request(self) -> bool {
@@ -76,17 +68,21 @@ impl Ctx {
         }
     }
 
-    /// The client speaks RESP3 (`HELLO 3`).
-    pub fn is_resp3(self) -> bool {
-        self.flags() & raw::REDISMODULE_CTX_FLAGS_RESP3 != 0
-    }
-
     /// The server clock in microseconds: frozen per command, MULTI/EXEC and script
-    /// where the server offers it (Redis 7.2+, Valkey), else the wall clock.
+    /// where the server offers it (Redis 7.2+, Valkey), else the wall clock the server
+    /// reads too (Redis 7.0 only has `RedisModule_Milliseconds`, whose truncation would
+    /// make leases up to 1 ms short).
     pub fn server_micros(self) -> i64 {
         if let Some(cached) = api!(RedisModule_CachedMicroseconds) {
             // SAFETY: no arguments; reads the server's cached time.
             return unsafe { cached() };
+        }
+        if let Some(micros) = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|since| i64::try_from(since.as_micros()).ok())
+        {
+            return micros;
         }
         // SAFETY: no arguments.
         api!(RedisModule_Milliseconds).map_or(0, |ms| unsafe { ms() }.saturating_mul(1_000))

@@ -18,9 +18,11 @@
 mod args;
 mod clock;
 mod commands;
+mod config;
 mod datatype;
 mod error;
 mod ffi;
+mod guard;
 mod info;
 mod register;
 mod reply;
@@ -29,10 +31,16 @@ use redis_module::{Context, RedisString, Status, raw};
 use std::ffi::c_int;
 
 /// `--loadmodule` time set-up that the SDK macro does not do.
-fn on_load(ctx: &Context, _args: &[RedisString]) -> Status {
-    std::panic::set_hook(Box::new(|panic| {
-        ffi::log_warning(std::ptr::null_mut(), &format!("redlimit: panic: {panic}"));
-    }));
+fn on_load(ctx: &Context, args: &[RedisString]) -> Status {
+    guard::install_panic_hook();
+    let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
+    let offset = match config::offset_from_args(&args) {
+        Ok(offset) => offset.unwrap_or(0),
+        Err(error) => return refuse_load(ctx, &error),
+    };
+    if let Err(error) = config::register(ctx.ctx, offset) {
+        return refuse_load(ctx, &error);
+    }
     datatype::remember_raw_type();
     ffi::load_optional_apis();
     set_module_options(ctx.ctx);
@@ -45,6 +53,12 @@ fn on_load(ctx: &Context, _args: &[RedisString]) -> Status {
         unsafe { register_info(ctx.ctx, Some(info::info)) };
     }
     Status::Ok
+}
+
+/// Logs why the module does not load, and fails the load.
+fn refuse_load(ctx: &Context, reason: &str) -> Status {
+    ffi::log_warning(ctx.ctx, &format!("redlimit: not loaded: {reason}"));
+    Status::Err
 }
 
 /// Handles RDB I/O errors (so a short read fails the load cleanly), signals modified
@@ -80,9 +94,8 @@ fn is_valkey() -> bool {
 #[cfg(not(test))]
 mod entry {
     #![allow(missing_docs)]
-    use super::{clock, on_load};
+    use super::on_load;
     use crate::datatype::LIMITER_TYPE;
-    use redis_module::configuration::ConfigurationFlags;
     use redis_module::redis_module;
 
     redis_module! {
@@ -90,15 +103,8 @@ mod entry {
         version: 1,
         allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
         data_types: [LIMITER_TYPE],
+        // `redlimit.clock-offset-ms` is registered by `on_load` (see `config`): the SDK's
+        // configuration block takes a module argument as the default unchecked.
         init: on_load,
-        configurations: [
-            i64: [
-                ["clock-offset-ms", &clock::CLOCK_OFFSET_MS, 0, 0, clock::MAX_CLOCK_OFFSET_MS, ConfigurationFlags::DEFAULT, None],
-            ],
-            string: [],
-            bool: [],
-            enum: [],
-            module_args_as_configuration: true,
-        ]
     }
 }

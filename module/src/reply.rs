@@ -1,4 +1,5 @@
-//! Decision replies: a RESP2 array of five integers, or a RESP3 map.
+//! Decision replies: an array of five integers, the same under RESP2 and RESP3 (a RESP3
+//! map would let positional client code read the key `"allowed"` as a truthy value).
 
 use crate::ffi::Ctx;
 use redlimit_core::{Decision, RetryAfter, ceil_millis, redis_cell_seconds};
@@ -26,20 +27,16 @@ pub fn fields(decision: &Decision) -> [(&'static str, i64); 5] {
     ]
 }
 
-/// Replies one decision.
+/// Replies one decision: `[allowed, limit, remaining, retry_after_ms, reset_after_ms]`.
 pub fn decision(ctx: Ctx, decision: &Decision) {
-    if ctx.is_resp3() {
-        ctx.reply_map(5);
-        decision_pairs(ctx, decision, |_| true);
-    } else {
-        ctx.reply_array(5);
-        for (_, value) in fields(decision) {
-            ctx.reply_integer(value);
-        }
+    ctx.reply_array(5);
+    for (_, value) in fields(decision) {
+        ctx.reply_integer(value);
     }
 }
 
-/// Writes the decision fields that `include` accepts as map pairs (`allowed` as a boolean).
+/// Writes the decision fields that `include` accepts as `RL.STATUS` map pairs (`allowed`
+/// as a boolean under RESP3).
 pub fn decision_pairs(ctx: Ctx, decision: &Decision, include: impl Fn(&&str) -> bool) {
     for (name, value) in fields(decision)
         .into_iter()

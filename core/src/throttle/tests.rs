@@ -73,7 +73,7 @@ fn policies_outside_signed_nanoseconds_are_refused() {
         Throttle::new(1, 0, 1).unwrap_err().argument(),
         "count_per_period"
     );
-    assert_eq!(Throttle::new(1, 1, 0).unwrap_err().argument(), "period");
+    assert_eq!(Throttle::new(1, 1, 0).unwrap_err().argument(), "period_s");
     assert_eq!(
         Throttle::new(1, 2_000_000_000, 1).unwrap_err().argument(),
         "count_per_period"
@@ -182,4 +182,21 @@ proptest! {
             prop_assert_eq!(ours.throttle(Timestamp::from_micros(now_us), quantity), expected);
         }
     }
+}
+
+#[test]
+fn a_new_policy_caps_the_wait_at_a_full_burst() {
+    // 100 requests of burst at 1 per second, then a policy of burst 2 at 1 per second:
+    // the wait is that of a throttle just used up (1 s), not 100 s.
+    let big = Throttle::new(99, 1, 1).unwrap();
+    let now = Timestamp::from_millis(1_000_000);
+    let used = big.decide(None, now, Request::new(100)).update.unwrap();
+    let small = Throttle::new(2, 1, 1).unwrap();
+    let denied = small.decide(Some((&big, &used)), now, Request::new(1));
+    assert!(!denied.decision.allowed);
+    assert_eq!(
+        denied.decision.retry_after,
+        RetryAfter::After(Duration::from_secs(1))
+    );
+    assert_eq!(denied.decision.reset_after, Duration::from_secs(3));
 }

@@ -158,8 +158,44 @@ fn a_new_policy_keeps_the_usage() {
     assert_eq!(d.remaining, 91, "8 used before, 1 now, of 100");
     bucket.policy = TokenBucket::new(5, 1, 1_000).unwrap();
     let d = bucket.take(at(0), Request::new(1));
-    assert!(!d.allowed, "9 used of 5");
-    assert_eq!(d.retry_after, after_ms(5_000));
+    assert!(!d.allowed, "9 used, capped at all 5 of the new capacity");
+    assert_eq!(d.retry_after, after_ms(1_000), "one token refills in 1 s");
+}
+
+#[test]
+fn a_downgrade_leaves_at_worst_an_empty_bucket() {
+    // The reproduction: 1000 tokens used, then a bucket of 10 refilling in 10 s.
+    let mut bucket = Bucket::new(1_000, 1, 1_000);
+    bucket.take(at(0), Request::new(1_000));
+    bucket.policy = TokenBucket::new(10, 1, 1_000).unwrap();
+    let d = bucket.take(at(0), Request::new(1));
+    assert!(!d.allowed);
+    assert_eq!(d.retry_after, after_ms(1_000));
+    assert_eq!(d.reset_after, Duration::from_millis(10_000));
+    // An upgrade 500 ms later (the denied call stored nothing): 999.5 tokens used, capped
+    // at the 20 of the new bucket, one token 1 s away — not 999 s.
+    bucket.policy = TokenBucket::new(20, 1, 1_000).unwrap();
+    let d = bucket.take(at(500), Request::new(1));
+    assert!(!d.allowed);
+    assert_eq!(d.retry_after, after_ms(1_000));
+    assert_eq!(d.reset_after, Duration::from_millis(20_000));
+}
+
+#[test]
+fn the_same_policy_keeps_a_borrowed_debt() {
+    // MAXWAIT borrowing under the policy in force is not capped.
+    let mut bucket = Bucket::new(2, 1, 1_000);
+    let reserved = bucket.take(
+        at(0),
+        Request {
+            max_wait_ms: 3_000,
+            ..Request::new(5)
+        },
+    );
+    assert!(reserved.allowed);
+    assert_eq!(reserved.retry_after, after_ms(3_000));
+    let d = bucket.take(at(0), Request::new(1));
+    assert_eq!(d.retry_after, after_ms(4_000));
 }
 
 #[test]

@@ -37,12 +37,15 @@ pub fn status(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     info::STATUS.call();
     let mut args = Args::new(argv, 1, 1)?;
     let mut key = ctx.open_key(args.raw()?, false)?;
-    let Some(limiter) = key.limiter()? else {
+    let now = clock::now(ctx);
+    let stored = key.limiter()?;
+    // A key past its idle moment is an absent key, even before the server removes it.
+    let Some(limiter) = Limiter::live(stored.as_ref(), now) else {
         ctx.reply_null();
         return Ok(());
     };
     let policy = limiter.policy_fields();
-    let decision = limiter.status(clock::now(ctx));
+    let decision = limiter.status(now);
     // A policy's `limit` and the decision's `limit` are the same number: say it once.
     let is_new = |name: &&str| !policy.iter().any(|(field, _)| field == name);
     let decision_fields = reply::fields(&decision)

@@ -28,7 +28,8 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     }
     let limits: Vec<(&[u8], Policy)> = keys
         .iter()
-        .map(|&key| Ok((bytes(key), policy(&mut args)?)))
+        .enumerate()
+        .map(|(index, &key)| Ok((bytes(key), policy(&mut args, index, numkeys)?)))
         .collect::<Result<_, CommandError>>()?;
     let request = options::parse(&mut args, &[Flag::Cost, Flag::Peek])?.request;
 
@@ -54,7 +55,7 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let (allowed, decisions) = (outcome.allowed, outcome.decisions);
     info::ALL_OF.decided(allowed);
     ctx.reply_array(1 + decisions.len());
-    ctx.reply_bool(allowed);
+    ctx.reply_integer(i64::from(allowed));
     for decision in &decisions {
         reply::decision(ctx, decision);
     }
@@ -78,10 +79,18 @@ fn report_keys(ctx: Ctx, argv: &[RawString]) {
     }
 }
 
-/// One policy: `TOKENBUCKET capacity refill_tokens refill_ms` | `SLIDING limit window_ms
-/// [APPROX]` | `FIXED limit window_ms`.
-fn policy(args: &mut Args<'_>) -> Result<Policy, CommandError> {
-    let name = args.next_bytes().ok_or(CommandError::Arity)?;
+/// Policy `index` of `count`: `TOKENBUCKET capacity refill_tokens refill_ms` |
+/// `SLIDING limit window_ms [APPROX]` | `FIXED limit window_ms`.
+fn policy(args: &mut Args<'_>, index: usize, count: usize) -> Result<Policy, CommandError> {
+    let missing = || {
+        CommandError::Argument(format!(
+            "RL.ALL needs one policy per key: {count} keys but {index} policies"
+        ))
+    };
+    let name = args.next_bytes().ok_or_else(missing)?;
+    if index > 0 && [&b"COST"[..], b"PEEK"].iter().any(|option| name.eq_ignore_ascii_case(option)) {
+        return Err(missing());
+    }
     if name.eq_ignore_ascii_case(b"TOKENBUCKET") {
         let policy = TokenBucket::new(
             args.positive("capacity")?,
@@ -109,5 +118,9 @@ fn policy(args: &mut Args<'_>) -> Result<Policy, CommandError> {
         }
         return Ok(Policy::Sliding(SlidingWindow::new(limit, window_ms)?));
     }
-    Err(CommandError::Syntax)
+    Err(CommandError::Syntax(format!(
+        " near '{}' (policy {} of {count} must be TOKENBUCKET, SLIDING or FIXED)",
+        crate::error::printable(name),
+        index + 1
+    )))
 }

@@ -17,7 +17,8 @@ pub fn acquire(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let id = Concurrency::check_lease_id(bytes(args.raw()?))?;
     let mut key = ctx.open_key(key_name, true)?;
     let now = clock::now(ctx);
-    let outcome = match key.limiter()? {
+    let stored = key.limiter()?;
+    let outcome = match Limiter::live(stored.as_ref(), now) {
         None => policy.acquire(None, now, id, false),
         Some(Limiter::Concurrency(_, leases)) => policy.acquire(Some(&leases), now, id, false),
         Some(other) => {
@@ -48,9 +49,10 @@ pub fn release(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let id = bytes(args.raw()?);
     let mut key = ctx.open_key(key_name, true)?;
     let now = clock::now(ctx);
-    let (policy, (released, left)) = match key.limiter()? {
+    let stored = key.limiter()?;
+    let (policy, (released, left)) = match Limiter::live(stored.as_ref(), now) {
         None => (None, (false, None)),
-        Some(Limiter::Concurrency(policy, leases)) => (Some(policy), leases.release(now, id)),
+        Some(Limiter::Concurrency(policy, leases)) => (Some(*policy), leases.release(now, id)),
         Some(other) => {
             return Err(WrongAlgorithm {
                 stored: other.algorithm(),

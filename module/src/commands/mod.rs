@@ -90,9 +90,10 @@ const fn arg(name: &'static CStr, kind: ArgKind) -> ArgDoc {
     }
 }
 
-const fn option(token: &'static CStr, kind: ArgKind) -> ArgDoc {
+/// An option: `token` alone (a flag) or `token name` (a value named `name`).
+const fn option(token: &'static CStr, name: &'static CStr, kind: ArgKind) -> ArgDoc {
     ArgDoc {
-        name: token,
+        name,
         kind,
         token: Some(token),
         optional: true,
@@ -175,9 +176,9 @@ pub static COMMANDS: [CommandSpec; 10] = [
             arg(c"capacity", ArgKind::Integer),
             arg(c"refill_tokens", ArgKind::Integer),
             arg(c"refill_ms", ArgKind::Integer),
-            option(c"COST", ArgKind::Integer),
-            option(c"PEEK", ArgKind::Flag),
-            option(c"MAXWAIT", ArgKind::Integer),
+            option(c"COST", c"n", ArgKind::Integer),
+            option(c"PEEK", c"peek", ArgKind::Flag),
+            option(c"MAXWAIT", c"ms", ArgKind::Integer),
         ],
         optional: false,
     },
@@ -194,7 +195,7 @@ pub static COMMANDS: [CommandSpec; 10] = [
             arg(c"key", ArgKind::Key),
             arg(c"max_burst", ArgKind::Integer),
             arg(c"count_per_period", ArgKind::Integer),
-            arg(c"period", ArgKind::Integer),
+            arg(c"period_s", ArgKind::Integer),
             ArgDoc {
                 optional: true,
                 ..arg(c"quantity", ArgKind::Integer)
@@ -215,9 +216,9 @@ pub static COMMANDS: [CommandSpec; 10] = [
             arg(c"key", ArgKind::Key),
             arg(c"limit", ArgKind::Integer),
             arg(c"window_ms", ArgKind::Integer),
-            option(c"COST", ArgKind::Integer),
-            option(c"PEEK", ArgKind::Flag),
-            option(c"APPROX", ArgKind::Flag),
+            option(c"COST", c"n", ArgKind::Integer),
+            option(c"PEEK", c"peek", ArgKind::Flag),
+            option(c"APPROX", c"approx", ArgKind::Flag),
         ],
         optional: false,
     },
@@ -234,8 +235,8 @@ pub static COMMANDS: [CommandSpec; 10] = [
             arg(c"key", ArgKind::Key),
             arg(c"limit", ArgKind::Integer),
             arg(c"window_ms", ArgKind::Integer),
-            option(c"COST", ArgKind::Integer),
-            option(c"PEEK", ArgKind::Flag),
+            option(c"COST", c"n", ArgKind::Integer),
+            option(c"PEEK", c"peek", ArgKind::Flag),
         ],
         optional: false,
     },
@@ -253,8 +254,8 @@ pub static COMMANDS: [CommandSpec; 10] = [
             arg(c"numkeys", ArgKind::Integer),
             ArgDoc { multiple: true, ..arg(c"key", ArgKind::Key) },
             ArgDoc { multiple: true, ..arg(c"policy", ArgKind::String) },
-            option(c"COST", ArgKind::Integer),
-            option(c"PEEK", ArgKind::Flag),
+            option(c"COST", c"n", ArgKind::Integer),
+            option(c"PEEK", c"peek", ArgKind::Flag),
         ],
         optional: false,
     },

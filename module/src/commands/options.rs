@@ -24,12 +24,26 @@ impl Flag {
         1 << self as u8
     }
 
-    fn keyword(self) -> &'static [u8] {
+    /// The keyword, as the docs spell it.
+    const fn name(self) -> &'static str {
         match self {
-            Self::Cost => b"COST",
-            Self::Peek => b"PEEK",
-            Self::MaxWait => b"MAXWAIT",
-            Self::Approx => b"APPROX",
+            Self::Cost => "COST",
+            Self::Peek => "PEEK",
+            Self::MaxWait => "MAXWAIT",
+            Self::Approx => "APPROX",
+        }
+    }
+
+    fn keyword(self) -> &'static [u8] {
+        self.name().as_bytes()
+    }
+
+    /// What the value after the keyword is called in `COMMAND DOCS`.
+    const fn value_name(self) -> &'static str {
+        match self {
+            Self::Cost => "n",
+            Self::MaxWait => "ms",
+            Self::Peek | Self::Approx => "",
         }
     }
 }
@@ -52,20 +66,31 @@ pub fn parse(args: &mut Args<'_>, accepted: &[Flag]) -> Result<Options, CommandE
             .iter()
             .copied()
             .find(|flag| word.eq_ignore_ascii_case(flag.keyword()))
-            .filter(|flag| seen & flag.bit() == 0)
-            .ok_or(CommandError::Syntax)?;
+            .ok_or_else(|| CommandError::syntax_near(word))?;
+        if seen & flag.bit() != 0 {
+            return Err(CommandError::Syntax(format!(
+                ": {} given twice",
+                flag.name()
+            )));
+        }
         seen |= flag.bit();
         match flag {
-            Flag::Cost => options.request.cost = value(args, "COST")?,
+            Flag::Cost => {
+                options.request.cost = Request::check_cost("COST", value(args, flag)?)?;
+            }
             Flag::Peek => options.request.peek = true,
-            Flag::MaxWait => options.request.max_wait_ms = value(args, "MAXWAIT")?,
+            Flag::MaxWait => options.request.max_wait_ms = value(args, flag)?,
             Flag::Approx => options.approx = true,
         }
     }
     Ok(options)
 }
 
-/// The value after an option keyword; a missing one is a syntax error.
-fn value(args: &mut Args<'_>, name: &str) -> Result<u64, CommandError> {
-    integer(name, args.next_bytes().ok_or(CommandError::Syntax)?)
+/// The value after an option keyword; a missing one is a syntax error that says so.
+fn value(args: &mut Args<'_>, flag: Flag) -> Result<u64, CommandError> {
+    let name = flag.name();
+    let raw = args.next_bytes().ok_or_else(|| {
+        CommandError::Syntax(format!(": {name} needs a value ({name} {})", flag.value_name()))
+    })?;
+    integer(name, raw)
 }

@@ -15,9 +15,9 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let key = args.raw()?;
     let max_burst = args.integer("max_burst")?;
     let count = args.positive("count_per_period")?;
-    let period_s = args.positive("period")?;
+    let period_s = args.positive("period_s")?;
     let quantity = match args.next_bytes() {
-        Some(raw) => integer("quantity", raw)?,
+        Some(raw) => Request::check_cost("quantity", integer("quantity", raw)?)?,
         None => 1,
     };
     let policy = Throttle::new(max_burst, count, period_s)?;
