@@ -330,7 +330,7 @@ fn target_dir() -> PathBuf {
 ///
 /// `cargo test` never builds the cdylib: build it first (`cargo build -p redlimit-module`,
 /// or with `--release`). When the chosen build is older than a source of the module
-/// (the files cargo recorded in `libredlimit.d` next to it), a warning is printed on stderr: the tests would
+/// (`module/src`, `core/src`), a warning is printed on stderr: the tests would
 /// run an old build.
 ///
 /// # Panics
@@ -345,7 +345,7 @@ pub fn module_path() -> PathBuf {
             let path = choose_module(explicit.as_deref(), &target_dir())
                 .unwrap_or_else(|message| panic!("{message}"));
             if explicit.is_none()
-                && let Some(warning) = staleness(&path, &module_sources(&path))
+                && let Some(warning) = staleness(&path, &module_sources(&repo_root()))
             {
                 shout(&warning);
             }
@@ -398,35 +398,37 @@ fn choose_module(explicit: Option<&Path>, target: &Path) -> Result<PathBuf, Stri
         })
 }
 
-/// The source files `module` was built from, as cargo recorded them in the dep-info
-/// file next to it (`libredlimit.d`: `<output>: <source> <source> ...`, spaces in
-/// paths escaped); empty when there is none.
-fn module_sources(module: &Path) -> Vec<PathBuf> {
-    let Ok(dep_info) = fs::read_to_string(module.with_extension("d")) else {
-        return Vec::new();
+/// The source files of the module under the repository `root`: `module/src` and
+/// `core/src`, without the test-only files (`tests.rs`, `tests/`), whose changes do not
+/// rebuild the module. (Not cargo's dep-info: `target/debug/libredlimit.d` is shared
+/// with the client library, also named `redlimit`, and names whichever was built last.)
+fn module_sources(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for member in ["module", "core"] {
+        collect_sources(&root.join(member).join("src"), &mut files);
+    }
+    files
+}
+
+/// Every file under `dir`, recursively, but test-only ones.
+fn collect_sources(dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
     };
-    let Some((_, sources)) = dep_info
-        .lines()
-        .next()
-        .and_then(|line| line.split_once(": "))
-    else {
-        return Vec::new();
-    };
-    let mut paths = Vec::new();
-    let mut current = String::new();
-    let mut chars = sources.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => current.extend(chars.next()),
-            ' ' if !current.is_empty() => paths.push(PathBuf::from(std::mem::take(&mut current))),
-            ' ' => {}
-            _ => current.push(c),
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path
+            .file_name()
+            .is_some_and(|name| name == "tests" || name == "tests.rs")
+        {
+            continue;
+        }
+        if path.is_dir() {
+            collect_sources(&path, files);
+        } else {
+            files.push(path);
         }
     }
-    if !current.is_empty() {
-        paths.push(PathBuf::from(current));
-    }
-    paths
 }
 
 /// The modification time of `path`, if it is a file.
@@ -557,25 +559,31 @@ mod tests {
     }
 
     #[test]
-    fn the_sources_are_read_from_cargo_dep_info() {
-        let dir = tempfile::tempdir().unwrap();
-        let module = module_in(dir.path(), "debug");
-        assert_eq!(module_sources(&module), Vec::<PathBuf>::new());
-        file_aged(&module, Duration::ZERO);
-        fs::write(
-            module.with_extension("d"),
-            format!(
-                "{}: /repo/core/src/lib.rs /my\\ repo/module/src/lib.rs\n\n/repo/core/src/lib.rs:\n",
-                module.display()
-            ),
-        )
-        .unwrap();
-        assert_eq!(
-            module_sources(&module),
-            [
-                PathBuf::from("/repo/core/src/lib.rs"),
-                PathBuf::from("/my repo/module/src/lib.rs")
-            ]
+    fn the_sources_are_the_module_and_core_without_their_tests() {
+        let root = tempfile::tempdir().unwrap();
+        for file in [
+            "module/src/lib.rs",
+            "core/src/lib.rs",
+            "core/src/throttle/mod.rs",
+            "core/src/throttle/tests.rs",
+            "core/src/tests/model.rs",
+            "client/src/lib.rs",
+        ] {
+            file_aged(&root.path().join(file), Duration::ZERO);
+        }
+        let mut sources = module_sources(root.path());
+        sources.sort();
+        let expected = [
+            "core/src/lib.rs",
+            "core/src/throttle/mod.rs",
+            "module/src/lib.rs",
+        ]
+        .map(|file| root.path().join(file));
+        assert_eq!(sources, expected);
+        assert!(
+            module_sources(&repo_root())
+                .iter()
+                .any(|p| p.ends_with("module/src/lib.rs"))
         );
     }
 
