@@ -232,7 +232,7 @@ struct Node {
     slots_when_killed: Vec<RangeInclusive<u16>>,
 }
 
-/// Three primaries and three replicas with one binary; see the [module docs](self).
+/// Three primaries and three replicas with one binary; built by [`ClusterBuilder`].
 #[derive(Debug)]
 pub struct Cluster {
     binary: ServerBinary,
