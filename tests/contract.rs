@@ -464,7 +464,11 @@ fn resp3_decisions_are_the_same_flat_arrays_and_status_a_map() {
         set_clock(con, 1_000_000);
         // Positional client code must read `allowed` first, as an integer, under RESP3
         // too: a map would hand it the truthy string "allowed".
-        for expected in [[1, 3, 2, 0, 1_000], [1, 3, 1, 0, 2_000], [1, 3, 0, 0, 3_000]] {
+        for expected in [
+            [1, 3, 2, 0, 1_000],
+            [1, 3, 1, 0, 2_000],
+            [1, 3, 0, 0, 3_000],
+        ] {
             let reply: Value = cmd("RL.TOKENBUCKET")
                 .arg("r")
                 .arg(3)
@@ -526,7 +530,11 @@ fn resp3_decisions_are_the_same_flat_arrays_and_status_a_map() {
         let Value::Array(items) = &all else {
             panic!("{name}: {all:?}")
         };
-        assert_eq!(items[0], Value::Int(1), "{name}: RL.ALL's allowed is an integer");
+        assert_eq!(
+            items[0],
+            Value::Int(1),
+            "{name}: RL.ALL's allowed is an integer"
+        );
         assert!(
             matches!(&items[1], Value::Array(inner) if inner.len() == 5),
             "{name}: {all:?}"

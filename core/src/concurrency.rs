@@ -144,7 +144,9 @@ impl Concurrency {
     /// count held).
     fn time_until_free(&self, leases: &Leases, now_ms: u64) -> Duration {
         let mut expiries: Vec<u64> = leases.held.iter().map(|lease| lease.expires_ms).collect();
-        let must_expire = expiries.len().saturating_sub(usize::try_from(self.limit).unwrap_or(usize::MAX));
+        let must_expire = expiries
+            .len()
+            .saturating_sub(usize::try_from(self.limit).unwrap_or(usize::MAX));
         let free_at = if expiries.is_empty() {
             now_ms
         } else {

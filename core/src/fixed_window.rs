@@ -56,21 +56,35 @@ impl FixedWindow {
     /// when the clock moved back before it), else a new window starting empty.
     ///
     /// Under another policy than the stored one, the count is capped at the new limit and
-    /// ends no later than the new window: at worst a window just used up.
+    /// counts in the new window holding the start of the stored one (the earliest moment
+    /// it can have been recorded): at worst a window just used up, and the same answer
+    /// however often a denied caller retries.
     fn current(&self, previous: Option<(&Self, &WindowCount)>, now_ms: u64) -> WindowCount {
         let fresh = WindowCount {
-            end_ms: (now_ms - now_ms % self.window_ms).saturating_add(self.window_ms),
+            end_ms: self.end_of_window_at(now_ms),
             count: 0,
         };
         match previous {
-            Some((_, stored)) if now_ms >= stored.end_ms => fresh,
-            Some((policy, stored)) if policy == self => *stored,
-            Some((_, stored)) => WindowCount {
-                end_ms: stored.end_ms.min(fresh.end_ms),
-                count: stored.count.min(self.limit),
-            },
-            None => fresh,
+            Some((policy, stored)) if policy == self && now_ms < stored.end_ms => *stored,
+            Some((policy, stored)) if policy != self => {
+                let recorded_from = stored.end_ms.saturating_sub(policy.window_ms);
+                let carried = WindowCount {
+                    end_ms: self.end_of_window_at(recorded_from).min(stored.end_ms),
+                    count: stored.count.min(self.limit),
+                };
+                if now_ms < carried.end_ms {
+                    carried
+                } else {
+                    fresh
+                }
+            }
+            _ => fresh,
         }
+    }
+
+    /// The end of the window holding `ms`.
+    fn end_of_window_at(&self, ms: u64) -> u64 {
+        (ms - ms % self.window_ms).saturating_add(self.window_ms)
     }
 
     /// Decides `request` at `now` against the count left by `previous`.

@@ -81,8 +81,9 @@ impl SlidingCounter {
 
     /// The pair that applies at `now_ms`. Under another policy than the stored one the
     /// usage is capped at the new limit: with the same window, each count is capped; with
-    /// another window, the old estimate (capped) becomes this window's count. Either way a
-    /// downgrade leaves at worst a window just used up.
+    /// another window, each count moves to the new window holding the start of its own.
+    /// Either way a downgrade leaves at worst a window just used up, and the answer does
+    /// not change however often a denied caller retries.
     fn carried_over(&self, previous: Option<(&Self, &WindowPair)>, now_ms: u64) -> WindowPair {
         match previous {
             None => self.current(None, now_ms),
@@ -96,14 +97,35 @@ impl SlidingCounter {
                 }
             }
             Some((policy, pair)) => {
-                let old = policy.current(Some(pair), now_ms);
-                let elapsed = now_ms.saturating_sub(old.start_ms);
-                let used = policy
-                    .scaled_estimate(&old, elapsed)
-                    .div_ceil(u128::from(policy.window_ms));
+                // Another window length: each stored count moves to the new window holding
+                // the start of its own window (the earliest moment it can have been
+                // recorded), then the pair is taken at now as usual.
+                let start_of = |ms: u64| ms - ms % self.window_ms;
+                let moved = [
+                    (
+                        pair.start_ms.saturating_sub(policy.window_ms),
+                        pair.previous,
+                    ),
+                    (pair.start_ms, pair.current),
+                ];
+                let now_start = start_of(now_ms);
+                let mut carried = WindowPair {
+                    start_ms: now_start,
+                    previous: 0,
+                    current: 0,
+                };
+                for (recorded_from, count) in moved {
+                    let start = start_of(recorded_from);
+                    if start >= now_start {
+                        carried.current = carried.current.saturating_add(count);
+                    } else if start.saturating_add(self.window_ms) == now_start {
+                        carried.previous = carried.previous.saturating_add(count);
+                    }
+                }
                 WindowPair {
-                    current: u64::try_from(used).unwrap_or(u64::MAX).min(self.limit),
-                    ..self.current(None, now_ms)
+                    previous: carried.previous.min(self.limit),
+                    current: carried.current.min(self.limit),
+                    ..carried
                 }
             }
         }

@@ -121,10 +121,15 @@ impl Throttle {
         let tat = previous.map_or(now_ns, |(_, state)| u128::from(state.tat_ns).max(now_ns));
         let interval = u128::from(self.interval_ns());
         let tolerance = self.tolerance_ns();
-        // Under another policy, the TAT is capped at a throttle just used up: a downgrade
-        // never leaves a longer wait than a full burst at the new rate.
+        // Under another policy, the TAT is capped at a throttle used up at the earliest
+        // moment the stored TAT can have been set (`tat - old tolerance`): a downgrade
+        // never leaves a longer wait than a full burst at the new rate, and the cap does
+        // not move with the clock (denied calls store nothing), so `retry_after` holds.
         let tat = match previous {
-            Some((policy, _)) if policy != self => tat.min(now_ns + tolerance),
+            Some((policy, state)) if policy != self => {
+                let set_at = u128::from(state.tat_ns).saturating_sub(policy.tolerance_ns());
+                tat.min((set_at + tolerance).max(now_ns))
+            }
             _ => tat,
         };
         let increment = interval * u128::from(request.cost);

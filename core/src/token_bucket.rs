@@ -120,8 +120,9 @@ impl TokenBucket {
 
     /// The deficit of `previous` at `now`, in this policy's units, and the time it is
     /// measured at (never earlier than the stored one: a clock that moved back grants nothing).
-    /// Under another policy than the stored one, the deficit is capped at a full bucket:
-    /// a downgrade leaves at worst a bucket just emptied, never a debt to repay.
+    /// Under another policy than the stored one, the deficit is capped at a full bucket
+    /// at the stored moment: a downgrade leaves at worst a bucket just emptied, never a
+    /// debt to repay.
     fn deficit_at(
         &self,
         previous: Option<(&Self, &BucketState)>,
@@ -131,14 +132,15 @@ impl TokenBucket {
             return (0, now);
         };
         let deficit = rescale(u128::from(state.deficit), policy.unit(), self.unit());
-        let refilled = u128::from(now.micros_since(state.at)) * u128::from(self.refill_tokens);
-        let deficit = deficit.saturating_sub(refilled);
+        // Capped as of the stored moment, so that repeated calls under the new policy
+        // (denied ones store nothing) see the cap refill: `retry_after` stays honest.
         let deficit = if policy == self {
             deficit
         } else {
             deficit.min(self.full())
         };
-        (deficit, now.max(state.at))
+        let refilled = u128::from(now.micros_since(state.at)) * u128::from(self.refill_tokens);
+        (deficit.saturating_sub(refilled), now.max(state.at))
     }
 
     /// Decides `request` at `now` against the bucket left by `previous` (`None`: a full bucket).

@@ -115,7 +115,10 @@ mod tests {
         }
         // Too large for the parser: saturates, and the argument's own bound refuses it.
         assert_eq!(integer("n", b"18446744073709551616").ok(), Some(u64::MAX));
-        assert_eq!(integer("n", b"99999999999999999999999").ok(), Some(u64::MAX));
+        assert_eq!(
+            integer("n", b"99999999999999999999999").ok(),
+            Some(u64::MAX)
+        );
     }
 
     #[test]

@@ -97,7 +97,9 @@ pub fn register(ctx: *mut raw::RedisModuleCtx, initial: i64) -> Result<(), Strin
         )
     };
     if status != raw::REDISMODULE_OK as c_int {
-        return Err(format!("cannot register the config redlimit.{CLOCK_OFFSET}"));
+        return Err(format!(
+            "cannot register the config redlimit.{CLOCK_OFFSET}"
+        ));
     }
     let Some(load) = load else {
         return Ok(());

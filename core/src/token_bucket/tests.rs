@@ -172,13 +172,16 @@ fn a_downgrade_leaves_at_worst_an_empty_bucket() {
     assert!(!d.allowed);
     assert_eq!(d.retry_after, after_ms(1_000));
     assert_eq!(d.reset_after, Duration::from_millis(10_000));
-    // An upgrade 500 ms later (the denied call stored nothing): 999.5 tokens used, capped
-    // at the 20 of the new bucket, one token 1 s away — not 999 s.
+    // An upgrade 500 ms later (the denied call stored nothing): the 1000 used at 0 are
+    // capped at the 20 of the new bucket as of 0, half a token has come back since.
     bucket.policy = TokenBucket::new(20, 1, 1_000).unwrap();
     let d = bucket.take(at(500), Request::new(1));
     assert!(!d.allowed);
-    assert_eq!(d.retry_after, after_ms(1_000));
-    assert_eq!(d.reset_after, Duration::from_millis(20_000));
+    assert_eq!(d.retry_after, after_ms(500));
+    assert_eq!(d.reset_after, Duration::from_millis(19_500));
+    // Back to the 10-token bucket: the retry announced at 0 (1 s) succeeds.
+    bucket.policy = TokenBucket::new(10, 1, 1_000).unwrap();
+    assert!(bucket.take(at(1_000), Request::new(1)).allowed);
 }
 
 #[test]

@@ -88,7 +88,11 @@ fn policy(args: &mut Args<'_>, index: usize, count: usize) -> Result<Policy, Com
         ))
     };
     let name = args.next_bytes().ok_or_else(missing)?;
-    if index > 0 && [&b"COST"[..], b"PEEK"].iter().any(|option| name.eq_ignore_ascii_case(option)) {
+    if index > 0
+        && [&b"COST"[..], b"PEEK"]
+            .iter()
+            .any(|option| name.eq_ignore_ascii_case(option))
+    {
         return Err(missing());
     }
     if name.eq_ignore_ascii_case(b"TOKENBUCKET") {

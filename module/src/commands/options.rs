@@ -90,7 +90,10 @@ pub fn parse(args: &mut Args<'_>, accepted: &[Flag]) -> Result<Options, CommandE
 fn value(args: &mut Args<'_>, flag: Flag) -> Result<u64, CommandError> {
     let name = flag.name();
     let raw = args.next_bytes().ok_or_else(|| {
-        CommandError::Syntax(format!(": {name} needs a value ({name} {})", flag.value_name()))
+        CommandError::Syntax(format!(
+            ": {name} needs a value ({name} {})",
+            flag.value_name()
+        ))
     })?;
     integer(name, raw)
 }
