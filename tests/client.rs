@@ -47,5 +47,7 @@ mod status;
 mod storm;
 #[path = "client/throttle.rs"]
 mod throttle;
+#[path = "client/verify.rs"]
+mod verify;
 #[path = "client/wait.rs"]
 mod wait;

@@ -3,10 +3,13 @@
 
 use crate::error::{Error, Result};
 use crate::slot;
+use crate::verify::{self, Found, NodeInfo};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::sentinel::SentinelClient;
 use redis::{AsyncConnectionConfig, Cmd, Value};
 use std::sync::{Mutex, PoisonError};
@@ -273,6 +276,190 @@ impl Remote {
         // Error replies arrive as values: make them errors.
         Ok(value.extract_error()?)
     }
+}
+
+impl Remote {
+    /// How logs and errors name the server this backend decides on.
+    pub(crate) fn node_name(&self) -> String {
+        match &self.connector {
+            Connector::Client(client) => client.get_connection_info().addr.to_string(),
+            Connector::Sentinel(_) | Connector::Sentinels(_) => {
+                "the primary Sentinel names".to_owned()
+            }
+            Connector::Cluster(_) => "a cluster node".to_owned(),
+            Connector::Given => "the server of the given connection".to_owned(),
+        }
+    }
+
+    /// Whether the module is loaded on every server this backend reaches: the server,
+    /// the primary Sentinel names now, or every primary of the cluster. Each answer within
+    /// `timeout`.
+    pub(crate) async fn verify(&self, timeout: Duration) -> Result<Vec<NodeInfo>> {
+        let answers = match &self.connector {
+            Connector::Sentinel(client) => {
+                let client = within(timeout, client.lock().await.async_get_client()).await?;
+                vec![ask_one(&client, timeout).await?]
+            }
+            Connector::Sentinels(clients) => {
+                let lookups = clients
+                    .iter()
+                    .map(|client| Box::pin(async { client.lock().await.async_get_client().await }));
+                let (client, _) = within(timeout, futures_util::future::select_ok(lookups)).await?;
+                vec![ask_one(&client, timeout).await?]
+            }
+            _ => match self.connect(timeout).await?.0 {
+                Connection::Multiplexed(connection) => {
+                    let found = ask(&mut Asker::One(connection), timeout).await?;
+                    vec![(self.node_name(), found)]
+                }
+                Connection::Cluster(connection) => {
+                    ask_all(&mut Asker::All(connection), timeout).await?
+                }
+            },
+        };
+        let mut nodes = Vec::new();
+        let mut missing = Vec::new();
+        for (address, found) in answers {
+            match found {
+                Found::Loaded(module_version) => nodes.push(NodeInfo {
+                    address,
+                    module_version,
+                }),
+                Found::Missing(modules) => missing.push((address, modules)),
+            }
+        }
+        if missing.is_empty() {
+            Ok(nodes)
+        } else {
+            Err(verify::missing(&missing))
+        }
+    }
+}
+
+/// Where [`ask`] sends its commands.
+enum Asker {
+    /// One server.
+    One(MultiplexedConnection),
+    /// Every primary of a cluster.
+    All(ClusterConnection),
+}
+
+impl Asker {
+    /// `cmd`'s reply: from the server, or a map of node address to reply.
+    async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        match self {
+            Self::One(connection) => connection.req_packed_command(cmd).await,
+            Self::All(connection) => {
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                connection.route_command(cmd, routing).await
+            }
+        }
+    }
+}
+
+/// `future` within `timeout`, as a redlimit result.
+async fn within<T>(
+    timeout: Duration,
+    future: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, future).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Error::new(
+            crate::ErrorKind::Timeout,
+            format!("no answer within {} ms", timeout.as_millis()),
+        )),
+    }
+}
+
+/// Asks the server of `client` (a new connection) whether the module is loaded.
+async fn ask_one(client: &redis::Client, timeout: Duration) -> Result<(String, Found)> {
+    let name = client.get_connection_info().addr.to_string();
+    let config = AsyncConnectionConfig::new().set_connection_timeout(timeout);
+    let connection = within(
+        timeout,
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    .map_err(|error| error.on_node(&name))?;
+    let found = ask(&mut Asker::One(connection), timeout).await?;
+    Ok((name, found))
+}
+
+/// `MODULE LIST`; `COMMAND INFO RL.TOKENBUCKET` when the server refuses it (an ACL
+/// without `@admin`, a managed service that renamed it).
+async fn ask(asker: &mut Asker, timeout: Duration) -> Result<Found> {
+    let list = module_list();
+    match within(timeout, asker.send(&list)).await.and_then(errors) {
+        Ok(reply) => verify::module_list(&reply),
+        Err(error) if is_refusal(&error) => {
+            let reply = within(timeout, asker.send(&command_info()))
+                .await
+                .and_then(errors)?;
+            verify::command_info(&reply)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// [`ask`] on every primary of a cluster: each one's address and answer.
+async fn ask_all(asker: &mut Asker, timeout: Duration) -> Result<Vec<(String, Found)>> {
+    let list = module_list();
+    let by_node = |reply: Value, read: fn(&Value) -> Result<Found>| -> Result<Vec<_>> {
+        let Value::Map(nodes) = reply else {
+            return Err(Error::new(
+                crate::ErrorKind::Protocol,
+                format!("expected one answer per node, the cluster sent {reply:?}"),
+            ));
+        };
+        nodes
+            .into_iter()
+            .map(|(address, reply)| {
+                let address = match address {
+                    Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                let reply = errors(reply).map_err(|e| e.on_node(&address))?;
+                Ok((address, read(&reply)?))
+            })
+            .collect()
+    };
+    match within(timeout, asker.send(&list))
+        .await
+        .and_then(|reply| by_node(reply, verify::module_list))
+    {
+        Err(error) if is_refusal(&error) => {}
+        result => return result,
+    }
+    let reply = within(timeout, asker.send(&command_info())).await?;
+    by_node(reply, verify::command_info)
+}
+
+/// `MODULE LIST`.
+fn module_list() -> Cmd {
+    let mut cmd = redis::cmd("MODULE");
+    cmd.arg("LIST");
+    cmd
+}
+
+/// `COMMAND INFO RL.TOKENBUCKET`.
+fn command_info() -> Cmd {
+    let mut cmd = redis::cmd("COMMAND");
+    cmd.arg("INFO").arg("RL.TOKENBUCKET");
+    cmd
+}
+
+/// A reply, an error reply made an error.
+fn errors(reply: Value) -> Result<Value> {
+    Ok(reply.extract_error()?)
+}
+
+/// The server answered but refused the command itself (`NOPERM`, or it does not know
+/// it): a question to ask another way, not a failure.
+fn is_refusal(error: &Error) -> bool {
+    matches!(
+        error.kind(),
+        crate::ErrorKind::Server | crate::ErrorKind::ModuleNotLoaded
+    )
 }
 
 /// Sends `cmd` on `connection`; in a cluster, to the primary of `slot` when given.

@@ -13,7 +13,9 @@ pub enum ErrorKind {
     InvalidArgument,
     /// The key holds another Redis type, or a limiter of another algorithm.
     WrongType,
-    /// The server has no `RL.*` commands: the redlimit module is not loaded.
+    /// The server has no `RL.*` commands: the redlimit module is not loaded (a restart or
+    /// a failover to a server without it). The failure policy answers decisions, as for
+    /// an unavailable server; see [`RateLimiter::verify`](crate::RateLimiter::verify).
     ModuleNotLoaded,
     /// The keys of an all-or-nothing check hash to different Redis Cluster slots.
     CrossSlot,
@@ -27,7 +29,8 @@ pub enum ErrorKind {
     CircuitOpen,
     /// Any other error reply from the server (for example an ACL `NOPERM`).
     Server,
-    /// The server answered something this crate cannot read (a version mismatch?).
+    /// The server answered something this crate cannot read (a version mismatch?). The
+    /// failure policy answers decisions: an unreadable answer is never read as allowed.
     Protocol,
 }
 
@@ -99,6 +102,31 @@ impl Error {
         self.kind == ErrorKind::ModuleNotLoaded
     }
 
+    /// The server could not decide: it is unavailable ([`is_unavailable`](Self::is_unavailable)),
+    /// lacks the module ([`is_module_not_loaded`](Self::is_module_not_loaded)) or sent an
+    /// answer this crate cannot read ([`ErrorKind::Protocol`]). These are the errors a
+    /// [`FailurePolicy`](crate::FailurePolicy) answers for and the circuit breaker counts;
+    /// [`FailurePolicy::Error`](crate::FailurePolicy::Error) returns them.
+    #[must_use]
+    pub fn is_backend_failure(&self) -> bool {
+        self.is_unavailable()
+            || matches!(self.kind, ErrorKind::ModuleNotLoaded | ErrorKind::Protocol)
+    }
+
+    /// The same error, its detail preceded by `context` (`what: detail`).
+    pub(crate) fn context(mut self, context: &str) -> Self {
+        self.detail = Cow::Owned(format!("{context}: {}", self.detail));
+        self
+    }
+
+    /// The same error, saying where the module is missing and what to do.
+    pub(crate) fn on_node(mut self, node: &str) -> Self {
+        if let (ErrorKind::ModuleNotLoaded, Some(source)) = (self.kind, &self.source) {
+            self.detail = Cow::Owned(module_missing(node, &server_words(source)));
+        }
+        self
+    }
+
     /// A value out of range.
     #[must_use]
     pub fn is_invalid_argument(&self) -> bool {
@@ -166,12 +194,44 @@ impl From<redlimit_core::WrongAlgorithm> for Error {
 impl From<redis::RedisError> for Error {
     fn from(error: redis::RedisError) -> Self {
         let kind = classify(&error);
+        let detail = match kind {
+            // The server's words, without the arguments it echoes (keys: user data).
+            ErrorKind::ModuleNotLoaded => module_missing("the server", &server_words(&error)),
+            _ => error.to_string(),
+        };
         Self {
             kind,
-            detail: Cow::Owned(error.to_string()),
+            detail: Cow::Owned(detail),
             source: Some(error),
         }
     }
+}
+
+/// The message of [`ErrorKind::ModuleNotLoaded`]: where, what the server said, what to do.
+pub(crate) fn module_missing(node: &str, said: &str) -> String {
+    format!(
+        "the redlimit module is not loaded on {node} (it answered: {said}): load \
+         libredlimit.so there (--loadmodule or MODULE LOAD); until then the failure \
+         policy answers every decision"
+    )
+}
+
+/// An error reply's text without the arguments the server echoes (keys are user data).
+fn server_words(error: &redis::RedisError) -> String {
+    let said = error.detail().unwrap_or_default();
+    let said = said.split(", with args").next().unwrap_or(said).trim();
+    match error.code() {
+        Some(code) => format!("{code} {said}"),
+        None => said.to_owned(),
+    }
+}
+
+/// Whether an `ERR` reply says that the command does not exist: Redis 7.0, 8.2 and
+/// Valkey 9.1 answer `unknown command 'RL.X', with args beginning with: ...` (older
+/// servers quote with backticks; proxies such as Envoy say `unsupported command`).
+fn is_unknown_command(detail: &str) -> bool {
+    let detail = detail.trim_start().to_ascii_lowercase();
+    detail.starts_with("unknown command") || detail.starts_with("unsupported command")
 }
 
 /// Sorts a `redis` error into the kinds above.
@@ -190,7 +250,7 @@ fn classify(error: &redis::RedisError) -> ErrorKind {
         ) => {
             return ErrorKind::Unavailable;
         }
-        Some("ERR") if detail.starts_with("unknown command") => {
+        Some("ERR") if is_unknown_command(detail) => {
             return ErrorKind::ModuleNotLoaded;
         }
         Some("ERR")
@@ -313,6 +373,41 @@ mod tests {
         ];
         for (code, detail, kind) in cases {
             assert_eq!(server_error(code, detail).kind(), kind, "{code} {detail}");
+        }
+    }
+
+    #[test]
+    fn a_missing_module_is_a_backend_failure_named_without_the_arguments() {
+        // Redis 7.0.15, 8.2.3 and Valkey 9.1.2 all answer this (checked with redis-cli);
+        // older servers quote with backticks, proxies say "unsupported".
+        for said in [
+            "unknown command 'RL.TOKENBUCKET', with args beginning with: 'user:42' '5' '1' '1000' ",
+            "unknown command `RL.TOKENBUCKET`, with args beginning with: `user:42`, ",
+            "unsupported command 'RL.TOKENBUCKET'",
+        ] {
+            let error = server_error("ERR", said);
+            assert_eq!(error.kind(), ErrorKind::ModuleNotLoaded, "{said}");
+            assert!(
+                error.is_backend_failure() && !error.is_unavailable(),
+                "{said}"
+            );
+            assert!(!error.breaks_connection(), "{said}");
+            let text = error.on_node("127.0.0.1:6379").to_string();
+            assert!(
+                text.starts_with(
+                    "redlimit module_not_loaded: the redlimit module is not loaded on \
+                     127.0.0.1:6379 (it answered: ERR un"
+                ),
+                "{text}"
+            );
+            assert!(!text.contains("user:42"), "the key is not logged: {text}");
+        }
+        for (code, detail) in [
+            ("WRONGTYPE", "the key holds a sliding limiter"),
+            ("NOPERM", "User app has no permissions"),
+            ("ERR", "capacity must be a positive integer"),
+        ] {
+            assert!(!server_error(code, detail).is_backend_failure(), "{code}");
         }
     }
 }

@@ -64,6 +64,7 @@ mod local;
 mod observe;
 mod protocol;
 mod slot;
+mod verify;
 
 #[cfg(feature = "axum")]
 pub mod http;
@@ -76,6 +77,7 @@ pub use redlimit_core::{
     Algorithm, ArgumentError, Concurrency, FixedWindow, Policy, SlidingCounter, SlidingWindow,
     Throttle, TokenBucket,
 };
+pub use verify::{BackendInfo, Engine, NodeInfo};
 
 /// Re-exported so that callers can build backends without naming another version.
 pub use redis;

@@ -7,15 +7,19 @@ use crate::decision::{AllDecision, Decision, Source, Status, StoredPolicy};
 use crate::deny_cache::DenyCache;
 use crate::error::{Error, ErrorKind, Result};
 use crate::local::{self, LocalStore};
+use crate::verify::{BackendInfo, Engine};
 use crate::{observe, protocol};
 use redis::{Cmd, Value};
 use redlimit_core::{
     Concurrency, Limiter, MAX_COUNT, MAX_DURATION_MS, Policy, Request, TokenBucket,
 };
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-/// What a decision answers when the server is down, slow or refusing writes.
+/// What a decision answers when the server cannot decide: down, slow, refusing writes,
+/// without the redlimit module (`ERR unknown command 'RL.…'`), or answering something
+/// this crate cannot read ([`Error::is_backend_failure`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailurePolicy {
@@ -29,7 +33,7 @@ pub enum FailurePolicy {
     /// until the server is back. The default.
     #[default]
     Fallback,
-    /// Return the error ([`Error::is_unavailable`]) and let the caller choose.
+    /// Return the error ([`Error::is_backend_failure`]) and let the caller choose.
     Error,
 }
 
@@ -111,6 +115,7 @@ impl Builder {
                 cool_down: self.cool_down,
                 local: LocalStore::new(self.local_capacity),
                 deny_cache: self.deny_cache.map(DenyCache::new),
+                trouble: AtomicU8::new(NO_TROUBLE),
                 is_cluster: self.backend.is_cluster(),
                 backend: self.backend,
             }),
@@ -145,8 +150,16 @@ struct Shared {
     cool_down: Duration,
     local: LocalStore,
     deny_cache: Option<DenyCache>,
+    /// The lasting trouble last logged ([`NO_TROUBLE`], [`MODULE_MISSING`],
+    /// [`UNREADABLE`]): such trouble is logged when it begins and when it ends, not on
+    /// every call.
+    trouble: AtomicU8,
     is_cluster: bool,
 }
+
+const NO_TROUBLE: u8 = 0;
+const MODULE_MISSING: u8 = 1;
+const UNREADABLE: u8 = 2;
 
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -419,10 +432,16 @@ impl RateLimiter {
                 Source::Memory,
             ),
             Some(remote) => match self
-                .call(remote, "acquire", &protocol::acquire(key, policy, id), None)
+                .call(
+                    remote,
+                    "acquire",
+                    &protocol::acquire(key, policy, id),
+                    None,
+                    protocol::parse_decision,
+                )
                 .await
             {
-                Ok(value) => protocol::parse_decision(&value)?,
+                Ok(decision) => decision,
                 Err(error) => self.fail(error, limit, 1, |local| {
                     local.acquire(key, policy, id, local::now())
                 })?,
@@ -474,11 +493,17 @@ impl RateLimiter {
         let fallback = self.failure == FailurePolicy::Fallback;
         let released_locally = fallback && self.shared.local.release(key, id, now).unwrap_or(false);
         match self
-            .call(remote, "release", &protocol::release(key, id), None)
+            .call(
+                remote,
+                "release",
+                &protocol::release(key, id),
+                None,
+                protocol::boolean,
+            )
             .await
         {
-            Ok(value) => Ok(protocol::integer(&value)? == 1 || released_locally),
-            Err(error) if fallback && error.is_unavailable() => Ok(released_locally),
+            Ok(released) => Ok(released || released_locally),
+            Err(error) if fallback && error.is_backend_failure() => Ok(released_locally),
             Err(error) => Err(error),
         }
     }
@@ -524,10 +549,15 @@ impl RateLimiter {
         }
         let mut deleted = 0;
         for (slot, group) in groups {
-            let value = self
-                .call(remote, "reset", &protocol::reset(&group), slot)
+            deleted += self
+                .call(
+                    remote,
+                    "reset",
+                    &protocol::reset(&group),
+                    slot,
+                    protocol::count,
+                )
                 .await?;
-            deleted += u64::try_from(protocol::integer(&value)?).unwrap_or(0);
         }
         Ok(deleted)
     }
@@ -555,10 +585,14 @@ impl RateLimiter {
                 policy: stored_policy(&limiter),
             }));
         };
-        let value = self
-            .call(remote, "status", &protocol::status(key), None)
-            .await?;
-        protocol::parse_status(&value)
+        self.call(
+            remote,
+            "status",
+            &protocol::status(key),
+            None,
+            protocol::parse_status,
+        )
+        .await
     }
 
     fn remote(&self) -> Option<&Remote> {
@@ -614,12 +648,12 @@ impl RateLimiter {
         }
         let cmd = protocol::decide(key, policy, request)?;
         let sent_at = Instant::now();
-        match self.call(remote, operation, &cmd, None).await {
-            Ok(value) => {
-                let decision = match policy {
-                    Policy::Throttle(_) => protocol::parse_throttle(&value)?,
-                    _ => protocol::parse_decision(&value)?,
-                };
+        let parse = match policy {
+            Policy::Throttle(_) => protocol::parse_throttle,
+            _ => protocol::parse_decision,
+        };
+        match self.call(remote, operation, &cmd, None, parse).await {
+            Ok(decision) => {
                 if let Some(cache) = cache {
                     cache.remember(key, policy, request.cost, &decision, sent_at);
                 }
@@ -668,9 +702,10 @@ impl RateLimiter {
                 } else {
                     None
                 };
-                match self.call(remote, operation, &cmd, slot).await {
-                    Ok(value) => protocol::parse_all(&value, limits.len())?,
-                    Err(error) if error.is_unavailable() => match self.failure {
+                let parse = |value: &Value| protocol::parse_all(value, limits.len());
+                match self.call(remote, operation, &cmd, slot, parse).await {
+                    Ok(all) => all,
+                    Err(error) if error.is_backend_failure() => match self.failure {
                         FailurePolicy::Fallback => local_all(Source::Fallback)?,
                         FailurePolicy::Error => return Err(error),
                         FailurePolicy::Open | FailurePolicy::Closed => {
@@ -716,7 +751,7 @@ impl RateLimiter {
         }
     }
 
-    /// Answers by the failure policy when `error` says the server is unavailable.
+    /// Answers by the failure policy when `error` says the server could not decide.
     fn fail(
         &self,
         error: Error,
@@ -724,7 +759,7 @@ impl RateLimiter {
         cost: u64,
         fallback: impl FnOnce(&LocalStore) -> Result<redlimit_core::Decision>,
     ) -> Result<Decision> {
-        if !error.is_unavailable() {
+        if !error.is_backend_failure() {
             return Err(error);
         }
         match self.failure {
@@ -737,14 +772,17 @@ impl RateLimiter {
         }
     }
 
-    /// Sends `cmd` under the timeout and the circuit breaker.
-    async fn call(
+    /// Sends `cmd` under the timeout and the circuit breaker, and reads the reply with
+    /// `parse`: a reply it cannot read is a failure of the server like a timeout (the
+    /// failure policy answers, the breaker counts it), never a decision.
+    async fn call<T>(
         &self,
         remote: &Remote,
         operation: &'static str,
         cmd: &Cmd,
         slot: Option<u16>,
-    ) -> Result<Value> {
+        parse: impl FnOnce(&Value) -> Result<T>,
+    ) -> Result<T> {
         let shared = &self.shared;
         if let Admit::Skip(until) = shared.breaker.admit(Instant::now()) {
             let left = until.saturating_duration_since(Instant::now());
@@ -763,25 +801,98 @@ impl RateLimiter {
                     ErrorKind::Timeout,
                     format!("no answer within {} ms", shared.timeout.as_millis()),
                 ))
+            })
+            .and_then(|value| parse(&value))
+            .map_err(|error| match error.kind() {
+                ErrorKind::ModuleNotLoaded => error.on_node(&remote.node_name()),
+                _ => error,
             });
         match &result {
-            Err(error) if error.is_unavailable() && !error.is_redirect() => {
+            Err(error) if error.is_backend_failure() && !error.is_redirect() => {
                 if error.breaks_connection() {
                     remote.disconnect();
                 }
-                observe::backend_error(operation, error);
+                self.backend_error(operation, error);
                 if let Some(change) = shared.breaker.failure(Instant::now()) {
                     observe::breaker(change, shared.cool_down);
                 }
             }
             // The server answered (perhaps with an error reply): it is up.
             _ => {
+                if shared.trouble.load(Ordering::Relaxed) != NO_TROUBLE {
+                    let ended = shared.trouble.swap(NO_TROUBLE, Ordering::Relaxed);
+                    if ended != NO_TROUBLE {
+                        observe::trouble_ended(ended == MODULE_MISSING);
+                    }
+                }
                 if let Some(change) = shared.breaker.success() {
                     observe::breaker(change, shared.cool_down);
                 }
             }
         }
         result
+    }
+
+    /// Counts a failed call, and logs it: every time for a passing failure (a timeout, a
+    /// refused connection: the breaker soon stops the calls), once for lasting trouble
+    /// (the module missing, unreadable replies) until a call succeeds again.
+    fn backend_error(&self, operation: &'static str, error: &Error) {
+        let trouble = match error.kind() {
+            ErrorKind::ModuleNotLoaded => MODULE_MISSING,
+            ErrorKind::Protocol => UNREADABLE,
+            _ => NO_TROUBLE,
+        };
+        let began = trouble != NO_TROUBLE
+            && self.shared.trouble.swap(trouble, Ordering::Relaxed) != trouble;
+        observe::backend_error(operation, error, trouble == NO_TROUBLE || began);
+    }
+
+    /// Checks, now, that the limits can be decided: that every server this limiter
+    /// decides on has the redlimit module loaded (the server; the primary Sentinel
+    /// names; every primary of a cluster). Call it at startup: a server without the
+    /// module answers `ERR unknown command 'RL.…'` to every decision, which the
+    /// [`FailurePolicy`] then answers (closed: every request denied; open: every request
+    /// allowed) until the module is loaded.
+    ///
+    /// Replicas are not reached (the client never connects to them): load the module
+    /// on them too, or a failover promotes a server where the failure policy answers
+    /// every decision (logged once, as an error, when it begins).
+    ///
+    /// Waits for each answer at most the [timeout](Builder::timeout) or 2 s, whichever
+    /// is longer; the circuit breaker is neither consulted nor changed.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), redlimit::Error> {
+    /// use redlimit::{Backend, RateLimiter};
+    /// let limiter = RateLimiter::builder(Backend::redis("redis://127.0.0.1:6379")?).build()?;
+    /// let info = limiter.verify().await?; // "the redlimit module is not loaded on ..."
+    /// println!("redlimit module {:?} on {:?}", info.module_version(), info.nodes);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::ModuleNotLoaded`] naming every server without the module; the
+    /// server unreachable ([`Error::is_unavailable`]); an answer this crate cannot read.
+    pub async fn verify(&self) -> Result<BackendInfo> {
+        let Some(remote) = self.remote() else {
+            return Ok(BackendInfo {
+                engine: Engine::Memory,
+                nodes: Vec::new(),
+            });
+        };
+        let timeout = self.shared.timeout.max(Duration::from_secs(2));
+        let nodes = remote.verify(timeout).await.map_err(|error| {
+            if error.is_module_not_loaded() {
+                error
+            } else {
+                let node = remote.node_name();
+                error.context(&format!("checking the redlimit module on {node}"))
+            }
+        })?;
+        Ok(BackendInfo {
+            engine: Engine::Module,
+            nodes,
+        })
     }
 }
 

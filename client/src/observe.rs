@@ -33,14 +33,28 @@ pub fn decision(operation: &'static str, allowed: bool, source: Source, elapsed:
     );
 }
 
-/// The server could not answer.
+/// The server could not decide; logged (a warning) when `log` says so, counted always.
 #[allow(unused_variables)]
-pub fn backend_error(operation: &'static str, error: &Error) {
+pub fn backend_error(operation: &'static str, error: &Error, log: bool) {
     #[cfg(feature = "metrics")]
     metrics::counter!("redlimit_backend_errors_total", "kind" => error.kind().as_str())
         .increment(1);
     #[cfg(feature = "tracing")]
-    tracing::warn!(operation, kind = error.kind().as_str(), %error, "redlimit backend error");
+    if log {
+        tracing::warn!(operation, kind = error.kind().as_str(), %error, "redlimit backend error");
+    }
+}
+
+/// Lasting trouble (the module missing, or unreadable replies) is over: a call
+/// succeeded again.
+#[allow(unused_variables)]
+pub fn trouble_ended(module_was_missing: bool) {
+    #[cfg(feature = "tracing")]
+    if module_was_missing {
+        tracing::info!("redlimit: the redlimit module answers again: the server decides");
+    } else {
+        tracing::info!("redlimit: the server's replies are readable again: the server decides");
+    }
 }
 
 /// The circuit breaker opened or closed.

@@ -139,13 +139,41 @@ fn unexpected(what: &str, value: &Value) -> Error {
     )
 }
 
+/// A reply without its RESP3 attributes (metadata a server may attach to any reply).
+fn plain(value: &Value) -> &Value {
+    match value {
+        Value::Attribute { data, .. } => plain(data),
+        other => other,
+    }
+}
+
 /// An integer reply (RESP3 booleans read as 0/1).
 pub fn integer(value: &Value) -> Result<i64> {
-    match value {
+    match plain(value) {
         Value::Int(n) => Ok(*n),
         Value::Boolean(b) => Ok(i64::from(*b)),
         _ => Err(unexpected("an integer", value)),
     }
+}
+
+/// A 1/0 reply (`RL.RELEASE`); anything else is an error, never read as yes or no.
+pub fn boolean(value: &Value) -> Result<bool> {
+    match integer(value)? {
+        1 => Ok(true),
+        0 => Ok(false),
+        _ => Err(unexpected("1 or 0", value)),
+    }
+}
+
+/// A count reply (`RL.RESET`).
+pub fn count(value: &Value) -> Result<u64> {
+    unsigned(value)
+}
+
+/// `allowed`: exactly 1 (allowed) or 0 (denied). Anything else is an error: a reply
+/// this crate misreads must never admit a request.
+fn allowed(value: &Value) -> Result<bool> {
+    boolean(value).map_err(|_| unexpected("allowed as 1 or 0", value))
 }
 
 fn unsigned(value: &Value) -> Result<u64> {
@@ -166,20 +194,20 @@ fn retry_after(value: &Value, unit: fn(u64) -> Duration) -> Result<Option<Durati
 
 /// The elements of an array reply.
 fn array<'v>(value: &'v Value, what: &str) -> Result<&'v [Value]> {
-    match value {
+    match plain(value) {
         Value::Array(items) | Value::Set(items) => Ok(items),
         _ => Err(unexpected(what, value)),
     }
 }
 
 /// Field/value pairs of a RESP3 map or a RESP2 flat array.
-fn pairs(value: &Value) -> Result<Vec<(String, &Value)>> {
+pub(crate) fn pairs(value: &Value) -> Result<Vec<(String, &Value)>> {
     let text = |name: &Value| match name {
         Value::BulkString(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
         Value::SimpleString(s) => Ok(s.clone()),
         _ => Err(unexpected("a field name", name)),
     };
-    match value {
+    match plain(value) {
         Value::Map(map) => map
             .iter()
             .map(|(name, value)| Ok((text(name)?, value)))
@@ -203,14 +231,17 @@ fn field<'v>(pairs: &[(String, &'v Value)], name: &str) -> Result<&'v Value> {
         .ok_or_else(|| Error::new(ErrorKind::Protocol, format!("the reply has no `{name}`")))
 }
 
-/// A decision reply: five integers (RESP2) or a map (RESP3).
+/// A decision reply: an array of five integers, under RESP2 and RESP3 alike (the
+/// contract). The map a RESP3 connection got from modules before that rule is read by
+/// field name (never by position), so it is read right too; any other shape is an
+/// error ([`ErrorKind::Protocol`]), which the failure policy answers.
 pub fn parse_decision(value: &Value) -> Result<Decision> {
-    let five = match value {
+    let five = match plain(value) {
         Value::Array(items) => match items.as_slice() {
             [a, l, r, t, s] => [a, l, r, t, s],
             _ => return Err(unexpected("a decision of five integers", value)),
         },
-        _ => {
+        Value::Map(_) => {
             let pairs = pairs(value)?;
             let get = |name| field(&pairs, name);
             [
@@ -221,10 +252,11 @@ pub fn parse_decision(value: &Value) -> Result<Decision> {
                 get("reset_after_ms")?,
             ]
         }
+        _ => return Err(unexpected("a decision of five integers", value)),
     };
-    let [allowed, limit, remaining, retry, reset] = five;
+    let [is_allowed, limit, remaining, retry, reset] = five;
     Ok(Decision {
-        allowed: integer(allowed)? == 1,
+        allowed: allowed(is_allowed)?,
         limit: unsigned(limit)?,
         remaining: unsigned(remaining)?,
         retry_after: retry_after(retry, Duration::from_millis)?,
@@ -238,7 +270,8 @@ pub fn parse_throttle(value: &Value) -> Result<Decision> {
     let [limited, limit, remaining, retry, reset] = array(value, "a throttle reply")? else {
         return Err(unexpected("a throttle reply of five integers", value));
     };
-    let allowed = integer(limited)? == 0;
+    // `limited`: 0 allowed, 1 limited; anything else is unreadable, never allowed.
+    let allowed = !boolean(limited).map_err(|_| unexpected("limited as 0 or 1", value))?;
     Ok(Decision {
         allowed,
         limit: unsigned(limit)?,
@@ -260,19 +293,25 @@ pub fn parse_all(value: &Value, count: usize) -> Result<AllDecision> {
         .split_first()
         .filter(|(_, rest)| rest.len() == count)
         .ok_or_else(|| unexpected("an all-or-nothing reply", value))?;
+    let decisions: Vec<Decision> = decisions
+        .iter()
+        .map(parse_decision)
+        .collect::<Result<_>>()?;
+    let overall = allowed(overall)?;
+    // All or nothing: an overall yes with a denied limit is not a reply of RL.ALL.
+    if overall && decisions.iter().any(|d| !d.allowed) {
+        return Err(unexpected("an all-or-nothing reply", value));
+    }
     Ok(AllDecision {
-        allowed: integer(overall)? == 1,
-        decisions: decisions
-            .iter()
-            .map(parse_decision)
-            .collect::<Result<_>>()?,
+        allowed: overall,
+        decisions,
         source: Source::Server,
     })
 }
 
 /// `RL.STATUS`'s reply: nil, or the policy fields and a decision.
 pub fn parse_status(value: &Value) -> Result<Option<Status>> {
-    if matches!(value, Value::Nil) {
+    if matches!(plain(value), Value::Nil) {
         return Ok(None);
     }
     let pairs = pairs(value)?;
@@ -316,7 +355,7 @@ pub fn parse_status(value: &Value) -> Result<Option<Status>> {
         }
     };
     let decision = Decision {
-        allowed: integer(field(&pairs, "allowed")?)? == 1,
+        allowed: allowed(field(&pairs, "allowed")?)?,
         limit: number("limit")?,
         remaining: number("remaining")?,
         retry_after: retry_after(field(&pairs, "retry_after_ms")?, Duration::from_millis)?,
@@ -373,6 +412,93 @@ mod tests {
             );
         }
         assert!(parse_all(&ints(&[1]), 1).is_err());
+    }
+
+    #[test]
+    fn decisions_are_arrays_under_resp3_too_and_attributes_are_ignored() {
+        let array = ints(&[1, 5, 4, 0, 200]);
+        let with_attributes = Value::Attribute {
+            data: Box::new(array.clone()),
+            attributes: vec![(bulk("ttl"), Value::Int(3))],
+        };
+        assert_eq!(
+            parse_decision(&with_attributes).unwrap(),
+            parse_decision(&array).unwrap()
+        );
+        let all = Value::Array(vec![
+            Value::Int(0),
+            ints(&[1, 5, 4, 0, 200]),
+            ints(&[0, 3, 0, 900, 900]),
+        ]);
+        let all = parse_all(&all, 2).unwrap();
+        assert!(!all.allowed);
+        assert_eq!(
+            all.decisions.iter().map(|d| d.allowed).collect::<Vec<_>>(),
+            [true, false]
+        );
+    }
+
+    #[test]
+    fn unknown_reply_shapes_are_protocol_errors_never_allowed() {
+        // A RESP3 map flattened by a client, read positionally: "allowed" first.
+        let flattened = Value::Array(vec![
+            bulk("allowed"),
+            Value::Int(1),
+            bulk("limit"),
+            Value::Int(5),
+            bulk("remaining"),
+            Value::Int(4),
+            bulk("retry_after_ms"),
+            Value::Int(0),
+            bulk("reset_after_ms"),
+            Value::Int(200),
+        ]);
+        let named_first = Value::Array(vec![
+            bulk("allowed"),
+            Value::Int(5),
+            Value::Int(4),
+            Value::Int(0),
+            Value::Int(200),
+        ]);
+        let map_without_remaining = Value::Map(vec![
+            (bulk("allowed"), Value::Int(1)),
+            (bulk("limit"), Value::Int(5)),
+            (bulk("retry_after_ms"), Value::Int(0)),
+            (bulk("reset_after_ms"), Value::Int(200)),
+        ]);
+        for value in [
+            flattened,
+            named_first,
+            map_without_remaining,
+            ints(&[2, 5, 4, 0, 200]),
+            ints(&[-1, 5, 4, 0, 200]),
+            Value::Set(vec![Value::Int(1)]),
+            Value::Double(1.0),
+            Value::Boolean(true),
+            Value::Int(1),
+        ] {
+            let error = parse_decision(&value).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Protocol, "{value:?}");
+            assert!(error.is_backend_failure(), "{value:?}");
+        }
+        // All or nothing: an overall yes with a denied limit is no RL.ALL reply.
+        let contradictory = Value::Array(vec![Value::Int(1), ints(&[0, 3, 0, 900, 900])]);
+        assert_eq!(
+            parse_all(&contradictory, 1).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        assert_eq!(
+            parse_all(
+                &Value::Array(vec![Value::Int(2), ints(&[1, 3, 2, 0, 9])]),
+                1
+            )
+            .unwrap_err()
+            .kind(),
+            ErrorKind::Protocol
+        );
+        assert!(parse_throttle(&ints(&[2, 11, 10, -1, 6])).is_err());
+        assert!(boolean(&Value::Int(3)).is_err());
+        assert!(parse_status(&ints(&[1, 5, 4, 0, 200])).is_err());
     }
 
     #[test]

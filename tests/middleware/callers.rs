@@ -211,6 +211,139 @@ async fn issuer_and_audience_are_checked_when_configured() {
     assert_eq!(reply.policy_names(), ["pro"]);
 }
 
+#[tokio::test]
+async fn a_configured_issuer_or_audience_is_required_not_just_checked_when_present() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let with = |fields: &str| {
+        BY_USER.replace(
+            "secret = \"middleware-test-secret-0123456789\"",
+            &format!("secret = \"middleware-test-secret-0123456789\"\n{fields}"),
+        )
+    };
+    let tier_of = |app: axum::Router, claims: serde_json::Value, peer: &'static str| async move {
+        get("/api/x")
+            .from(peer)
+            .bearer(&token(SECRET, &claims))
+            .send(&app)
+            .await
+            .policy_names()
+    };
+    let exp = now_s() + 600;
+    // Issue 11: `{"sub":"carol","tier":"pro"}` signed with the right key got the pro
+    // tier although the configuration names an issuer and an audience.
+    let both = app_for(
+        &server,
+        &with("issuer = \"https://auth.example\"\naudience = \"api\""),
+    );
+    let bare = json!({ "sub": "carol", "tier": "pro", "exp": exp });
+    assert_eq!(tier_of(both.clone(), bare, "203.0.113.80").await, ["anon"]);
+    let no_aud =
+        json!({ "sub": "carol", "tier": "pro", "iss": "https://auth.example", "exp": exp });
+    assert_eq!(
+        tier_of(both.clone(), no_aud, "203.0.113.81").await,
+        ["anon"]
+    );
+    let no_iss = json!({ "sub": "carol", "tier": "pro", "aud": "api", "exp": exp });
+    assert_eq!(
+        tier_of(both.clone(), no_iss, "203.0.113.82").await,
+        ["anon"]
+    );
+    // An `iss` that is not a string is no issuer.
+    let odd_iss = json!({ "sub": "carol", "tier": "pro", "iss": 7, "aud": "api", "exp": exp });
+    assert_eq!(
+        tier_of(both.clone(), odd_iss, "203.0.113.83").await,
+        ["anon"]
+    );
+    let full = json!({ "sub": "carol", "tier": "pro", "iss": "https://auth.example", "aud": ["api", "web"], "exp": exp });
+    assert_eq!(tier_of(both, full, "203.0.113.84").await, ["pro"]);
+
+    // Each one alone is required alone.
+    let issuer_only = app_for(&server, &with("issuer = \"https://auth.example\""));
+    let no_iss = json!({ "sub": "dan", "tier": "pro", "exp": exp });
+    assert_eq!(
+        tier_of(issuer_only.clone(), no_iss, "203.0.113.85").await,
+        ["anon"]
+    );
+    let iss = json!({ "sub": "dan", "tier": "pro", "iss": "https://auth.example", "exp": exp });
+    assert_eq!(tier_of(issuer_only, iss, "203.0.113.86").await, ["pro"]);
+    let audience_only = app_for(&server, &with("audience = \"api\""));
+    let no_aud = json!({ "sub": "erin", "tier": "pro", "exp": exp });
+    assert_eq!(
+        tier_of(audience_only.clone(), no_aud, "203.0.113.87").await,
+        ["anon"]
+    );
+    let aud = json!({ "sub": "erin", "tier": "pro", "aud": "api", "exp": exp });
+    assert_eq!(tier_of(audience_only, aud, "203.0.113.88").await, ["pro"]);
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_or_with_unreadable_times_is_no_token() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(&server, BY_USER);
+    let tier_of = |claims: serde_json::Value, peer: &'static str| {
+        let app = app.clone();
+        async move {
+            get("/api/x")
+                .from(peer)
+                .bearer(&token(SECRET, &claims))
+                .send(&app)
+                .await
+                .policy_names()
+        }
+    };
+    // `nbf` an hour ahead (well past the 60 s leeway for clock skew): refused.
+    let future = json!({ "sub": "ivan", "tier": "pro", "nbf": now_s() + 3600 });
+    assert_eq!(tier_of(future, "203.0.113.90").await, ["anon"]);
+    // Times that cannot be read are not skipped: refused.
+    let text_exp = json!({ "sub": "ivan", "tier": "pro", "exp": "never" });
+    assert_eq!(tier_of(text_exp, "203.0.113.91").await, ["anon"]);
+    let text_nbf = json!({ "sub": "ivan", "tier": "pro", "nbf": "now" });
+    assert_eq!(tier_of(text_nbf, "203.0.113.92").await, ["anon"]);
+    // A past `nbf` (and a token without `exp`: no claim is required) is accepted.
+    let past = json!({ "sub": "ivan", "tier": "pro", "nbf": now_s() - 60 });
+    assert_eq!(tier_of(past, "203.0.113.93").await, ["pro"]);
+}
+
+#[tokio::test]
+async fn an_empty_user_claim_is_no_user_and_counts_per_ip() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = app_for(&server, BY_USER);
+    // Issue 11: every token with `"sub": ""` was one user "", one budget for all of
+    // them, wherever they came from. Now: no user, so per IP, with the token's tier.
+    let exp = now_s() + 3600;
+    for (i, sub) in [json!(""), json!("   ")].into_iter().enumerate() {
+        let empty = token(SECRET, &json!({ "sub": sub, "tier": "free", "exp": exp }));
+        let first = format!("198.51.100.{}", 60 + 2 * i);
+        let second = format!("198.51.100.{}", 61 + 2 * i);
+        assert_eq!(
+            statuses(&app, 4, &empty, &first).await,
+            [200, 200, 200, 429],
+            "{sub}: the free tier per IP"
+        );
+        assert_eq!(
+            statuses(&app, 1, &empty, &second).await,
+            [200],
+            "{sub}: another IP has its own budget"
+        );
+        assert_eq!(
+            remaining(&server, &ip_key("api", &first, "free")),
+            Some(0),
+            "{sub}: counted under the IP key"
+        );
+    }
+    let user_keys: Vec<String> = crate::support::keys(&server)
+        .into_iter()
+        .filter(|key| key.contains(":user:"))
+        .collect();
+    assert_eq!(user_keys, Vec::<String>::new(), "no key of a user \"\"");
+}
+
 /// Base64url without padding.
 fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -227,6 +227,8 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
         ("identity.client_ip_header", VALID.replace("trusted_proxies = [\"10.0.0.0/8\"]", "client_ip_header = \"CF-Connecting-IP\"")),
         ("identity.forwarded_header", VALID.replace("trusted_proxies = [\"10.0.0.0/8\"]", "trusted_proxies = []\nforwarded_header = \"forwarded\"")),
         ("exempt.users", VALID.replace("ips = [", "users = [\"ops\"]\nips = [")),
+        // An empty user id names nobody (a token's empty `sub` is no user).
+        ("exempt.users[1]", VALID.replace("ips = [", "users = [\"ops\", \" \"]\nips = [").replace(jwt, &format!("{jwt}\n[identity.jwt]\nsecret = \"config-test-secret-0123456789\""))),
         ("rules[0].cost", VALID.replace("methods = [\"GET\"]", "methods = [\"GET\"]\ncost = -1")),
         ("rules[0].limits", VALID.replace(
             "limits = [{ name = \"burst\", algorithm = \"token_bucket\", capacity = 10, refill_tokens = 1, refill_ms = 1000 }]",

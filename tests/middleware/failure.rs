@@ -281,3 +281,186 @@ fn figures(latencies: impl Iterator<Item = Duration>) -> String {
         ms(at(1.0))
     )
 }
+
+/// Rules of every failure policy for a server without the module.
+const MISSING_RULES: &str = r#"
+    [[rules]]
+    name = "login"
+    path = "/login"
+    failure = "closed"
+    limits = [{ name = "per-minute", algorithm = "sliding", limit = 5, window_ms = 60000 }]
+
+    [[rules]]
+    name = "both"
+    path = "/both"
+    failure = "closed"
+    limits = [
+      { name = "burst", algorithm = "token_bucket", capacity = 10, refill_tokens = 1, refill_ms = 1000 },
+      { name = "hour", algorithm = "fixed", limit = 100, window_ms = 3600000 },
+    ]
+
+    [[rules]]
+    name = "open"
+    path = "/open"
+    failure = "open"
+    limits = [{ name = "big", algorithm = "token_bucket", capacity = 1000, refill_tokens = 1, refill_ms = 1000 }]
+
+    [[rules]]
+    name = "small"
+    path = "/small"
+    failure = "fallback"
+    limits = [{ name = "three", algorithm = "token_bucket", capacity = 3, refill_tokens = 1, refill_ms = 3600000 }]
+"#;
+
+/// Issue 11: a server without the module (a restart or failover to a node without
+/// `--loadmodule`) made a `failure = "closed"` login rule serve every request (the
+/// handler answered), other rules serve unlimited, with one warning per request and the
+/// breaker never opening. Now each rule's failure policy answers (closed: 503 without
+/// `violated-policies`; fallback: the limits in memory; open: served), over RESP2 and
+/// RESP3; the trouble is logged once, not per request, even with a breaker probing the
+/// server on almost every request; and once the module is loaded the server decides
+/// again, logged once.
+#[tokio::test]
+async fn a_server_without_the_module_gets_each_rules_failure_policy_and_one_log_line() {
+    for binary in available_servers() {
+        let server = redlimit_test_support::ServerBuilder::new(&binary).start();
+        for resp3 in [false, true] {
+            let name = format!("{} resp3={resp3}", binary.name());
+            let url = if resp3 {
+                format!("{}?protocol=resp3", server.url())
+            } else {
+                server.url()
+            };
+            let (logs, _guard) = crate::support::capture_logs();
+            // A cool-down of 1 ms: nearly every request probes the server again.
+            let limiter = RateLimiter::builder(Backend::redis(&url).unwrap())
+                .timeout(TIMEOUT)
+                .circuit_breaker(3, Duration::from_millis(1))
+                .build()
+                .unwrap();
+            let config = Config::from_toml(MISSING_RULES).unwrap();
+            let layer = RateLimitLayer::from_config(limiter, &config).unwrap();
+            let metrics = layer.metrics();
+            let app = app(layer);
+            let peer = if resp3 {
+                "203.0.113.31"
+            } else {
+                "203.0.113.30"
+            };
+
+            for path in ["/login", "/both"] {
+                for _ in 0..8 {
+                    let reply = get(path).from(peer).send(&app).await;
+                    assert_eq!(
+                        reply.status,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "{name} {path}: {reply:?}"
+                    );
+                    assert_eq!(reply.header("retry-after"), Some("1"), "{name} {path}");
+                    assert!(
+                        reply.header("ratelimit").is_none(),
+                        "{name} {path}: no numbers"
+                    );
+                    let body = reply.json();
+                    assert_eq!(
+                        body["type"],
+                        redlimit::http::TEMPORARY_REDUCED_CAPACITY,
+                        "{name}"
+                    );
+                    assert_eq!(body["status"], 503, "{name}");
+                    // Nothing was violated: the limits could not be checked.
+                    assert!(
+                        body.get("violated-policies").is_none(),
+                        "{name} {path}: {body}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            for _ in 0..5 {
+                let reply = get("/open").from(peer).send(&app).await;
+                assert_eq!(reply.status, StatusCode::OK, "{name} /open");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let mut small = Vec::new();
+            for _ in 0..5 {
+                small.push(get("/small").from(peer).send(&app).await.status.as_u16());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert_eq!(
+                small,
+                [200, 200, 200, 429, 429],
+                "{name}: the fallback's limit"
+            );
+            for rule in ["login", "both", "open", "small"] {
+                let errors = crate::support::counter(&metrics, "backend_errors", rule);
+                assert_eq!(
+                    errors,
+                    if rule == "login" || rule == "both" {
+                        8
+                    } else {
+                        5
+                    },
+                    "{name} {rule}"
+                );
+            }
+            let missing = logs.lines_with("the redlimit module is not loaded on 127.0.0.1:");
+            assert_eq!(missing.len(), 1, "{name}: logged once:\n{}", logs.text());
+            assert!(
+                missing[0].contains("ERROR") || missing[0].contains("WARN"),
+                "{}",
+                missing[0]
+            );
+            assert_eq!(
+                logs.lines_with("no decision").len(),
+                0,
+                "{name}:\n{}",
+                logs.text()
+            );
+            assert_eq!(logs.lines_with("answers again").len(), 0, "{name}");
+        }
+
+        // The module loaded: the server decides again (after the 1 ms cool-down), over
+        // RESP2 and RESP3, and that is logged once per limiter.
+        let (logs, _guard) = crate::support::capture_logs();
+        let apps = [server.url(), format!("{}?protocol=resp3", server.url())].map(|url| {
+            let limiter = RateLimiter::builder(Backend::redis(&url).unwrap())
+                .timeout(TIMEOUT)
+                .circuit_breaker(3, Duration::from_millis(1))
+                .build()
+                .unwrap();
+            let config = Config::from_toml(MISSING_RULES).unwrap();
+            app(RateLimitLayer::from_config(limiter, &config).unwrap())
+        });
+        for (app, peer) in apps.iter().zip(["203.0.113.40", "203.0.113.41"]) {
+            let refused = get("/login").from(peer).send(app).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{}",
+                binary.name()
+            );
+        }
+        let _: () = redis::cmd("MODULE")
+            .arg("LOAD")
+            .arg(redlimit_test_support::module_path().to_str().unwrap())
+            .query(&mut server.connection())
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for (app, peer) in apps.iter().zip(["203.0.113.40", "203.0.113.41"]) {
+            let mut remaining = Vec::new();
+            for _ in 0..3 {
+                let reply = get("/login").from(peer).send(app).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}: {reply:?}", binary.name());
+                remaining.push(reply.remaining("per-minute"));
+            }
+            assert_eq!(
+                remaining,
+                [4, 3, 2],
+                "{} {peer}: decided by the server",
+                binary.name()
+            );
+        }
+        assert_eq!(logs.lines_with("not loaded").len(), 2, "{}", logs.text());
+        assert_eq!(logs.lines_with("answers again").len(), 2, "{}", logs.text());
+    }
+}

@@ -250,8 +250,17 @@ fn verify(jwt: &JwtVerifier, headers: &HeaderMap) -> Option<(Option<String>, Opt
         &jwt.validation,
     )
     .ok()?;
+    // jsonwebtoken checks `exp` and `nbf` only when they are numbers: a token whose
+    // times cannot be read is no token.
+    let unreadable_time = ["exp", "nbf"]
+        .iter()
+        .any(|name| data.claims.get(*name).is_some_and(|v| !v.is_number()));
+    if unreadable_time {
+        return None;
+    }
+    // An empty (or blank) claim names nobody: it would make every such token one user.
     let claim = |name: &str| match data.claims.get(name)? {
-        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     };

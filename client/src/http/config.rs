@@ -129,9 +129,9 @@ pub struct JwtConfig {
     pub user_claim: Option<String>,
     /// The claim naming the tier (default `tier`).
     pub tier_claim: Option<String>,
-    /// Required `iss`, if any.
+    /// If set, `iss` is required and must equal it.
     pub issuer: Option<String>,
-    /// Required `aud`, if any.
+    /// If set, `aud` is required and must contain it.
     pub audience: Option<String>,
 }
 
@@ -772,12 +772,19 @@ fn compile_jwt(config: &JwtConfig) -> Result<JwtVerifier, ConfigError> {
         }
     };
     let mut validation = Validation::new(algorithm);
+    // `exp` and `nbf` are checked when present (60 s leeway for clock skew); `iss` and
+    // `aud` are required when configured: a token that omits them was not issued for us.
     validation.required_spec_claims.clear();
+    validation.validate_nbf = true;
     if let Some(issuer) = &config.issuer {
         validation.set_issuer(&[issuer]);
+        validation.required_spec_claims.insert("iss".to_owned());
     }
     match &config.audience {
-        Some(audience) => validation.set_audience(&[audience]),
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
         None => validation.validate_aud = false,
     }
     Ok(JwtVerifier {
@@ -807,6 +814,12 @@ fn compile_exempt(config: &ExemptConfig) -> Result<Exemptions, ConfigError> {
         .enumerate()
         .map(|(i, net)| parse_net(net).map_err(|m| error(format!("exempt.ips[{i}]"), m)))
         .collect::<Result<_, _>>()?;
+    if let Some(i) = config.users.iter().position(|user| user.trim().is_empty()) {
+        return Err(error(
+            format!("exempt.users[{i}]"),
+            "an empty user id names nobody (a token with an empty user claim has no user)",
+        ));
+    }
     Ok(Exemptions {
         paths,
         nets,

@@ -12,7 +12,8 @@ use std::time::Duration;
 pub struct Limited {
     /// The rule that refused it.
     pub rule: String,
-    /// The names of its limits that refused it.
+    /// The names of its limits that refused it; empty when the request was refused
+    /// because the limits could not be checked ([`unavailable`](Self::unavailable)).
     pub violated_policies: Vec<String>,
     /// How long until a retry can succeed; `None` if the request can never fit.
     pub retry_after: Option<Duration>,
@@ -33,9 +34,11 @@ pub const TEMPORARY_REDUCED_CAPACITY: &str =
     "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity";
 
 /// The default answer: 429 with an `application/problem+json` body of type
-/// [`QUOTA_EXCEEDED`]; when the fail-closed policy refused because the server could not
-/// decide, 503 of type [`TEMPORARY_REDUCED_CAPACITY`], so that clients can tell an
-/// outage from their own excess.
+/// [`QUOTA_EXCEEDED`] naming the `violated-policies`; when the fail-closed policy
+/// refused because the server could not decide, 503 of type
+/// [`TEMPORARY_REDUCED_CAPACITY`] without `violated-policies` (nothing was violated: the
+/// limits could not be checked), so that clients can tell an outage from their own
+/// excess.
 #[must_use]
 pub fn problem(limited: &Limited) -> Response<Body> {
     let retry = limited.retry_after.map(ceil_secs);
@@ -57,14 +60,16 @@ pub fn problem(limited: &Limited) -> Response<Body> {
         (Some(secs), false) => format!("Too many requests; retry in {secs} s."),
         (None, _) => "This request is larger than the limit allows.".to_owned(),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": kind,
         "title": title,
         "status": status.as_u16(),
         "detail": detail,
-        "violated-policies": limited.violated_policies,
         "retry-after": retry,
     });
+    if !limited.unavailable {
+        body["violated-policies"] = serde_json::json!(limited.violated_policies);
+    }
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(

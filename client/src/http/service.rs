@@ -6,7 +6,7 @@ use super::headers::{self, HeaderStyle};
 use super::metrics::{Metrics, Outcome};
 use super::rejection::{self, Limited, RejectionFn};
 use super::rules::{KeyKind, NamedLimit, Rule, redis_key};
-use crate::{Decision, Policy, RateLimiter, Source};
+use crate::{Decision, ErrorKind, Policy, RateLimiter, Source};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::request::Parts;
@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower_layer::Layer;
@@ -43,6 +43,11 @@ struct Shared {
     cost: Option<CostFn>,
     rejection: RejectionFn,
     warned_no_peer: AtomicBool,
+    /// The kind of the last error that left requests without a decision, while it
+    /// lasts: logged when it begins, changes and ends, not per request.
+    failing: Mutex<Option<ErrorKind>>,
+    /// Whether `failing` may be set (read on every decision without the lock).
+    any_failing: AtomicBool,
 }
 
 impl std::fmt::Debug for RateLimitLayer {
@@ -64,6 +69,8 @@ impl RateLimitLayer {
                 cost: None,
                 rejection: Arc::new(rejection::problem),
                 warned_no_peer: AtomicBool::new(false),
+                failing: Mutex::new(None),
+                any_failing: AtomicBool::new(false),
             }),
         }
     }
@@ -88,6 +95,8 @@ impl RateLimitLayer {
                 cost: old.cost.clone(),
                 rejection: Arc::clone(&old.rejection),
                 warned_no_peer: AtomicBool::new(false),
+                failing: Mutex::new(None),
+                any_failing: AtomicBool::new(false),
             });
         }
         match Arc::get_mut(&mut self.shared) {
@@ -329,6 +338,35 @@ fn identity(
     }
 }
 
+impl Shared {
+    /// A request was served without a decision because of `error`: logged when such
+    /// errors begin or change kind.
+    fn failed(&self, rule: &str, error: &crate::Error) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        if *failing != Some(error.kind()) {
+            *failing = Some(error.kind());
+            self.any_failing.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                rule,
+                %error,
+                "redlimit: no decision, requests served unlimited until decisions come back \
+                 (logged once; the backend_errors metric counts each request)"
+            );
+        }
+    }
+
+    /// A decision was made: the end of any failing spell.
+    fn decided(&self) {
+        if self.any_failing.load(Ordering::Relaxed) {
+            let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(kind) = failing.take() {
+                tracing::info!(error = kind.as_str(), "redlimit: decisions are made again");
+            }
+            self.any_failing.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 fn misconfigured() -> Response<Body> {
     let mut response = Response::new(Body::from(
         "rate limiting is misconfigured: the server records no peer addresses",
@@ -351,12 +389,14 @@ impl Decide {
         let decisions = match decide_afresh(&limiter, &self.keys, limits, self.cost).await {
             Ok(decisions) => decisions,
             Err(error) => {
-                // Never turn our trouble into the caller's error: serve, and say so.
+                // Never turn our trouble into the caller's error: serve, and say so
+                // (once while the same error lasts: the metrics count every request).
                 shared.metrics.backend_error(&rule.name);
-                tracing::warn!(rule = %rule.name, %error, "redlimit: no decision; request served");
+                shared.failed(&rule.name, &error);
                 return Verdict::Serve(None);
             }
         };
+        shared.decided();
         let latency = started.elapsed();
         let allowed = decisions.iter().all(|d| d.allowed);
         let shadow = settings.shadow || rule.shadow;
@@ -393,12 +433,19 @@ impl Decide {
             return Verdict::Serve(Some(headers));
         }
         let limited = limited(rule, limits, &decisions);
-        tracing::info!(
-            rule = %rule.name,
-            violated = ?limited.violated_policies,
-            retry_after_ms = limited.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            "redlimit: request refused (429)"
-        );
+        let retry_after_ms = limited
+            .retry_after
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if limited.unavailable {
+            tracing::debug!(rule = %rule.name, retry_after_ms, "redlimit: request refused: the limits cannot be checked (fail closed)");
+        } else {
+            tracing::info!(
+                rule = %rule.name,
+                violated = ?limited.violated_policies,
+                retry_after_ms,
+                "redlimit: request refused (429)"
+            );
+        }
         let mut response = (shared.rejection)(&limited);
         response.headers_mut().extend(headers);
         rejection::retry_after(&mut response, &limited);
@@ -463,21 +510,24 @@ async fn decide(
 }
 
 fn limited(rule: &Rule, limits: &[NamedLimit], decisions: &[Decision]) -> Limited {
-    let violated: Vec<(&NamedLimit, &Decision)> = limits
+    let denied: Vec<(&NamedLimit, &Decision)> = limits
         .iter()
         .zip(decisions)
         .filter(|(_, d)| !d.allowed)
         .collect();
-    let retry_after = violated.iter().try_fold(Duration::ZERO, |longest, (_, d)| {
+    let retry_after = denied.iter().try_fold(Duration::ZERO, |longest, (_, d)| {
         d.retry_after.map(|w| longest.max(w))
     });
+    // A fail-closed refusal violated nothing: the limits could not be checked.
     Limited {
         rule: rule.name.clone(),
-        violated_policies: violated.iter().map(|(l, _)| l.name.clone()).collect(),
-        retry_after,
-        unavailable: violated
+        violated_policies: denied
             .iter()
-            .any(|(_, d)| d.source == Source::FailedClosed),
+            .filter(|(_, d)| d.source != Source::FailedClosed)
+            .map(|(l, _)| l.name.clone())
+            .collect(),
+        retry_after,
+        unavailable: denied.iter().any(|(_, d)| d.source == Source::FailedClosed),
     }
 }
 
