@@ -20,7 +20,7 @@ pub fn acquire(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let stored = key.limiter()?;
     let outcome = match Limiter::live(stored.as_ref(), now) {
         None => policy.acquire(None, now, id, false),
-        Some(Limiter::Concurrency(_, leases)) => policy.acquire(Some(&leases), now, id, false),
+        Some(Limiter::Concurrency(_, leases)) => policy.acquire(Some(leases), now, id, false),
         Some(other) => {
             return Err(WrongAlgorithm {
                 stored: other.algorithm(),
