@@ -47,6 +47,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let limiter = RateLimiter::builder(Backend::redis(&redis_url)?).build()?;
+    // The startup check: a server without the module would leave every decision to the
+    // failure policy (fail-closed rules refusing everything, others unlimited).
+    match limiter.verify().await {
+        Ok(info) => tracing::info!(
+            redis = %redis_url,
+            module_version = ?info.module_version(),
+            "redlimit module found"
+        ),
+        Err(error) if error.is_module_not_loaded() => {
+            eprintln!("{error}");
+            std::process::exit(3);
+        }
+        // Redis down at start: serve anyway; the failure policies answer until it is up.
+        Err(error) => tracing::warn!(%error, "redlimit: cannot check the module now"),
+    }
     let layer = RateLimitLayer::from_config(limiter, &config)?;
     let _watch = layer
         .reloader()

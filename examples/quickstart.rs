@@ -8,21 +8,52 @@
 //! two keys (`user:42`, `user:42:cell`) first.
 
 use redis::cmd;
+use redlimit::{Backend, RateLimiter};
 use redlimit_test_support::{Server, ServerBuilder, available_servers, module_path};
+
+/// The check every application makes at startup: the module is loaded on the server
+/// (else every decision falls to the failure policy). Prints what it found; stops the
+/// program, naming the problem, when the module is missing or the server unreachable.
+fn verify(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let limiter = RateLimiter::builder(Backend::redis(url)?).build()?;
+    let info = match runtime.block_on(limiter.verify()) {
+        Ok(info) => info,
+        Err(error) => {
+            // "the redlimit module is not loaded on 127.0.0.1:6379: start the server ..."
+            eprintln!("{error}");
+            std::process::exit(3);
+        }
+    };
+    for node in &info.nodes {
+        let version = node
+            .module_version
+            .map_or_else(|| "?".to_owned(), |v| v.to_string());
+        println!(
+            "RateLimiter::verify: the redlimit module (version {version}) is loaded on {}",
+            node.address
+        );
+    }
+    Ok(())
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Kept alive until the end of the demo: dropping it stops the server.
     let mut own_server: Option<Server> = None;
     let mut con = match std::env::var("REDIS_URL") {
         Ok(url) => {
-            println!("Using {url} (REDIS_URL)\n");
+            println!("Using {url} (REDIS_URL)");
+            // Stops here, naming the server, when the module is not loaded there.
+            verify(&url)?;
+            println!();
             let mut con = redis::Client::open(url.as_str())?.get_connection()?;
-            // Fresh keys; also fails clearly when the module is not loaded there.
+            // Fresh keys.
             let _: i64 = cmd("RL.RESET")
                 .arg("user:42")
                 .arg("user:42:cell")
-                .query(&mut con)
-                .map_err(|e| format!("{url}: {e} (is the redlimit module loaded?)"))?;
+                .query(&mut con)?;
             con
         }
         Err(_) => {
@@ -36,7 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 module_path().display()
             );
             let server = ServerBuilder::new(&binary).module(module_path()).start();
-            println!("redis-server listening on 127.0.0.1:{}\n", server.port());
+            println!("redis-server listening on 127.0.0.1:{}", server.port());
+            verify(&server.url())?;
+            println!();
             let con = server.connection();
             own_server = Some(server);
             con
