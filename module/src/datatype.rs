@@ -9,9 +9,11 @@
 //! RDB (and so DUMP/RESTORE/MIGRATE and full sync) saves the encoded bytes as they are;
 //! AOF rewrite and Valkey's atomic slot migration emit `RL.SETSTATE key <bytes>`, the
 //! same command replication uses. Loading checks every byte: unknown versions and
-//! invalid policies fail the load instead of entering the keyspace.
+//! invalid policies fail the load instead of entering the keyspace. Every callback runs
+//! inside [`guard`]: a panic is logged and answered with a safe default.
 
 use crate::ffi;
+use crate::guard::guard;
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 use redlimit_core::Limiter;
@@ -202,6 +204,10 @@ fn into_raw_value(limiter: &Limiter) -> *mut c_void {
 }
 
 extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
+    guard((), || save_value(io, value));
+}
+
+fn save_value(io: *mut raw::RedisModuleIO, value: *mut c_void) {
     let Some(bytes) = value_encoding(value) else {
         return;
     };
@@ -212,6 +218,11 @@ extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
 }
 
 extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    // A panic here (untrusted bytes) fails the load of this key, never the server.
+    guard(std::ptr::null_mut(), || load_value(io, encver))
+}
+
+fn load_value(io: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
     if encver != ENCODING_VERSION {
         ffi::log_warning(
             std::ptr::null_mut(),
@@ -266,6 +277,14 @@ extern "C" fn aof_rewrite(
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
+    guard((), || rewrite_value(io, key, value));
+}
+
+fn rewrite_value(
+    io: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
     let Some(bytes) = value_encoding(value) else {
         return;
     };
@@ -285,13 +304,19 @@ extern "C" fn aof_rewrite(
 }
 
 extern "C" fn mem_usage(value: *const c_void) -> usize {
-    value_encoding(value).map_or(0, |bytes| {
-        let mut header = [0u8; MAX_HEADER];
-        put_length(&mut header, bytes.len()).unwrap_or(MAX_HEADER) + bytes.len()
+    guard(0, || {
+        value_encoding(value).map_or(0, |bytes| {
+            let mut header = [0u8; MAX_HEADER];
+            put_length(&mut header, bytes.len()).unwrap_or(MAX_HEADER) + bytes.len()
+        })
     })
 }
 
 extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    guard((), || digest_value(md, value));
+}
+
+fn digest_value(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     let Some(bytes) = value_encoding(value) else {
         return;
     };
@@ -308,7 +333,7 @@ extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
 
 extern "C" fn free(value: *mut c_void) {
     // SAFETY: created by `Value::into_raw` and handed to the server, which frees it once.
-    drop(unsafe { Value::from_raw(value) });
+    guard((), || drop(unsafe { Value::from_raw(value) }));
 }
 
 extern "C" fn copy(
@@ -316,9 +341,11 @@ extern "C" fn copy(
     _to: *mut raw::RedisModuleString,
     value: *const c_void,
 ) -> *mut c_void {
-    value_encoding(value)
-        .and_then(Value::new)
-        .map_or(std::ptr::null_mut(), Value::into_raw)
+    guard(std::ptr::null_mut(), || {
+        value_encoding(value)
+            .and_then(Value::new)
+            .map_or(std::ptr::null_mut(), Value::into_raw)
+    })
 }
 
 #[cfg(test)]

@@ -74,6 +74,10 @@ const ALL: [&Counters; 10] = [
 
 /// The server's INFO callback: one section named after the module.
 pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: std::ffi::c_int) {
+    crate::guard::guard((), || add_sections(ctx));
+}
+
+fn add_sections(ctx: *mut raw::RedisModuleInfoCtx) {
     // SAFETY: API pointers are set at load; `ctx` is the INFO context the server passed.
     let (Some(section), Some(field)) = (unsafe { raw::RedisModule_InfoAddSection }, unsafe {
         raw::RedisModule_InfoAddFieldULongLong

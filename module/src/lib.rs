@@ -33,6 +33,10 @@ use std::ffi::c_int;
 /// `--loadmodule` time set-up that the SDK macro does not do.
 fn on_load(ctx: &Context, args: &[RedisString]) -> Status {
     guard::install_panic_hook();
+    guard::guard(Status::Err, || load(ctx, args))
+}
+
+fn load(ctx: &Context, args: &[RedisString]) -> Status {
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
     let offset = match config::offset_from_args(&args) {
         Ok(offset) => offset.unwrap_or(0),
