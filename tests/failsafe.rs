@@ -515,3 +515,32 @@ fn command_docs_name_option_values() {
         }
     }
 }
+
+#[test]
+fn rl_all_takes_at_most_32_limits() {
+    for server in servers() {
+        let con = &mut server.connection();
+        let name = server.binary().name();
+        let call = |con: &mut Connection, n: usize| {
+            let mut command = cmd("RL.ALL");
+            command.arg(n);
+            for i in 0..n {
+                command.arg(format!("{{k}}{i}"));
+            }
+            for _ in 0..n {
+                command.arg("FIXED").arg(1).arg(1000);
+            }
+            command.query::<Value>(con)
+        };
+        let Value::Array(items) = call(con, 32).unwrap() else {
+            panic!("{name}")
+        };
+        assert_eq!(items.len(), 33, "{name}");
+        let refused = call(con, 33).unwrap_err();
+        assert_eq!(
+            refused.detail(),
+            Some("numkeys must be at most 32"),
+            "{name}: {refused}"
+        );
+    }
+}

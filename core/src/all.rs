@@ -6,6 +6,10 @@ use crate::time::Timestamp;
 use core::hash::Hash;
 use std::collections::HashMap;
 
+/// The most limits one all-or-nothing decision takes (`RL.ALL`'s `numkeys`): plenty for
+/// "several limits per request", and a bound on the time of one call.
+pub const MAX_ALL_LIMITS: u64 = 32;
+
 /// Up to this many limits, a key named twice is found by comparing keys, not hashing.
 const SCAN_LIMIT: usize = 16;
 

@@ -40,7 +40,7 @@ mod time;
 mod token_bucket;
 mod varint;
 
-pub use all::{AllOutcome, decide_all};
+pub use all::{AllOutcome, MAX_ALL_LIMITS, decide_all};
 pub use concurrency::{Concurrency, Lease, Leases, MAX_LEASE_ID_LEN, MAX_LEASES};
 pub use decision::{Decision, Outcome, Request, RetryAfter};
 pub use encoding::{DecodeError, ENCODING_VERSION, MAX_TIME_MS};

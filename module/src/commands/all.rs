@@ -7,7 +7,9 @@ use crate::args::Args;
 use crate::error::CommandError;
 use crate::ffi::{Ctx, Key, RawString, bytes};
 use crate::{clock, info, reply};
-use redlimit_core::{FixedWindow, Policy, SlidingCounter, SlidingWindow, TokenBucket, decide_all};
+use redlimit_core::{
+    FixedWindow, MAX_ALL_LIMITS, Policy, SlidingCounter, SlidingWindow, TokenBucket, decide_all,
+};
 
 /// Runs `RL.ALL`: counts the request against every key iff every key allows it.
 pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
@@ -18,6 +20,11 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     info::ALL_OF.call();
     let mut args = Args::new(argv, 3, usize::MAX)?;
     let numkeys = args.positive("numkeys")?;
+    if numkeys > MAX_ALL_LIMITS {
+        return Err(CommandError::Argument(format!(
+            "numkeys must be at most {MAX_ALL_LIMITS}"
+        )));
+    }
     let numkeys = usize::try_from(numkeys)
         .ok()
         .filter(|&n| n < args.remaining().len())
