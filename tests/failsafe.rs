@@ -544,3 +544,28 @@ fn rl_all_takes_at_most_32_limits() {
         );
     }
 }
+
+#[test]
+fn states_no_command_can_produce_are_refused() {
+    use redlimit_core::{BucketState, Limiter, Timestamp, TokenBucket};
+    let locked = Limiter::TokenBucket(
+        TokenBucket::new(3, 1, 1_000).unwrap(),
+        BucketState {
+            deficit: u64::MAX,
+            at: Timestamp::from_millis(1_000),
+        },
+    )
+    .encode();
+    for server in servers() {
+        let con = &mut server.connection();
+        let name = server.binary().name();
+        let refused: redis::RedisResult<()> =
+            cmd("RL.SETSTATE").arg("k").arg(&locked[..]).query(con);
+        assert_eq!(
+            refused.unwrap_err().detail(),
+            Some("state must be a redlimit state (a state no command can produce)"),
+            "{name}"
+        );
+        assert_eq!(cmd("EXISTS").arg("k").query::<i64>(con).unwrap(), 0);
+    }
+}

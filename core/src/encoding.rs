@@ -204,6 +204,7 @@ impl Limiter {
         if limiter.latest_ms() > MAX_TIME_MS {
             return Err(DecodeError("a time beyond the year 5000"));
         }
+        limiter.check_counts()?;
         Ok(limiter)
     }
 }
@@ -213,6 +214,27 @@ impl Limiter {
 pub const MAX_TIME_MS: u64 = 100_000_000_000_000;
 
 impl Limiter {
+    /// Refuses counts no command can store: usage above the policy's limit (an exact log
+    /// also stays within the 2^20 entries its limit allows), a token-bucket deficit
+    /// deeper than a full bucket plus the most `MAXWAIT` borrows, an APPROX window not
+    /// aligned to its length.
+    fn check_counts(&self) -> Result<(), DecodeError> {
+        let valid = match self {
+            Self::TokenBucket(p, s) => p.holds(s),
+            Self::Throttle(..) | Self::Concurrency(..) => true,
+            Self::Fixed(p, s) => s.count <= p.limit(),
+            Self::Sliding(p, log) => log.total() <= p.limit(),
+            Self::SlidingApprox(p, s) => {
+                s.previous <= p.limit() && s.current <= p.limit() && s.start_ms % p.window_ms() == 0
+            }
+        };
+        if valid {
+            Ok(())
+        } else {
+            Err(DecodeError("a state no command can produce"))
+        }
+    }
+
     /// The latest absolute time in this limiter's state, in Unix milliseconds.
     fn latest_ms(&self) -> u64 {
         match self {
@@ -277,6 +299,49 @@ mod tests {
             Err(DecodeError("a time beyond the year 5000"))
         );
         assert!(window(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn rejects_states_no_command_can_produce() {
+        let refused = Err(DecodeError("a state no command can produce"));
+        let bucket = TokenBucket::new(3, 1, 1_000).unwrap();
+        let locked = Limiter::TokenBucket(
+            bucket,
+            BucketState {
+                deficit: u64::MAX,
+                at: Timestamp::from_millis(1_000),
+            },
+        );
+        assert_eq!(Limiter::decode(&locked.encode()), refused);
+        let fixed = Limiter::Fixed(
+            FixedWindow::new(5, 1_000).unwrap(),
+            WindowCount {
+                end_ms: 2_000,
+                count: 6,
+            },
+        );
+        assert_eq!(Limiter::decode(&fixed.encode()), refused);
+        let mut entries = Vec::new();
+        for _ in 0..3 {
+            varint::put(&mut entries, 0);
+            varint::put(&mut entries, 1);
+        }
+        let log = SlidingLog::from_parts(1_000, entries).unwrap();
+        let sliding = Limiter::Sliding(SlidingWindow::new(2, 1_000).unwrap(), Box::new(log));
+        assert_eq!(
+            Limiter::decode(&sliding.encode()),
+            refused,
+            "3 entries, limit 2"
+        );
+        let unaligned = Limiter::SlidingApprox(
+            SlidingCounter::new(5, 1_000).unwrap(),
+            WindowPair {
+                start_ms: 1_500,
+                previous: 0,
+                current: 1,
+            },
+        );
+        assert_eq!(Limiter::decode(&unaligned.encode()), refused);
     }
 
     #[test]

@@ -96,6 +96,13 @@ impl TokenBucket {
         )
     }
 
+    /// The deepest deficit any request can leave: a full bucket plus the most a
+    /// `MAXWAIT` may borrow. A stored state beyond it is one no command wrote.
+    #[must_use]
+    pub fn holds(&self, state: &BucketState) -> bool {
+        u128::from(state.deficit) <= self.full() + MAX_UNITS
+    }
+
     /// Units in one token.
     fn unit(&self) -> u128 {
         u128::from(self.refill_ms) * MICROS_PER_MS

@@ -73,9 +73,10 @@ proptest! {
         let RetryAfter::After(wait) = first.decision.retry_after else {
             return Err(TestCaseError::fail(format!("cost {cost} fits the limit: {first:?}")));
         };
-        // Never worse than a limiter of the new policy just used up: a full period at most
-        // (two windows for the approximate one, one burst for GCRA).
-        let most = Duration::from_millis(2 * 5_000 + 3_000);
+        // Never worse than a limiter of the new policy just used up: with periods of at
+        // most 5 s, a bucket refills in 3 periods, GCRA frees 3 units in 3 intervals and
+        // the approximate window needs at most two windows.
+        let most = Duration::from_millis(3 * 5_000 + 1_000);
         prop_assert!(wait <= most, "{wait:?}");
         // The same request, retried at the announced moment (+1 ms: replies are in ms).
         let retry = Timestamp::from_micros(now.as_micros() + wait.as_micros() as u64 + 1_000);
