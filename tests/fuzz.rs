@@ -11,8 +11,11 @@
 //! Every reply is checked against an oracle written from `shared/spec/commands.md` and
 //! `docs/commands.md`: a well-formed decision / status / count / OK where the arguments are
 //! valid, else an error naming what is wrong (`ERR <argument> must be ...`, `ERR syntax
-//! error`, the standard arity error, `WRONGTYPE ...`). The oracle knows what each key holds:
-//! it probes the keys of a batch first and follows every reply. After each batch the server
+//! error near '<token>'` and the other syntax errors word for word, the standard arity
+//! error, `WRONGTYPE ...`). Decisions are flat arrays of five integers under RESP2 and RESP3
+//! alike. The oracle knows what each key holds: it probes the keys of a batch first and
+//! follows every reply and every move of the test clock (a key past its idle moment is an
+//! absent key). After each batch the server
 //! must answer PING and the keys of other types must be untouched; at the end its log must
 //! show no panic.
 //!
@@ -101,6 +104,8 @@ const MAX_SLIDING_LIMIT: u64 = 1 << 20;
 const MAX_APPROX: u64 = 1 << 40;
 /// Leases held at once (RL.ACQUIRE).
 const MAX_LEASES: u64 = 100_000;
+/// RL.ALL's `numkeys`.
+const MAX_ALL_KEYS: u64 = 32;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -942,10 +947,14 @@ enum KeyState {
 type Keyspace = HashMap<Vec<u8>, KeyState>;
 
 /// An error reply the contract allows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Failure {
     Arity,
-    Syntax,
+    /// `ERR syntax error...` naming the offending token: the whole text.
+    Syntax(String),
+    /// Another error whose whole text the contract fixes (RL.ALL's policy count, a
+    /// throttle's ranges as the core words them).
+    Exact(String),
     Argument(&'static str),
     /// `ERR <argument> must be at most <bound>` (maybe followed by why, e.g. `when
     /// refill_ms is 1`): a number beyond a documented range.
@@ -955,7 +964,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn matches(self, text: &str, command: Command, script: bool) -> bool {
+    fn matches(&self, text: &str, command: Command, script: bool) -> bool {
         match self {
             Failure::Arity => {
                 let standard = format!(
@@ -967,9 +976,8 @@ impl Failure {
                         && (text.starts_with(&standard)
                             || text.starts_with("ERR Wrong number of args calling"))
             }
-            Failure::Syntax => {
-                text == "ERR syntax error" || script && text.starts_with("ERR syntax error ")
-            }
+            // Scripts pass these texts through unchanged.
+            Failure::Syntax(exact) | Failure::Exact(exact) => text == exact,
             Failure::Argument(name) => text.starts_with(&format!("ERR {name} must be ")),
             Failure::Bound(name, most) => {
                 let exact = format!("ERR {name} must be at most {most}");
@@ -1084,13 +1092,17 @@ fn read_number(bytes: &[u8]) -> Reading {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Reading::NotANumber;
     }
-    let Some(value) = digits.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    }) else {
-        return Reading::NotANumber;
-    };
+    // Too large for a u64: read as u64::MAX, which the argument's own bound (far below
+    // it) then refuses, so the error gives the real bound.
+    let value = digits
+        .iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .unwrap_or(u64::MAX);
+    let zero = digits.iter().all(|&d| d == b'0');
     match (negative, value) {
-        (true, 0) => Reading::Odd(0),
+        (true, _) if zero => Reading::Odd(0),
         (true, _) => Reading::NotANumber,
         _ if digits.len() > 1 && digits[0] == b'0' => Reading::Odd(value),
         _ => Reading::Exact(value),
@@ -1107,14 +1119,39 @@ enum Flag {
 }
 
 impl Flag {
-    fn keyword(self) -> &'static [u8] {
+    /// The keyword, as the docs (and the errors) spell it.
+    fn name(self) -> &'static str {
         match self {
-            Flag::Cost => b"COST",
-            Flag::Peek => b"PEEK",
-            Flag::MaxWait => b"MAXWAIT",
-            Flag::Approx => b"APPROX",
+            Flag::Cost => "COST",
+            Flag::Peek => "PEEK",
+            Flag::MaxWait => "MAXWAIT",
+            Flag::Approx => "APPROX",
         }
     }
+
+    fn keyword(self) -> &'static [u8] {
+        self.name().as_bytes()
+    }
+}
+
+/// `token` as an error may repeat it: each byte as `std::ascii::escape_default` writes it
+/// (no CR or LF reaches a reply), cut after 40 bytes with `...`.
+fn printable(token: &[u8]) -> String {
+    let mut shown: String = token
+        .iter()
+        .take(40)
+        .flat_map(|&byte| std::ascii::escape_default(byte))
+        .map(char::from)
+        .collect();
+    if token.len() > 40 {
+        shown.push_str("...");
+    }
+    shown
+}
+
+/// `ERR syntax error near '<token>'`, then `why` if any.
+fn syntax_near(token: &[u8], why: &str) -> Failure {
+    Failure::Syntax(format!("ERR syntax error near '{}'{why}", printable(token)))
 }
 
 /// The options of a call as the contract reads them.
@@ -1181,7 +1218,7 @@ impl Oracle {
         built: Result<Throttle, redlimit_core::ArgumentError>,
     ) -> Option<Throttle> {
         built
-            .map_err(|e| self.hard(Failure::Argument(e.argument())))
+            .map_err(|e| self.hard(Failure::Exact(format!("ERR {e}"))))
             .ok()
     }
 
@@ -1220,13 +1257,20 @@ impl Oracle {
             let Some(flag) = accepted
                 .iter()
                 .copied()
-                .find(|f| word.eq_ignore_ascii_case(f.keyword()) && !seen.contains(f))
+                .find(|f| word.eq_ignore_ascii_case(f.keyword()))
             else {
-                self.hard(Failure::Syntax);
+                self.hard(syntax_near(word, ""));
                 break;
             };
+            if seen.contains(&flag) {
+                self.hard(Failure::Syntax(format!(
+                    "ERR syntax error: {} given twice",
+                    flag.name()
+                )));
+                break;
+            }
             seen.push(flag);
-            let (name, slot) = match flag {
+            let (name, value_name, slot) = match flag {
                 Flag::Peek => {
                     options.peek = true;
                     continue;
@@ -1235,16 +1279,23 @@ impl Oracle {
                     options.approx = true;
                     continue;
                 }
-                Flag::Cost => ("COST", &mut options.cost),
-                Flag::MaxWait => ("MAXWAIT", &mut options.max_wait),
+                Flag::Cost => ("COST", "n", &mut options.cost),
+                Flag::MaxWait => ("MAXWAIT", "ms", &mut options.max_wait),
             };
             let Some(value) = rest.next() else {
-                self.hard(Failure::Syntax);
+                self.hard(Failure::Syntax(format!(
+                    "ERR syntax error: {name} needs a value ({name} {value_name})"
+                )));
                 break;
             };
             match self.number(name, value, 0) {
                 Some(n) => *slot = n,
                 None => break,
+            }
+            // Counts are at most 2^62; the module refuses a larger COST as it reads it.
+            if flag == Flag::Cost && options.cost > MAX_COUNT {
+                self.hard(Failure::Bound("COST", MAX_COUNT));
+                break;
             }
         }
         options
@@ -1429,11 +1480,14 @@ fn expect_throttle(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
     let mut oracle = Oracle::default();
     let max_burst = oracle.number("max_burst", &args[1], 0);
     let count = oracle.number("count_per_period", &args[2], 1);
-    let period = oracle.number("period", &args[3], 1);
+    let period = oracle.number("period_s", &args[3], 1);
     let quantity = match args.get(4) {
         Some(raw) => oracle.number("quantity", raw, 0),
         None => Some(1),
     };
+    // A quantity is a count: at most 2^62, refused as soon as it is read.
+    oracle.at_most("quantity", quantity, MAX_COUNT);
+    let quantity = quantity.filter(|&q| q <= MAX_COUNT);
     let policy = match (max_burst, count, period) {
         (Some(b), Some(c), Some(p)) => oracle.throttle(Throttle::new(b, c, p)),
         _ => None,
@@ -1486,6 +1540,10 @@ fn expect_all(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
     let Some(numkeys) = oracle.number("numkeys", &args[0], 1) else {
         return oracle.finish(None);
     };
+    if numkeys > MAX_ALL_KEYS {
+        oracle.hard(Failure::Bound("numkeys", MAX_ALL_KEYS));
+        return oracle.finish(None);
+    }
     let rest = &args[1..];
     let Some(n) = usize::try_from(numkeys).ok().filter(|&n| n < rest.len()) else {
         // More keys than arguments: an arity error (a number the server cannot use).
@@ -1494,18 +1552,30 @@ fn expect_all(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
     };
     let (names, mut tail) = rest.split_at(n);
     let mut policies: Vec<(Algorithm, u64)> = Vec::new();
-    for _ in 0..n {
+    for index in 0..n {
+        // The arguments ran out, or the options began, where policy `index` belongs.
+        let missing = Failure::Exact(format!(
+            "ERR RL.ALL needs one policy per key: {n} keys but {index} policies"
+        ));
         let Some((word, after)) = tail.split_first() else {
-            oracle.hard(Failure::Arity);
+            oracle.hard(missing);
             return oracle.finish(None);
         };
+        if index > 0 && (word.eq_ignore_ascii_case(b"COST") || word.eq_ignore_ascii_case(b"PEEK")) {
+            oracle.hard(missing);
+            return oracle.finish(None);
+        }
         tail = after;
         let arguments: &[&'static str] = if word.eq_ignore_ascii_case(b"TOKENBUCKET") {
             &["capacity", "refill_tokens", "refill_ms"]
         } else if word.eq_ignore_ascii_case(b"FIXED") || word.eq_ignore_ascii_case(b"SLIDING") {
             &["limit", "window_ms"]
         } else {
-            oracle.hard(Failure::Syntax);
+            let why = format!(
+                " (policy {} of {n} must be TOKENBUCKET, SLIDING or FIXED)",
+                index + 1
+            );
+            oracle.hard(syntax_near(word, &why));
             return oracle.finish(None);
         };
         let mut numbers = Vec::new();
@@ -1630,9 +1700,21 @@ struct Observed {
 impl Observed {
     /// A short name of the outcome, for the statistics.
     fn outcome(&self) -> String {
-        match (self.failure, self.allowed) {
+        match (&self.failure, self.allowed) {
             (Some(Failure::Argument(name)), _) => format!("ERR {name}"),
             (Some(Failure::Bound(name, _)), _) => format!("ERR {name} at most"),
+            // The token and the numbers vary: the kind of error is enough here.
+            (Some(Failure::Syntax(text)), _) if text.contains(" near ") => {
+                "ERR syntax error near".to_owned()
+            }
+            (Some(Failure::Syntax(text)), _) if text.ends_with(" given twice") => {
+                "ERR syntax error: given twice".to_owned()
+            }
+            (Some(Failure::Syntax(_)), _) => "ERR syntax error: needs a value".to_owned(),
+            (Some(Failure::Exact(text)), _) => {
+                let kind = text.split(" must be ").next().unwrap_or(text);
+                kind.split(": ").next().unwrap_or(kind).to_owned()
+            }
             (Some(failure), _) => format!("{failure:?}"),
             (None, Some(true)) => "allowed".to_owned(),
             (None, Some(false)) => "denied".to_owned(),
@@ -1717,15 +1799,10 @@ fn pairs(value: &Value, maps: bool) -> Result<HashMap<String, Value>, String> {
     Ok(fields)
 }
 
-/// The five contract fields of a decision, in order (`allowed` as 0/1).
-fn decision_fields(value: &Value, maps: bool) -> Result<[i64; 5], String> {
-    if maps {
-        let fields = pairs(value, true)?;
-        if fields.len() != 5 {
-            return Err(format!("a decision map has 5 fields, got {value:?}"));
-        }
-        return decision_from(&fields, true);
-    }
+/// The five contract fields of a decision, in order (`allowed` as 0/1): an array of five
+/// integers, the same under RESP2 and RESP3 (a map would let positional client code read
+/// the key `"allowed"` as a truthy value).
+fn decision_fields(value: &Value) -> Result<[i64; 5], String> {
     match value {
         Value::Array(items) if items.len() == 5 => {
             let mut out = [0i64; 5];
@@ -1822,8 +1899,8 @@ fn check_throttle(fields: [i64; 5], rule: &Rule, lossy: bool) -> Result<bool, St
 fn check_limit_reply(reply: &Value, rule: &Rule, encoding: Encoding) -> Result<bool, String> {
     let lossy = encoding.script;
     match rule.algorithm {
-        Algorithm::Throttle => check_throttle(decision_fields(reply, false)?, rule, lossy),
-        _ => check_decision(decision_fields(reply, encoding.maps)?, rule, lossy),
+        Algorithm::Throttle => check_throttle(decision_fields(reply)?, rule, lossy),
+        _ => check_decision(decision_fields(reply)?, rule, lossy),
     }
 }
 
@@ -1959,9 +2036,9 @@ fn check_status(
     Ok(algorithm)
 }
 
-/// Checks an `RL.ALL` reply; returns the overall `allowed`.
+/// Checks an `RL.ALL` reply: the overall `allowed` as the integer 1/0, then each key's
+/// decision, under RESP2 and RESP3 alike; returns the overall `allowed`.
 fn check_all(reply: &Value, rules: &[Rule], encoding: Encoding) -> Result<bool, String> {
-    let maps = encoding.maps;
     let Value::Array(items) = reply else {
         return Err(format!("expected an array, got {reply:?}"));
     };
@@ -1971,10 +2048,10 @@ fn check_all(reply: &Value, rules: &[Rule], encoding: Encoding) -> Result<bool, 
             rules.len() + 1
         ));
     }
-    let allowed = flag_of(items.first(), maps).map_err(|e| format!("allowed: {e}"))?;
+    let allowed = flag_of(items.first(), false).map_err(|e| format!("allowed: {e}"))?;
     let mut all = true;
     for (item, rule) in items[1..].iter().zip(rules) {
-        all &= check_decision(decision_fields(item, maps)?, rule, encoding.script)?;
+        all &= check_decision(decision_fields(item)?, rule, encoding.script)?;
     }
     if allowed != all {
         return Err(format!(
@@ -2010,7 +2087,7 @@ fn check(
         {
             return Ok(Observed {
                 error: true,
-                failure: Some(*failure),
+                failure: Some(failure.clone()),
                 ..Observed::default()
             });
         }
@@ -2323,7 +2400,9 @@ impl Target {
         Ok(())
     }
 
-    /// What `key` holds now.
+    /// What `key` holds now. A limiter key expires at its idle moment on the test clock,
+    /// so under an offset it idles `offset` ms before the server removes it; past that
+    /// moment it is exactly an absent key (RL.STATUS answers nil).
     fn probe(&mut self, key: &[u8]) -> Result<KeyState, String> {
         let kind = self.ok(&[b"TYPE", key])?;
         match text_of(&kind).as_deref() {
@@ -2331,19 +2410,64 @@ impl Target {
             Some("redlimit0") => {
                 let ttl = int_of(Some(&self.ok(&[b"PTTL", key])?), "PTTL")?;
                 let status = self.query(false, &[b"RL.STATUS", key])?;
+                // Milliseconds of the test clock left before the key idles.
+                let live_ms = ttl.saturating_sub(self.offset);
                 if status == Value::Nil {
+                    if ttl >= 0 && live_ms >= STABLE_TTL_MS {
+                        return Err(format!(
+                            "RL.STATUS {} answered nil for a key that idles only in {live_ms} ms",
+                            show(key)
+                        ));
+                    }
                     return Ok(KeyState::Missing);
                 }
                 let algorithm = check_status(&status, Encoding::plain(false), None)
                     .map_err(|e| format!("RL.STATUS {}: {e}", show(key)))?;
                 Ok(KeyState::Limiter {
                     algorithm,
-                    may_vanish: (0..STABLE_TTL_MS).contains(&ttl) || ttl == -2,
+                    may_vanish: ttl == -2 || ttl >= 0 && live_ms < STABLE_TTL_MS,
                 })
             }
             Some(_) => Ok(KeyState::Other),
             None => Err(format!("TYPE answered {kind:?}")),
         }
+    }
+
+    /// Follows a move of the test clock from `from` in the key model: moved forward, a
+    /// limiter may now idle within the batch; moved back, a key that was idle (still
+    /// stored, answering as absent) may be live again.
+    fn clock_moved(&mut self, keys: &mut Keyspace, from: i64) -> Result<(), String> {
+        if self.offset == from {
+            return Ok(());
+        }
+        let names: Vec<Vec<u8>> = keys.keys().cloned().collect();
+        for key in names {
+            match keys[&key] {
+                KeyState::Limiter {
+                    algorithm,
+                    may_vanish: false,
+                } if self.offset > from => {
+                    let ttl = int_of(Some(&self.ok(&[b"PTTL", &key])?), "PTTL")?;
+                    let live_ms = ttl.saturating_sub(self.offset);
+                    if ttl == -2 || ttl >= 0 && live_ms < STABLE_TTL_MS {
+                        let may_vanish = true;
+                        keys.insert(
+                            key,
+                            KeyState::Limiter {
+                                algorithm,
+                                may_vanish,
+                            },
+                        );
+                    }
+                }
+                KeyState::Missing if self.offset < from => {
+                    let state = self.probe(&key)?;
+                    keys.insert(key, state);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Seeds the pool and probes every key `calls` may touch.
@@ -2479,7 +2603,10 @@ impl Target {
                     apply(&mut keys, call, &expect, &seen);
                 }
                 Step::ClockOffset(raw) => {
-                    self.set_offset(raw).map_err(|e| format!("step {i}: {e}"))?;
+                    let from = self.offset;
+                    self.set_offset(raw)
+                        .and_then(|()| self.clock_moved(&mut keys, from))
+                        .map_err(|e| format!("step {i}: {e}"))?;
                 }
                 Step::GetKeys(call) => self
                     .get_keys(call)
@@ -3101,8 +3228,7 @@ impl Target {
         self.watch(&[b"MULTI"])?;
         self.watch(&[b"PING"])?;
         let watched = self.watch(&[b"EXEC"])?;
-        let maps = resp3 && rule.algorithm != Algorithm::Throttle;
-        let allowed = check_limit_reply(&reply, rule, Encoding::plain(maps))
+        let allowed = check_limit_reply(&reply, rule, Encoding::plain(resp3))
             .map_err(|e| format!("{shown}: {e}"))?;
         if let Some(peeked) = peeked
             && peeked != reply
@@ -3126,7 +3252,7 @@ impl Target {
             return Ok(Seen {
                 allowed,
                 wrote: true,
-                fields: decision_fields(&reply, maps)?,
+                fields: decision_fields(&reply)?,
             });
         }
         let why = if allowed {
@@ -3152,7 +3278,7 @@ impl Target {
         Ok(Seen {
             allowed,
             wrote: false,
-            fields: decision_fields(&reply, maps)?,
+            fields: decision_fields(&reply)?,
         })
     }
 
@@ -3169,7 +3295,7 @@ impl Target {
             cmd.arg(&arg[..]);
         }
         let reply = self.send(false, &cmd)?;
-        let fields = decision_fields(&reply, false)?;
+        let fields = decision_fields(&reply)?;
         if fields[0] != 1 {
             let shown = args.iter().map(|a| show(a)).collect::<Vec<_>>().join(" ");
             return Err(format!(
@@ -3200,7 +3326,7 @@ impl Target {
             cmd.arg(&arg[..]);
         }
         let reply = self.send(false, &cmd)?;
-        let fields = decision_fields(&reply, false)?;
+        let fields = decision_fields(&reply)?;
         if fields[0] != 1 || u64::try_from(fields[2]) != Ok(fully) {
             let shown = args.iter().map(|a| show(a)).collect::<Vec<_>>().join(" ");
             return Err(format!(
@@ -3385,7 +3511,7 @@ fn parts_of<'a>(call: &[&'a str]) -> Vec<&'a [u8]> {
 /// The decision fields of a RESP2 reply to `call`.
 fn decide(target: &mut Target, call: &[&str]) -> Result<[i64; 5], String> {
     let reply = target.query(false, &parts_of(call))?;
-    decision_fields(&reply, false).map_err(|e| format!("{call:?}: {e}"))
+    decision_fields(&reply).map_err(|e| format!("{call:?}: {e}"))
 }
 
 /// The integer field `name` of a RESP2 RL.STATUS reply (the first, if it were repeated:
@@ -3415,6 +3541,9 @@ fn words(line: &str) -> Vec<&str> {
 enum Reset {
     /// This many ms after the call.
     After(i64),
+    /// A lease of this many ms: it expires at the call's time rounded up to the next ms,
+    /// plus the lease (never short), so `reset_after_ms` is the lease or 1 ms more.
+    Lease(i64),
     /// At this Unix time in ms (the end of an epoch-aligned window).
     At(i64),
 }
@@ -3434,6 +3563,7 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
     const REFILL_MS: &str = "ERR refill_ms must be at most 10000000000000";
     const APPROX_LIMIT: &str = "ERR limit must be at most 1099511627776";
     const APPROX_WINDOW: &str = "ERR window_ms must be at most 1099511627776";
+    const COST: &str = "ERR COST must be at most 4611686018427387904";
     let refused: &[(&str, &str)] = &[
         ("RL.FIXED reg:fixed 18446744073709551615 1000", COUNT_LIMIT),
         ("RL.FIXED reg:fixed 4611686018427387905 1000", COUNT_LIMIT),
@@ -3498,6 +3628,45 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
             REFILL_TOKENS,
         ),
         ("RL.ALL 1 reg:all TOKENBUCKET 1 1 10000000000001", REFILL_MS),
+        // Beyond u64: the argument's own bound, not the parser's.
+        ("RL.SLIDING reg:sliding 10 99999999999999999999", WINDOW),
+        ("RL.FIXED reg:fixed 99999999999999999999 1000", COUNT_LIMIT),
+        ("RL.ALL 1 reg:all FIXED 10 99999999999999999999", WINDOW),
+        (
+            "RL.TOKENBUCKET reg:bucket 99999999999999999999 1 1000",
+            "ERR capacity must be at most 4611686018427 when refill_ms is 1000",
+        ),
+        (
+            "RL.TOKENBUCKET reg:bucket 1 1 1 MAXWAIT 99999999999999999999",
+            "ERR MAXWAIT must be at most 4611686018427387",
+        ),
+        (
+            "RL.ACQUIRE reg:leases 99999999999999999999 1000 job",
+            "ERR limit must be at most 100000",
+        ),
+        // Costs and quantities are counts: at most 2^62.
+        ("RL.FIXED reg:fixed 10 1000 COST 4611686018427387905", COST),
+        ("RL.FIXED reg:fixed 10 1000 COST 18446744073709551615", COST),
+        (
+            "RL.SLIDING reg:sliding 10 1000 COST 99999999999999999999",
+            COST,
+        ),
+        (
+            "RL.ALL 1 reg:all FIXED 10 1000 COST 4611686018427387905",
+            COST,
+        ),
+        (
+            "RL.THROTTLE reg:throttle 1 1 1 4611686018427387905",
+            "ERR quantity must be at most 4611686018427387904",
+        ),
+        (
+            "RL.THROTTLE reg:throttle 1 1 99999999999999999999",
+            "ERR period_s must be at most 9223372036",
+        ),
+        (
+            "RL.THROTTLE reg:throttle 1 1 0",
+            "ERR period_s must be a positive integer",
+        ),
     ];
     let duration = 10_000_000_000_000;
     let approx_window = 1 << 40;
@@ -3544,7 +3713,7 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
         (
             "RL.ACQUIRE reg:leases-max 100000 10000000000000 job",
             [1, 100_000, 99_999, 0],
-            Reset::After(duration),
+            Reset::Lease(duration),
         ),
     ];
     // The hand-written states are the encoding's.
@@ -3586,6 +3755,7 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
             let after = server_ms(t)?;
             let (least, most) = match reset {
                 Reset::After(ms) => (ms, ms),
+                Reset::Lease(ms) => (ms, ms + 1),
                 Reset::At(at) => (at - after, at - before),
             };
             if got[..4] != want || !(least..=most).contains(&got[4]) {
@@ -3598,7 +3768,7 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
         let all = t.query(false, &parts_of(&words(line)))?;
         let all_fields = match &all {
             Value::Array(items) if items.len() == 2 && items[0] == Value::Int(1) => {
-                decision_fields(&items[1], false).ok()
+                decision_fields(&items[1]).ok()
             }
             _ => None,
         };
@@ -3689,6 +3859,110 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
                         "RL.STATUS {key} after a state at the bounds: expected {name} {value}, got {status:?}"
                     ));
                 }
+            }
+        }
+        Ok(violations)
+    });
+}
+
+/// Syntax errors name what is wrong (issue 11): the unknown word (escaped, cut at 40
+/// bytes), the repeated option, the option missing its value, RL.ALL's unknown policy
+/// name and its missing policies; and a decision is the same array of five integers under
+/// RESP2 and RESP3 (RL.ALL's `allowed` too). The module used to answer a bare
+/// `ERR syntax error` and a RESP3 map.
+#[test]
+fn errors_name_the_token_and_decisions_are_flat_arrays() {
+    let long = "x".repeat(41);
+    let cases: Vec<(Vec<&[u8]>, String)> = vec![
+        (
+            parts_of(&words("RL.SLIDING reg:syntax 10 1000 APROX")),
+            "ERR syntax error near 'APROX'".to_owned(),
+        ),
+        (
+            vec![b"RL.FIXED", b"reg:syntax", b"10", b"1000", b"a\xff\r\n'"],
+            "ERR syntax error near 'a\\xff\\r\\n\\''".to_owned(),
+        ),
+        (
+            vec![b"RL.FIXED", b"reg:syntax", b"10", b"1000", b"a\xff\r\n"],
+            "ERR syntax error near 'a\\xff\\r\\n'".to_owned(),
+        ),
+        (
+            vec![b"RL.FIXED", b"reg:syntax", b"10", b"1000", long.as_bytes()],
+            format!("ERR syntax error near '{}...'", &long[..40]),
+        ),
+        (
+            parts_of(&words("RL.SLIDING reg:syntax 10 1000 COST 2 cost 3")),
+            "ERR syntax error: COST given twice".to_owned(),
+        ),
+        (
+            parts_of(&words("RL.SLIDING reg:syntax 10 1000 approx APPROX")),
+            "ERR syntax error: APPROX given twice".to_owned(),
+        ),
+        (
+            parts_of(&words("RL.FIXED reg:syntax 10 1000 PEEK peek")),
+            "ERR syntax error: PEEK given twice".to_owned(),
+        ),
+        (
+            parts_of(&words("RL.SLIDING reg:syntax 10 1000 COST")),
+            "ERR syntax error: COST needs a value (COST n)".to_owned(),
+        ),
+        (
+            parts_of(&words("RL.TOKENBUCKET reg:syntax 1 1 1 MAXWAIT")),
+            "ERR syntax error: MAXWAIT needs a value (MAXWAIT ms)".to_owned(),
+        ),
+        (
+            parts_of(&words("RL.FIXED reg:syntax 10 1000 MAXWAIT 5")),
+            "ERR syntax error near 'MAXWAIT'".to_owned(),
+        ),
+        (
+            parts_of(&words("RL.ALL 2 reg:a reg:b SLIDING 10 60000")),
+            "ERR RL.ALL needs one policy per key: 2 keys but 1 policies".to_owned(),
+        ),
+        (
+            parts_of(&words("RL.ALL 3 reg:a reg:b reg:c FIXED 1 1000 cost 1")),
+            "ERR RL.ALL needs one policy per key: 3 keys but 1 policies".to_owned(),
+        ),
+        (
+            parts_of(&words("RL.ALL 2 reg:a reg:b FIXED 1 1000 FIXD 1 1000")),
+            "ERR syntax error near 'FIXD' (policy 2 of 2 must be TOKENBUCKET, SLIDING or FIXED)"
+                .to_owned(),
+        ),
+        (
+            parts_of(&words("RL.ALL 1 reg:a PEEK 1")),
+            "ERR syntax error near 'PEEK' (policy 1 of 1 must be TOKENBUCKET, SLIDING or FIXED)"
+                .to_owned(),
+        ),
+    ];
+    on_every_server(|t| {
+        let mut violations = Vec::new();
+        for (call, error) in &cases {
+            for resp3 in [false, true] {
+                let reply = t.query(resp3, call)?;
+                if error_text(&reply).as_deref() != Some(error.as_str()) {
+                    let shown: Vec<String> = call.iter().map(|p| show(p)).collect();
+                    violations.push(format!(
+                        "{} (RESP3: {resp3}): expected {error:?}, got {reply:?}",
+                        shown.join(" ")
+                    ));
+                }
+            }
+        }
+        for resp3 in [false, true] {
+            let call = words("RL.FIXED reg:flat 10 100000");
+            let reply = t.query(resp3, &parts_of(&call))?;
+            if !matches!(decision_fields(&reply), Ok([1, 10, _, 0, _])) {
+                violations.push(format!("{call:?} (RESP3: {resp3}) answered {reply:?}"));
+            }
+            let call = words("RL.ALL 2 reg:flat reg:flat2 FIXED 10 100000 SLIDING 5 1000");
+            let reply = t.query(resp3, &parts_of(&call))?;
+            let flat = match &reply {
+                Value::Array(items) if items.len() == 3 && items[0] == Value::Int(1) => items[1..]
+                    .iter()
+                    .all(|item| matches!(decision_fields(item), Ok([1, ..]))),
+                _ => false,
+            };
+            if !flat {
+                violations.push(format!("{call:?} (RESP3: {resp3}) answered {reply:?}"));
             }
         }
         Ok(violations)
@@ -3928,8 +4202,8 @@ fn retry_and_reset_after_a_clock_moved_back_include_the_wait_for_the_clock() {
         let mut violations = Vec::new();
         for (i, case) in cases.iter().enumerate() {
             let throttle = case.unit > 1;
-            let wrote = decision_fields(&written[i], false)?;
-            let fields = decision_fields(&checked[2 * i], false)?;
+            let wrote = decision_fields(&written[i])?;
+            let fields = decision_fields(&checked[2 * i])?;
             // Allowed is 1, except for redis-cell's "limited" (0 = allowed).
             let denied = if throttle { 1 } else { 0 };
             if wrote[0] == denied || fields[0] != denied {
@@ -3971,7 +4245,7 @@ fn retry_and_reset_after_a_clock_moved_back_include_the_wait_for_the_clock() {
         // The waits are right, not just long enough: shortly before the retry the request is
         // still denied, 1 ms after it allowed, and 1 ms after the reset the limiter is full.
         for (i, case) in cases.iter().enumerate() {
-            let fields = decision_fields(&checked[2 * i], false)?;
+            let fields = decision_fields(&checked[2 * i])?;
             let (retry, reset) = (fields[3] * case.unit, fields[4] * case.unit);
             let mut check = case.check.to_vec();
             if case.peeks {
