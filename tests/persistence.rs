@@ -340,11 +340,10 @@ fn aof_replayed_a_month_later_gives_the_same_state_which_reads_as_fresh() {
             "{who}: replay changed a state"
         );
         for (key, name, args) in LIMITERS {
-            let report = status(&mut con, key).unwrap();
-            assert_eq!(
-                report.number("allowed"),
-                1,
-                "{who}: {} a month later: {report:?}",
+            // Idle a month later: an absent key, whether or not the server removed it.
+            assert!(
+                status(&mut con, key).is_none(),
+                "{who}: {} a month later",
                 show(key)
             );
             assert_reads_as_fresh(&mut con, who, key, name, args);

@@ -12,7 +12,7 @@ use crate::sliding_log::{SlidingLog, SlidingWindow};
 use crate::throttle::{Throttle, ThrottleState};
 use crate::time::Timestamp;
 use crate::token_bucket::{BucketState, TokenBucket};
-use crate::varint::{self, Reader, Sink, SliceSink};
+use crate::varint::{self, CountingSink, Reader, Sink, SliceSink};
 use core::fmt;
 
 /// The encoding version this build writes.
@@ -70,6 +70,21 @@ impl Limiter {
         let mut sink = SliceSink::new(buffer);
         self.encode_to(&mut sink);
         sink.written()
+    }
+
+    /// The length of [`encode`](Self::encode)'s bytes, without writing them.
+    ///
+    /// ```
+    /// use redlimit_core::{Limiter, Policy, Request, Timestamp, TokenBucket};
+    /// let policy = Policy::TokenBucket(TokenBucket::new(5, 1, 1_000).unwrap());
+    /// let limiter = policy.decide(None, Timestamp::from_millis(9), Request::new(1)).unwrap().update.unwrap();
+    /// assert_eq!(limiter.encoded_len(), limiter.encode().len());
+    /// ```
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        let mut sink = CountingSink::default();
+        self.encode_to(&mut sink);
+        sink.0
     }
 
     fn encode_to(&self, out: &mut impl Sink) {

@@ -108,17 +108,25 @@ impl SlidingCounter {
                     ),
                     (pair.start_ms, pair.current),
                 ];
-                let now_start = start_of(now_ms);
+                // A clock behind the stored windows keeps the latest of them current (the
+                // request then waits for the clock to come back to it).
+                let latest = moved
+                    .iter()
+                    .filter(|(_, count)| *count > 0)
+                    .map(|(recorded_from, _)| start_of(*recorded_from))
+                    .max()
+                    .unwrap_or(0);
+                let start_ms = start_of(now_ms).max(latest);
                 let mut carried = WindowPair {
-                    start_ms: now_start,
+                    start_ms,
                     previous: 0,
                     current: 0,
                 };
                 for (recorded_from, count) in moved {
                     let start = start_of(recorded_from);
-                    if start >= now_start {
+                    if start == start_ms {
                         carried.current = carried.current.saturating_add(count);
-                    } else if start.saturating_add(self.window_ms) == now_start {
+                    } else if start.saturating_add(self.window_ms) == start_ms {
                         carried.previous = carried.previous.saturating_add(count);
                     }
                 }
@@ -265,6 +273,27 @@ impl SlidingCounter {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_shorter_window_behind_the_clock_waits_for_the_clock() {
+        // Found by the live fuzzer: a window change while the clock is behind the stored
+        // window announced a retry that was still denied.
+        let at = Timestamp::from_millis;
+        let old = SlidingCounter::new(1, 1_000).unwrap();
+        let stored = old
+            .decide(None, at(100_000), Request::new(1))
+            .update
+            .unwrap();
+        let new = SlidingCounter::new(1, 600).unwrap();
+        let denied = new.decide(Some((&old, &stored)), at(90_000), Request::new(1));
+        assert!(!denied.decision.allowed);
+        let RetryAfter::After(wait) = denied.decision.retry_after else {
+            panic!("{denied:?}")
+        };
+        let retry = at(90_000 + u64::try_from(wait.as_millis()).unwrap());
+        let again = new.decide(Some((&old, &stored)), retry, Request::new(1));
+        assert!(again.decision.allowed, "{denied:?} then {again:?}");
+    }
 
     fn at_ms(ms: u64) -> Timestamp {
         Timestamp::from_millis(ms)

@@ -62,6 +62,20 @@ impl Sink for SliceSink<'_> {
     }
 }
 
+/// Counts the bytes an encoding takes, writing nothing.
+#[derive(Default)]
+pub(crate) struct CountingSink(pub(crate) usize);
+
+impl Sink for CountingSink {
+    fn push(&mut self, _byte: u8) {
+        self.0 += 1;
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
 /// Appends `n` as a varint.
 pub(crate) fn put(out: &mut impl Sink, mut n: u64) {
     while n >= 0x80 {

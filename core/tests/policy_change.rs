@@ -50,6 +50,7 @@ proptest! {
         new in (1u64..30, 1u64..5_000),
         traffic in prop::collection::vec((0u64..800, 1u64..6), 1..30),
         gap_ms in 0u64..3_000,
+        back_ms in prop::sample::select(vec![0u64, 0, 1, 300, 2_000, 20_000]),
         cost in 1u64..4,
     ) {
         let old = policy(kind, old.0, old.1);
@@ -63,7 +64,8 @@ proptest! {
                 stored = Some(update);
             }
         }
-        now_ms += gap_ms;
+        // Later, or earlier (a clock stepped back) than the last call.
+        now_ms = (now_ms + gap_ms).saturating_sub(back_ms);
         let cost = cost.min(limit_of(&new));
         let now = Timestamp::from_millis(now_ms);
         let first = new.decide(stored.as_ref(), now, Request::new(cost)).unwrap();
@@ -76,7 +78,7 @@ proptest! {
         // Never worse than a limiter of the new policy just used up: with periods of at
         // most 5 s, a bucket refills in 3 periods, GCRA frees 3 units in 3 intervals and
         // the approximate window needs at most two windows.
-        let most = Duration::from_millis(3 * 5_000 + 1_000);
+        let most = Duration::from_millis(3 * 5_000 + 1_000 + back_ms + 24_000);
         prop_assert!(wait <= most, "{wait:?}");
         // The same request, retried at the announced moment (+1 ms: replies are in ms).
         let retry = Timestamp::from_micros(now.as_micros() + wait.as_micros() as u64 + 1_000);

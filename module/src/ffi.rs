@@ -176,6 +176,36 @@ impl Ctx {
         }
     }
 
+    /// Propagates `RL.REPLAY <micros> <argv...>`: the running command with its decision
+    /// time, which replicas and AOF replay re-run exactly.
+    pub fn replicate_replay(self, micros: u64, argv: &[RawString]) {
+        if let Some(replicate) = api!(RedisModule_Replicate) {
+            let micros = std::ffi::c_longlong::try_from(micros).unwrap_or(0);
+            // SAFETY: "lv" takes a long long, then an array of module strings and its length;
+            // `argv` are the live arguments of the running command.
+            unsafe {
+                replicate(
+                    self.0,
+                    c"RL.REPLAY".as_ptr(),
+                    c"lv".as_ptr(),
+                    micros,
+                    argv.as_ptr(),
+                    argv.len(),
+                );
+            }
+        }
+    }
+
+    /// The command arrives from the primary (replication link) or from the AOF.
+    pub fn is_replicated_or_loading(self) -> bool {
+        let Some(flags) = api!(RedisModule_GetContextFlags) else {
+            return false;
+        };
+        // SAFETY: a valid command context.
+        let bits = u32::try_from(unsafe { flags(self.0) }).unwrap_or(0);
+        bits & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+    }
+
     /// Propagates `DEL key` to replicas and the AOF.
     pub fn replicate_delete(self, key: RawString) {
         if let Some(replicate) = api!(RedisModule_Replicate) {

@@ -55,7 +55,7 @@ fn create(ctx: *mut raw::RedisModuleCtx, spec: &CommandSpec) -> bool {
     // Counted keys cannot be said with first/last/step: the key specs say them.
     let (first, last, step) = match spec.keys {
         Keys::Range(first, last, step) => (first, last, step),
-        Keys::Counted => (0, 0, 0),
+        Keys::Counted | Keys::Reported => (0, 0, 0),
     };
     // SAFETY: NUL-terminated static strings and a valid entry point.
     let status = unsafe {
@@ -133,7 +133,10 @@ fn set_info(command: *mut raw::RedisModuleCommand, spec: &CommandSpec) -> bool {
     let Some(set_info) = (unsafe { raw::RedisModule_SetCommandInfo }) else {
         return false;
     };
-    let mut key_specs = [key_spec(spec), zeroed_key_spec()];
+    let mut key_specs = match spec.keys {
+        Keys::Reported => [zeroed_key_spec(), zeroed_key_spec()],
+        _ => [key_spec(spec), zeroed_key_spec()],
+    };
     let mut args: Vec<raw::RedisModuleCommandArg> = spec.args.iter().map(command_arg).collect();
     args.push(zeroed_arg());
     let info = raw::RedisModuleCommandInfo {
@@ -164,6 +167,7 @@ fn key_spec(spec: &CommandSpec) -> raw::RedisModuleCommandKeySpec {
             key_spec.fk.range.keystep = step;
             key_spec.fk.range.limit = 0;
         }
+        Keys::Reported => {}
         Keys::Counted => {
             key_spec.bs.index.pos = 1;
             key_spec.find_keys_type =

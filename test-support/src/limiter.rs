@@ -80,7 +80,8 @@ impl Status {
     /// Checks that `later`, read at most `elapsed` after `self` under the same clock
     /// offset, reports the same limiter: every field equal except the time left
     /// (`retry_after_ms`, `reset_after_ms`), which may only have shrunk, by at most
-    /// `elapsed` plus 1 ms of rounding, and keeps its sign (0 stays 0, -1 stays -1).
+    /// `elapsed` plus 1 ms of rounding (or grown by that 1 ms), and keeps its sign (0
+    /// stays 0, -1 stays -1).
     ///
     /// Use a policy that refills slowly, so that no token arrives in `elapsed`.
     ///
@@ -99,7 +100,9 @@ impl Status {
                 return Err(format!("{name} missing later: {later:?}"));
             };
             let same = if TIME_FIELDS.contains(&name.as_str()) && before > 0 {
-                after > 0 && after <= before && before - after <= slack
+                // +1: a lease time is rounded up from a microsecond clock, so a new
+                // holder's lease reads `lease_ms` or `lease_ms + 1` at different instants.
+                after > 0 && after <= before + 1 && before - after <= slack
             } else {
                 after == before
             };

@@ -342,9 +342,19 @@ fn windows_phase_one(con: &mut Connection, who: &str) -> Written {
 fn leases_phase_one(con: &mut Connection, who: &str) -> Written {
     let mut written = Written::default();
     let reply = acquire(con, who, LEASES, "3 60000", HOLDER);
-    assert_eq!(reply, [1, 3, 2, 0, 60_000], "{who}: RL.ACQUIRE");
+    assert_eq!(reply[..4], [1, 3, 2, 0], "{who}: RL.ACQUIRE");
+    // A lease ends `lease_ms` after now rounded up to the millisecond.
+    assert!(
+        (60_000..=60_001).contains(&reply[4]),
+        "{who}: RL.ACQUIRE {reply:?}"
+    );
     let reply = acquire(con, who, LEASES, "3 60000", SECOND);
-    assert_eq!(reply, [1, 3, 1, 0, 60_000], "{who}: RL.ACQUIRE");
+    assert_eq!(reply[..4], [1, 3, 1, 0], "{who}: RL.ACQUIRE");
+    // A lease ends `lease_ms` after now rounded up to the millisecond.
+    assert!(
+        (60_000..=60_001).contains(&reply[4]),
+        "{who}: RL.ACQUIRE {reply:?}"
+    );
     // Ended by phase two, 1.5 s later.
     let reply = acquire(con, who, LEASES, "3 1400", SHORT);
     assert_eq!(reply[..4], [1, 3, 0, 0], "{who}: RL.ACQUIRE {reply:?}");
@@ -352,18 +362,27 @@ fn leases_phase_one(con: &mut Connection, who: &str) -> Written {
     let reply = acquire(con, who, LEASES, "3 60000", b"late");
     assert_eq!(reply[..3], [0, 3, 0], "{who}: a fourth holder {reply:?}");
     assert!(
-        (1..=1_400).contains(&reply[3]),
+        (1..=1_401).contains(&reply[3]),
         "{who}: the short lease ends first {reply:?}"
     );
     let reply = acquire(con, who, LEASES, "3 60000", HOLDER);
-    assert_eq!(reply, [1, 3, 0, 0, 60_000], "{who}: a renewal");
+    assert_eq!(reply[..4], [1, 3, 0, 0], "{who}: a renewal");
+    assert!(
+        (60_000..=60_001).contains(&reply[4]),
+        "{who}: a renewal {reply:?}"
+    );
     written.setstate += 1;
     assert_eq!(release(con, who, LEASES, SECOND), 1, "{who}");
     written.setstate += 1;
     assert_eq!(release(con, who, LEASES, b"never held"), 0, "{who}");
 
     let reply = acquire(con, who, LEASE_GONE, "1 60000", ONLY);
-    assert_eq!(reply, [1, 1, 0, 0, 60_000], "{who}: RL.ACQUIRE");
+    assert_eq!(reply[..4], [1, 1, 0, 0], "{who}: RL.ACQUIRE");
+    // A lease ends `lease_ms` after now rounded up to the millisecond.
+    assert!(
+        (60_000..=60_001).contains(&reply[4]),
+        "{who}: RL.ACQUIRE {reply:?}"
+    );
     written.setstate += 1;
     assert_eq!(release(con, who, LEASE_GONE, ONLY), 1, "{who}");
     written.delete += 1;

@@ -17,15 +17,19 @@ pub fn reset(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
             return Err(CommandError::WrongType(None));
         }
     }
-    let mut deleted = 0i64;
+    // A key past its idle moment is an absent key: deleted, but not counted.
+    let now = clock::now(ctx);
+    let (mut deleted, mut removed) = (0i64, false);
     for &name in args.remaining() {
         let mut key = ctx.open_key(name, true)?;
         if matches!(key.content(), Content::Limiter(_)) {
+            let live = Limiter::live(key.limiter()?.as_ref(), now).is_some();
             key.delete();
-            deleted += 1;
+            deleted += i64::from(live);
+            removed = true;
         }
     }
-    if deleted > 0 {
+    if removed {
         ctx.replicate_verbatim();
     }
     ctx.reply_integer(deleted);

@@ -51,13 +51,21 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
         let slot = opened.get_mut(index).ok_or(CommandError::Internal)?;
         slot.insert(ctx.open_key(name, writable)?).limiter()
     })?;
+    let written = outcome
+        .updates
+        .iter()
+        .filter_map(|(index, limiter)| Some((*keys.get(*index)?, limiter)));
+    let how = limit::propagation(argv, written);
     for (index, limiter) in &outcome.updates {
         let key_name = *keys.get(*index).ok_or(CommandError::Internal)?;
         let key = opened
             .get_mut(*index)
             .and_then(Option::as_mut)
             .ok_or(CommandError::Internal)?;
-        limit::write(ctx, key_name, key, limiter)?;
+        limit::write(ctx, key_name, key, limiter, how)?;
+    }
+    if how == limit::Propagation::Replay && !outcome.updates.is_empty() {
+        ctx.replicate_replay(clock::decided_at(), argv);
     }
     let (allowed, decisions) = (outcome.allowed, outcome.decisions);
     info::ALL_OF.decided(allowed);

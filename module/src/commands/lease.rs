@@ -29,12 +29,8 @@ pub fn acquire(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
         }
     };
     if let Some(leases) = outcome.update {
-        limit::write(
-            ctx,
-            key_name,
-            &mut key,
-            &Limiter::Concurrency(policy, Box::new(leases)),
-        )?;
+        let limiter = Limiter::Concurrency(policy, Box::new(leases));
+        limit::write_and_propagate(ctx, argv, key_name, &mut key, &limiter)?;
     }
     info::ACQUIRE.decided(outcome.decision.allowed);
     reply::decision(ctx, &outcome.decision);
@@ -65,12 +61,16 @@ pub fn release(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
             key.delete();
             ctx.replicate_delete(key_name);
         }
-        (Some(policy), Some(left)) => limit::write(
-            ctx,
-            key_name,
-            &mut key,
-            &Limiter::Concurrency(policy, Box::new(left)),
-        )?,
+        (Some(policy), Some(left)) => {
+            let limiter = Limiter::Concurrency(policy, Box::new(left));
+            limit::write_and_propagate(ctx, argv, key_name, &mut key, &limiter)?;
+        }
+        // A limiter key past its idle moment (no live lease left) is an absent key: it
+        // goes now rather than at its expiry.
+        (None, _) if stored.is_some() => {
+            key.delete();
+            ctx.replicate_delete(key_name);
+        }
         _ => {}
     }
     ctx.reply_integer(i64::from(released));

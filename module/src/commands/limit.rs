@@ -2,15 +2,16 @@
 
 use crate::clock;
 use crate::error::CommandError;
-use crate::ffi::{Ctx, Key, RawString};
+use crate::ffi::{Ctx, Key, RawString, bytes};
 use crate::info::Counters;
 use redlimit_core::{Decision, Limiter, Policy, Request};
 
-/// Decides `request` under `policy` for `key`, applying and replicating the new state.
+/// Decides `request` under `policy` for `key`, applying and propagating the new state.
 ///
-/// Denied requests, peeks and zero costs write nothing and replicate nothing.
+/// Denied requests, peeks and zero costs write nothing and propagate nothing.
 pub fn decide(
     ctx: Ctx,
+    argv: &[RawString],
     key_name: RawString,
     policy: Policy,
     request: Request,
@@ -21,7 +22,7 @@ pub fn decide(
     let stored = key.limiter()?;
     let outcome = policy.decide(stored.as_ref(), now, request)?;
     if let Some(limiter) = outcome.update {
-        write(ctx, key_name, &mut key, &limiter)?;
+        write_and_propagate(ctx, argv, key_name, &mut key, &limiter)?;
     }
     counters.decided(outcome.decision.allowed);
     Ok(outcome.decision)
@@ -31,18 +32,77 @@ pub fn decide(
 /// logs of more than about 150 entries and large lease sets).
 const STACK_ENCODING: usize = 512;
 
-/// Stores `limiter` in the open `key`, expiring when it idles, and replicates the state.
+/// How a write reaches replicas and the AOF. Both ways are exact; the smaller is taken,
+/// so a call propagates a few hundred bytes at most whatever its key holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Propagation {
+    /// `RL.SETSTATE key <state>` for every key written: the resulting state.
+    State,
+    /// `RL.REPLAY <micros> <the call>`: the call, re-run at its decision time.
+    Replay,
+}
+
+/// RESP bytes of one bulk argument of `len` bytes (`$<len>\r\n...\r\n`), about.
+fn bulk(len: usize) -> usize {
+    len + 16
+}
+
+/// The smaller propagation of a call `argv` that writes `written` (key, new limiter).
+pub fn propagation<'a>(
+    argv: &[RawString],
+    written: impl IntoIterator<Item = (RawString, &'a Limiter)>,
+) -> Propagation {
+    let replay: usize = bulk("RL.REPLAY".len())
+        + bulk(20)
+        + argv
+            .iter()
+            .map(|&arg| bulk(bytes(arg).len()))
+            .sum::<usize>();
+    let state: usize = written
+        .into_iter()
+        .map(|(key, limiter)| {
+            bulk("RL.SETSTATE".len()) + bulk(bytes(key).len()) + bulk(limiter.encoded_len())
+        })
+        .sum();
+    if state <= replay {
+        Propagation::State
+    } else {
+        Propagation::Replay
+    }
+}
+
+/// Stores `limiter` in `key` and propagates the call the smaller way.
+pub fn write_and_propagate(
+    ctx: Ctx,
+    argv: &[RawString],
+    key_name: RawString,
+    key: &mut Key,
+    limiter: &Limiter,
+) -> Result<(), CommandError> {
+    let how = propagation(argv, [(key_name, limiter)]);
+    write(ctx, key_name, key, limiter, how)?;
+    if how == Propagation::Replay {
+        ctx.replicate_replay(clock::decided_at(), argv);
+    }
+    Ok(())
+}
+
+/// Stores `limiter` in the open `key`, expiring when it idles; with
+/// [`Propagation::State`], propagates the state.
 pub fn write(
     ctx: Ctx,
     key_name: RawString,
     key: &mut Key,
     limiter: &Limiter,
+    how: Propagation,
 ) -> Result<(), CommandError> {
     let expire_at_ms = clock::expire_at_ms(limiter);
     with_encoding(limiter, |state| {
         key.store(state, expire_at_ms)
             .map_err(|()| CommandError::Internal)?;
-        ctx.replicate_state(key_name, state);
+        if how == Propagation::State {
+            ctx.replicate_state(key_name, state);
+        }
         Ok(())
     })
 }

@@ -5,6 +5,7 @@ mod all;
 mod lease;
 mod limit;
 mod options;
+mod replay;
 mod throttle;
 mod tokenbucket;
 mod window;
@@ -16,7 +17,7 @@ use std::ffi::{CStr, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// A command handler: reads arguments, replies on success, returns the error otherwise.
-type Handler = fn(Ctx, &[RawString]) -> Result<(), CommandError>;
+pub(crate) type Handler = fn(Ctx, &[RawString]) -> Result<(), CommandError>;
 /// The C entry point the server calls.
 pub type EntryPoint = extern "C" fn(*mut raw::RedisModuleCtx, *mut RawString, c_int) -> c_int;
 
@@ -41,6 +42,8 @@ pub enum Keys {
     Range(c_int, c_int, c_int),
     /// A count at argument 1, then that many keys.
     Counted,
+    /// Only the entry point knows (`getkeys-api`): no key spec.
+    Reported,
 }
 
 /// Argument kinds shown by `COMMAND DOCS`.
@@ -156,11 +159,12 @@ entry_point!(release_entry, "rl.release", lease::release);
 entry_point!(reset_entry, "rl.reset", admin::reset);
 entry_point!(status_entry, "rl.status", admin::status);
 entry_point!(setstate_entry, "rl.setstate", admin::set_state);
+entry_point!(replay_entry, "rl.replay", replay::run);
 
 const KEY_WRITE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE;
 
 /// Every command of the module.
-pub static COMMANDS: [CommandSpec; 10] = [
+pub static COMMANDS: [CommandSpec; 11] = [
     CommandSpec {
         name: c"rl.tokenbucket",
         entry: tokenbucket_entry,
@@ -327,6 +331,27 @@ pub static COMMANDS: [CommandSpec; 10] = [
         arity: 3,
         summary: c"Stores an encoded limiter state as is: how replication and AOF carry state.",
         args: &[arg(c"key", ArgKind::Key), arg(c"state", ArgKind::String)],
+        optional: false,
+    },
+    CommandSpec {
+        name: c"rl.replay",
+        entry: replay_entry,
+        // Internal: how replicas and the AOF re-run a call at its decision time. Only
+        // administrators may send it; from clients its time is capped at the server's.
+        flags: c"write deny-oom getkeys-api",
+        acl: c"write admin dangerous",
+        keys: Keys::Reported,
+        key_flags: KEY_WRITE,
+        arity: -4,
+        summary: c"Internal: re-runs a redlimit call at its decision time (replication and AOF).",
+        args: &[
+            arg(c"micros", ArgKind::Integer),
+            arg(c"command", ArgKind::String),
+            ArgDoc {
+                multiple: true,
+                ..arg(c"arg", ArgKind::String)
+            },
+        ],
         optional: false,
     },
 ];

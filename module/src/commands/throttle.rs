@@ -23,6 +23,7 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let policy = Throttle::new(max_burst, count, period_s)?;
     let decision = limit::decide(
         ctx,
+        argv,
         key,
         Policy::Throttle(policy),
         Request::new(quantity),

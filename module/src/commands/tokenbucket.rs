@@ -22,6 +22,7 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     request.max_wait_ms = policy.check_max_wait(request.max_wait_ms)?;
     let decision = limit::decide(
         ctx,
+        argv,
         key,
         Policy::TokenBucket(policy),
         request,

@@ -22,7 +22,7 @@ pub fn sliding(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     } else {
         Policy::Sliding(SlidingWindow::new(limit, window_ms)?)
     };
-    let decision = limit::decide(ctx, key, policy, options.request, &info::SLIDING)?;
+    let decision = limit::decide(ctx, argv, key, policy, options.request, &info::SLIDING)?;
     reply::decision(ctx, &decision);
     Ok(())
 }
@@ -36,6 +36,7 @@ pub fn fixed(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let options = options::parse(&mut args, &[Flag::Cost, Flag::Peek])?;
     let decision = limit::decide(
         ctx,
+        argv,
         key,
         Policy::Fixed(policy),
         options.request,
