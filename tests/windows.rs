@@ -371,10 +371,10 @@ fn leases_limit_concurrency_renew_and_expire() {
             0,
             "{name}: no lease left, no key"
         );
-        let long_id = "x".repeat(1_025);
+        let long_id = "x".repeat(257);
         assert_eq!(
             error(con, &["RL.ACQUIRE", "jobs", "2", "30000", &long_id]),
-            "ERR lease_id must be at most 1024 bytes",
+            "ERR lease_id must be at most 256 bytes",
             "{name}"
         );
         decide(con, &["RL.FIXED", "w", "1", "1000"]);

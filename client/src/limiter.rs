@@ -406,7 +406,7 @@ impl RateLimiter {
     /// expiring after `policy.lease_ms()` unless renewed); acquiring a held id renews it.
     ///
     /// # Errors
-    /// As [`check`](Self::check); a lease id over 1 KiB.
+    /// As [`check`](Self::check); a lease id over 256 bytes.
     #[cfg_attr(
         feature = "tracing",
         tracing::instrument(

@@ -6,10 +6,11 @@ use crate::error::{ArgumentError, at_most, duration, positive};
 use crate::time::Timestamp;
 use core::time::Duration;
 
-/// The most leases one key may hold.
-pub const MAX_LEASES: u64 = 100_000;
-/// The longest lease id, in bytes.
-pub const MAX_LEASE_ID_LEN: usize = 1_024;
+/// The most leases one key may hold: with ids at their longest, one call on a full key
+/// stays under a millisecond (its time grows with the leases).
+pub const MAX_LEASES: u64 = 1_000;
+/// The longest lease id, in bytes (a UUID takes 36).
+pub const MAX_LEASE_ID_LEN: usize = 256;
 
 /// At most `limit` leases of `lease_ms` each.
 ///

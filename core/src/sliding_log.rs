@@ -7,13 +7,15 @@
 //! sorted-set log costs tens.
 
 use crate::decision::{Decision, Outcome, Request, RetryAfter};
-use crate::error::{ArgumentError, at_most, duration, positive};
+use crate::error::{ArgumentError, duration, positive};
 use crate::time::Timestamp;
 use crate::varint;
 use core::time::Duration;
 
 /// The most entries a log may hold: bounds the memory of one key.
-pub const MAX_SLIDING_LIMIT: u64 = 1 << 20;
+/// The largest exact limit: one call on a log this long stays well under a millisecond
+/// (its time grows with the entries); `APPROX` takes larger limits in constant memory.
+pub const MAX_SLIDING_LIMIT: u64 = 1 << 16;
 
 /// At most `limit` units in any window of `window_ms`, counted exactly.
 ///
@@ -46,7 +48,13 @@ impl SlidingWindow {
     /// A zero argument, a `limit` above [`MAX_SLIDING_LIMIT`] (use `APPROX` there) or a
     /// `window_ms` above 10^13.
     pub fn new(limit: u64, window_ms: u64) -> Result<Self, ArgumentError> {
-        let limit = at_most("limit", positive("limit", limit)?, MAX_SLIDING_LIMIT)?;
+        let limit = positive("limit", limit)?;
+        if limit > MAX_SLIDING_LIMIT {
+            return Err(ArgumentError::new(
+                "limit",
+                format!("at most {MAX_SLIDING_LIMIT} for an exact log (use APPROX above)"),
+            ));
+        }
         Ok(Self {
             limit,
             window_ms: duration("window_ms", window_ms)?,

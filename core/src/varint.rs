@@ -137,6 +137,11 @@ impl<'a> Reader<'a> {
             }
             value |= bits << shift;
             if byte & 0x80 == 0 {
+                // A last byte of 0 after others pads the number: one value, one encoding
+                // (what `put` writes), so a decoded state re-encodes to the same bytes.
+                if byte == 0 && shift > 0 {
+                    return Err("varint not in its shortest form");
+                }
                 return Ok(value);
             }
         }
@@ -156,12 +161,35 @@ mod tests {
         assert!(Reader::new(&overlong).varint().is_err());
     }
 
+    #[test]
+    fn padded_varints_are_refused() {
+        // Found by `fuzz/` (decode): 5 written as [0x85, 0x00] decoded, and re-encoded
+        // as [0x05], so a stored state had two encodings.
+        assert_eq!(
+            Reader::new(&[0x85, 0x00]).varint(),
+            Err("varint not in its shortest form")
+        );
+        assert!(Reader::new(&[0x80, 0x80, 0x00]).varint().is_err());
+        assert_eq!(Reader::new(&[0x00]).varint(), Ok(0));
+        assert_eq!(Reader::new(&[0x80, 0x01]).varint(), Ok(128));
+    }
+
     proptest! {
         #[test]
         fn varints_round_trip(n in any::<u64>()) {
             let mut out = Vec::new();
             put(&mut out, n);
             prop_assert_eq!(Reader::new(&out).varint(), Ok(n));
+        }
+
+        #[test]
+        fn a_decoded_varint_has_one_encoding(bytes in proptest::collection::vec(any::<u8>(), 1..11)) {
+            let mut reader = Reader::new(&bytes);
+            if let Ok(n) = reader.varint() {
+                let mut out = Vec::new();
+                put(&mut out, n);
+                prop_assert_eq!(&out[..], &bytes[..reader.position()]);
+            }
         }
     }
 }

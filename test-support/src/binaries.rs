@@ -300,6 +300,27 @@ pub fn release_module_path() -> PathBuf {
         );
         return path;
     }
+    optimized_module_path()
+}
+
+/// An optimised build of the module, for tests that measure the time of a call (the
+/// debug build is several times slower): `$REDLIMIT_RELEASE_MODULE` as it is, else
+/// `cargo build --release -p redlimit-module` (a no-op when it is fresh), whatever
+/// `$REDLIMIT_MODULE` says.
+///
+/// # Panics
+///
+/// If `$REDLIMIT_RELEASE_MODULE` names no file, or the build fails.
+pub fn optimized_module_path() -> PathBuf {
+    if let Some(path) = env::var_os("REDLIMIT_RELEASE_MODULE") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "REDLIMIT_RELEASE_MODULE={} does not exist",
+            path.display()
+        );
+        return path;
+    }
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("building the module: cargo build --release -p redlimit-module");
     let status = std::process::Command::new(&cargo)

@@ -69,7 +69,7 @@ mod server;
 
 pub use binaries::{
     Flavor, REQUIRE_ALL_SERVERS, SKIP_MISSING_SERVERS, ServerBinary, available_servers,
-    installed_servers, module_path, release_module_path, repo_root,
+    installed_servers, module_path, optimized_module_path, release_module_path, repo_root,
 };
 pub use cluster::{Cluster, ClusterBuilder, NodeInfo, SLOTS, SlotMigration, key_slot};
 pub use limiter::{

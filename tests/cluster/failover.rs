@@ -40,7 +40,7 @@ async fn failover_under_load(binary: ServerBinary) {
     let fallback_policy = errors_policy.with_failure_policy(FailurePolicy::Fallback);
 
     let bucket = slow_bucket(1_000_000);
-    let window = Policy::sliding(100_000, 3_600_000).unwrap();
+    let window = Policy::sliding(60_000, 3_600_000).unwrap();
     let keys = keys_on_every_primary(&cluster, "failover", 8);
     let owners: BTreeMap<String, u16> = keys.iter().cloned().collect();
     let mut targets: Vec<Target> = keys

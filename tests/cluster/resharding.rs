@@ -121,7 +121,7 @@ async fn reshard_under_load(binary: ServerBinary, method: Method) {
 
     // Hot keys: decided on all along; half of them in the moving slots.
     let bucket = slow_bucket(1_000_000);
-    let window = Policy::sliding(100_000, 3_600_000).unwrap();
+    let window = Policy::sliding(60_000, 3_600_000).unwrap();
     let hot: Vec<String> = keys_in("hot", &moving, 12)
         .into_iter()
         .chain(keys_outside("hot", &moving, 12))
