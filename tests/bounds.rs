@@ -157,6 +157,38 @@ fn every_call_at_every_maximum_is_fast_and_propagates_little() {
                 "a release among the most leases",
                 vec![b"RL.RELEASE", b"leases", &renewed],
             ),
+            // Constant-size states, for the table in docs/security.md.
+            (
+                "a token bucket",
+                vec![
+                    b"RL.TOKENBUCKET",
+                    b"tb",
+                    b"100",
+                    b"1",
+                    b"1000",
+                    b"MAXWAIT",
+                    b"10000",
+                ],
+            ),
+            (
+                "a throttle",
+                vec![b"RL.THROTTLE", b"cell", b"15", b"30", b"60"],
+            ),
+            (
+                "a fixed window",
+                vec![b"RL.FIXED", b"fixed", b"100", b"60000"],
+            ),
+            (
+                "an APPROX window at its largest limit",
+                vec![
+                    b"RL.SLIDING",
+                    b"approx",
+                    b"1099511627776",
+                    b"60000",
+                    b"APPROX",
+                ],
+            ),
+            ("RL.RESET of a full log", vec![b"RL.RESET", b"log"]),
         ];
         let mut report = Vec::new();
         let mut allowed = Vec::new();
@@ -180,6 +212,11 @@ fn every_call_at_every_maximum_is_fast_and_propagates_little() {
                 "{who}: {what} propagated {bytes} bytes (at most {MOST_BYTES})"
             );
         }
+        // RL.SETSTATE propagates the state it was sent (its own size, as any write of a
+        // value does); its time is the decoder's, bounded like a call's.
+        let (micros, bytes, _) = measure(con, &[b"RL.SETSTATE", b"log:copy", &log]);
+        report.push(format!("RL.SETSTATE of a full log: {micros} µs, {bytes} B"));
+        assert!(micros <= MOST_MICROS, "{who}: RL.SETSTATE took {micros} µs");
         eprintln!("{who}: {}", report.join("; "));
         // The keys really were at their maxima: the log filled up with the first call,
         // the renewal fitted, the new holder did not.
