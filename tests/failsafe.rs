@@ -547,7 +547,7 @@ fn rl_all_takes_at_most_32_limits() {
 
 #[test]
 fn states_no_command_can_produce_are_refused() {
-    use redlimit_core::{BucketState, Limiter, Timestamp, TokenBucket};
+    use redlimit_core::{BucketState, Limiter, SlidingLog, SlidingWindow, Timestamp, TokenBucket};
     let locked = Limiter::TokenBucket(
         TokenBucket::new(3, 1, 1_000).unwrap(),
         BucketState {
@@ -556,6 +556,22 @@ fn states_no_command_can_produce_are_refused() {
         },
     )
     .encode();
+    // 100,000 entries under a limit of 1 (the was 10^7: 160-330 ms per call).
+    let long_log = Limiter::Sliding(
+        SlidingWindow::new(1, 60_000).unwrap(),
+        Box::new(SlidingLog::from_parts(1_000, [0u8, 1].repeat(100_000)).unwrap()),
+    )
+    .encode();
+    // An exact log beyond the largest limit, hand-written: version, tag, limit, window,
+    // first time, one entry.
+    let beyond = [
+        &[1u8, 4][..],
+        &[0x81, 0x80, 0x04],
+        &[0xe8, 0x07],
+        &[0xe8, 0x07],
+        &[0, 1],
+    ]
+    .concat();
     for server in servers() {
         let con = &mut server.connection();
         let name = server.binary().name();
@@ -566,6 +582,23 @@ fn states_no_command_can_produce_are_refused() {
             Some("state must be a redlimit state (a state no command can produce)"),
             "{name}"
         );
+        assert_eq!(cmd("EXISTS").arg("k").query::<i64>(con).unwrap(), 0);
+        for (what, state, why) in [
+            (
+                "a log longer than its limit",
+                &long_log,
+                "a state no command can produce",
+            ),
+            ("a log limit above 65536", &beyond, "invalid policy"),
+        ] {
+            let refused: redis::RedisResult<()> =
+                cmd("RL.SETSTATE").arg("k").arg(&state[..]).query(con);
+            assert_eq!(
+                refused.unwrap_err().detail(),
+                Some(format!("state must be a redlimit state ({why})").as_str()),
+                "{name}: {what}"
+            );
+        }
         assert_eq!(cmd("EXISTS").arg("k").query::<i64>(con).unwrap(), 0);
     }
 }
