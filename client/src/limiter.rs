@@ -357,7 +357,8 @@ impl RateLimiter {
     /// and sliding windows. In Redis Cluster the keys must share a hash tag.
     ///
     /// # Errors
-    /// As [`check_cost`](Self::check_cost); no limits; a throttle policy; in a
+    /// As [`check_cost`](Self::check_cost); no limits or more than 32
+    /// ([`MAX_ALL_LIMITS`](redlimit_core::MAX_ALL_LIMITS)); a throttle policy; in a
     /// cluster, keys in different slots ([`ErrorKind::CrossSlot`]).
     #[cfg_attr(
         feature = "tracing",
@@ -675,6 +676,15 @@ impl RateLimiter {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 "an all-or-nothing check needs at least one limit",
+            ));
+        }
+        if limits.len() as u64 > redlimit_core::MAX_ALL_LIMITS {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "an all-or-nothing check takes at most {} limits",
+                    redlimit_core::MAX_ALL_LIMITS
+                ),
             ));
         }
         let cmd = protocol::all(limits, request)?;

@@ -153,6 +153,26 @@ async fn check_all_refuses_no_limits_throttles_and_wrong_types() {
         let empty = limiter.peek_all(&none, 1).await.unwrap_err();
         assert!(empty.is_invalid_argument(), "{}: {empty}", case.name());
 
+        let many: Vec<(String, Policy)> = (0..33)
+            .map(|i| {
+                (
+                    case.key(&format!("{{many}}:{i}")),
+                    Policy::fixed(1, 1_000).unwrap(),
+                )
+            })
+            .collect();
+        let too_many = limiter.check_all(&many, 1).await.unwrap_err();
+        assert!(
+            too_many.is_invalid_argument(),
+            "{}: {too_many}",
+            case.name()
+        );
+        assert!(
+            limiter.check_all(&many[..32], 1).await.unwrap().allowed,
+            "{}: 32 limits",
+            case.name()
+        );
+
         let mut with_throttle = limits(&case, "throttled").to_vec();
         with_throttle.push((
             case.key("{throttled}:t"),
