@@ -291,16 +291,18 @@ pub fn repo_root() -> PathBuf {
 ///
 /// If `$REDLIMIT_MODULE` names no file, or the build fails.
 pub fn release_module_path() -> PathBuf {
-    if let Some(path) = env::var_os("REDLIMIT_MODULE") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "REDLIMIT_MODULE={} does not exist",
-            path.display()
-        );
-        return path;
-    }
-    optimized_module_path()
+    module_named_by("REDLIMIT_MODULE").unwrap_or_else(optimized_module_path)
+}
+
+/// The file the environment variable `name` names, if set.
+///
+/// # Panics
+///
+/// If it names no file.
+fn module_named_by(name: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env::var_os(name)?);
+    assert!(path.is_file(), "{name}={} does not exist", path.display());
+    Some(path)
 }
 
 /// An optimised build of the module, for tests that measure the time of a call (the
@@ -312,13 +314,7 @@ pub fn release_module_path() -> PathBuf {
 ///
 /// If `$REDLIMIT_RELEASE_MODULE` names no file, or the build fails.
 pub fn optimized_module_path() -> PathBuf {
-    if let Some(path) = env::var_os("REDLIMIT_RELEASE_MODULE") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "REDLIMIT_RELEASE_MODULE={} does not exist",
-            path.display()
-        );
+    if let Some(path) = module_named_by("REDLIMIT_RELEASE_MODULE") {
         return path;
     }
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
