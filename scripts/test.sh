@@ -38,3 +38,6 @@ fi
 
 echo "== fuzz (short: each target 20 s; long runs: REDLIMIT_FUZZ_SECONDS=N scripts/fuzz.sh)"
 scripts/fuzz.sh --short
+
+echo "== valgrind (short: the module under memcheck on every server; full: scripts/valgrind.sh --full)"
+scripts/valgrind.sh
