@@ -3,7 +3,7 @@
 # module loaded, over a mixed workload (every RL.* command and its error paths, RDB
 # save/load, AOF rewrite with and without the RDB preamble, DUMP/RESTORE including
 # corrupted payloads, COPY/RENAME/MOVE, expiry, lazy and async frees, FLUSHALL), then a
-# clean SHUTDOWN so valgrind checks for leaks. Opt-in: it is not part of scripts/test.sh.
+# clean SHUTDOWN so valgrind checks for leaks. Its short mode is the last step of scripts/test.sh; --full is opt-in.
 #
 #   scripts/valgrind.sh [--short|--full] [--debug] [--module PATH] [--keep] [SERVER...]
 #
