@@ -232,7 +232,7 @@ fn all_counts_everywhere_or_nowhere() {
                     "RL.ALL", "2", "a", "b", "FIXED", "1", "1", "LEAKY", "1", "1"
                 ]
             ),
-            "ERR syntax error",
+            "ERR syntax error near 'LEAKY' (policy 2 of 2 must be TOKENBUCKET, SLIDING or FIXED)",
             "{name}"
         );
         assert_eq!(

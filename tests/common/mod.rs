@@ -47,7 +47,8 @@ pub fn assert_near(actual: [i64; 5], expected: [i64; 5], context: &str) {
         let ok = if expected[i] <= 0 {
             actual[i] == expected[i]
         } else {
-            (expected[i] - 100..=expected[i]).contains(&actual[i])
+            // +1: a lease ends `lease_ms` after now rounded up to the millisecond.
+            (expected[i] - 100..=expected[i] + 1).contains(&actual[i])
         };
         assert!(ok, "{context}: {actual:?}, expected about {expected:?}");
     }
