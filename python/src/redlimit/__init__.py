@@ -1,0 +1,42 @@
+"""redlimit: typed Python access to the redlimit Redis module's RL.* commands.
+
+Sync (:class:`RateLimiter`) and asyncio (:class:`AsyncRateLimiter`) clients over redis-py,
+RESP2 and RESP3, standalone or cluster; a Starlette/FastAPI middleware and route
+dependency in :mod:`redlimit.starlette` (``pip install ./python[fastapi]``).
+"""
+
+from ._types import AllDecision, Decision, Fixed, Policy, Sliding, Status, Throttle, TokenBucket
+from .aio import AsyncRateLimiter
+from .client import RateLimiter
+from .errors import (
+    ArgumentError,
+    CommandError,
+    LimitExceeded,
+    ModuleNotLoadedError,
+    RateLimitError,
+    UnavailableError,
+    UnexpectedReplyError,
+    WrongTypeError,
+)
+
+__all__ = [
+    "AllDecision",
+    "ArgumentError",
+    "AsyncRateLimiter",
+    "CommandError",
+    "Decision",
+    "Fixed",
+    "LimitExceeded",
+    "ModuleNotLoadedError",
+    "Policy",
+    "RateLimitError",
+    "RateLimiter",
+    "Sliding",
+    "Status",
+    "Throttle",
+    "TokenBucket",
+    "UnavailableError",
+    "UnexpectedReplyError",
+    "WrongTypeError",
+]
+__version__ = "0.1.0"

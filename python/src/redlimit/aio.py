@@ -1,0 +1,204 @@
+"""The asyncio client over ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Callable, Optional, TypeVar, Union
+
+import redis.asyncio
+import redis.exceptions
+
+from . import _protocol as p
+from ._protocol import Key
+from ._types import AllDecision, AllPolicy, Decision, Policy, Status
+from .client import REDIS_ERRORS, _with_acks
+from .errors import LimitExceeded, RateLimitError
+
+T = TypeVar("T")
+
+AsyncClient = Union["redis.asyncio.Redis[Any]", "redis.asyncio.RedisCluster[Any]"]
+
+
+class AsyncRateLimiter:
+    """RL.* commands on a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster`` (RESP2 or RESP3).
+
+    >>> limiter = AsyncRateLimiter(redis.asyncio.Redis())
+    >>> d = await limiter.token_bucket("user:42", capacity=10, refill_tokens=1, refill_ms=1000)
+    >>> d.allowed, d.remaining
+    (True, 9)
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        wait_replicas: Optional[int] = None,
+        wait_timeout_ms: int = 0,
+    ) -> None:
+        self.client = client
+        self._wait: Optional[tuple[int, int]] = (
+            None if wait_replicas is None else (wait_replicas, wait_timeout_ms)
+        )
+
+    def replicated(self, replicas: int, timeout_ms: int) -> AsyncRateLimiter:
+        """The same limiter, each call followed by ``WAIT replicas timeout_ms`` on the
+        connection that made it, on the node that owns the key; ``replicas_acked``
+        of the decision says how many replicas acknowledged."""
+        return AsyncRateLimiter(self.client, wait_replicas=replicas, wait_timeout_ms=timeout_ms)
+
+    # ------------------------------------------------------------------ transport
+
+    async def _call(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
+        try:
+            if self._wait is None:
+                reply = await self.client.execute_command(*command)
+                return parse(reply)
+            replicas, timeout_ms = self._wait
+            reply, acks = await self._with_wait(key, command, ("WAIT", replicas, timeout_ms))
+            return _with_acks(parse(reply), p.count(acks, "WAIT"))
+        except RateLimitError:
+            raise
+        except REDIS_ERRORS as exc:
+            raise p.translate(exc) from exc
+
+    async def _with_wait(self, key: Key, command: p.Command, wait: p.Command) -> list[Any]:
+        if not isinstance(self.client, redis.asyncio.RedisCluster):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.execute_command(*command)
+            pipe.execute_command(*wait)
+            return list(await pipe.execute(raise_on_error=True))
+        # One connection of the owner node, so that WAIT covers this very write.
+        node = self.client.get_node_from_key(key)
+        connection = node.acquire_connection()
+        try:
+            await connection.send_packed_command(connection.pack_commands([command, wait]))
+            replies: list[Any] = []
+            error: Optional[BaseException] = None
+            for _ in range(2):
+                try:
+                    replies.append(await connection.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    error = error or exc
+                    replies.append(None)
+            if error is not None:
+                raise error
+            return replies
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            node.release(connection)
+
+    # ------------------------------------------------------------------ commands
+
+    async def token_bucket(
+        self,
+        key: Key,
+        capacity: int,
+        refill_tokens: int,
+        refill_ms: int,
+        *,
+        cost: int = 1,
+        peek: bool = False,
+        max_wait_ms: Optional[int] = None,
+    ) -> Decision:
+        """``RL.TOKENBUCKET``. With ``max_wait_ms`` an admitted request may have to wait
+        ``retry_after_ms`` before acting (reservation)."""
+        cmd = p.token_bucket(key, capacity, refill_tokens, refill_ms, cost, peek, max_wait_ms)
+        return await self._call(key, cmd, p.decision)
+
+    async def sliding(
+        self,
+        key: Key,
+        limit: int,
+        window_ms: int,
+        *,
+        cost: int = 1,
+        peek: bool = False,
+        approx: bool = False,
+    ) -> Decision:
+        """``RL.SLIDING``: exact sliding log, or the two-window estimate with ``approx``."""
+        cmd = p.sliding(key, limit, window_ms, cost, peek, approx)
+        return await self._call(key, cmd, p.decision)
+
+    async def fixed(
+        self, key: Key, limit: int, window_ms: int, *, cost: int = 1, peek: bool = False
+    ) -> Decision:
+        """``RL.FIXED``: a window aligned to the Unix epoch."""
+        return await self._call(key, p.fixed(key, limit, window_ms, cost, peek), p.decision)
+
+    async def throttle(
+        self, key: Key, max_burst: int, count_per_period: int, period_s: int, quantity: int = 1
+    ) -> Decision:
+        """``RL.THROTTLE`` (redis-cell's ``CL.THROTTLE``), as a :class:`Decision`
+        (``allowed`` = not limited; the server's whole seconds times 1000)."""
+        cmd = p.throttle(key, max_burst, count_per_period, period_s, quantity)
+        return await self._call(key, cmd, p.throttle_decision)
+
+    async def check(self, key: Key, policy: Policy, *, cost: int = 1, peek: bool = False) -> Decision:
+        """One decision under any policy object (its own command, not ``RL.ALL``)."""
+        return await self._call(key, p.check(key, policy, cost, peek), p.check_parser(policy))
+
+    async def all(
+        self,
+        limits: Sequence[tuple[Key, AllPolicy]],
+        *,
+        cost: int = 1,
+        peek: bool = False,
+    ) -> AllDecision:
+        """``RL.ALL``: counted against every key iff every key allows. In a cluster the
+        keys must share a hash tag (``{user:42}:m``, ``{user:42}:h``)."""
+        cmd = p.all_of(limits, cost, peek)
+        return await self._call(limits[0][0], cmd, lambda r: p.all_decision(r, len(limits)))
+
+    async def acquire(self, key: Key, limit: int, lease_ms: int, lease_id: Key) -> Decision:
+        """``RL.ACQUIRE``: take (or renew) the lease ``lease_id``."""
+        return await self._call(key, p.acquire(key, limit, lease_ms, lease_id), p.decision)
+
+    async def release(self, key: Key, lease_id: Key) -> bool:
+        """``RL.RELEASE``: ``True`` if the lease was held."""
+        return await self._call(key, p.release(key, lease_id), lambda r: p.count(r, "RL.RELEASE") == 1)
+
+    @asynccontextmanager
+    async def lease(
+        self, key: Key, limit: int, lease_ms: int, lease_id: Optional[Key] = None
+    ) -> AsyncIterator[Decision]:
+        """Hold one of ``limit`` slots for the block; raises :class:`LimitExceeded` when
+        none is free. Released on exit (and expires by itself after ``lease_ms``)."""
+        lease = lease_id if lease_id is not None else uuid.uuid4().hex
+        decision = await self.acquire(key, limit, lease_ms, lease)
+        if not decision.allowed:
+            raise LimitExceeded(key if isinstance(key, str) else repr(key), decision)
+        try:
+            yield decision
+        finally:
+            await self.release(key, lease)
+
+    async def status(self, key: Key) -> Optional[Status]:
+        """``RL.STATUS``: ``None`` for a missing (or idle) key."""
+        return await self._call(key, p.status(key), p.status_reply)
+
+    async def reset(self, *keys: Key) -> int:
+        """``RL.RESET``: the number of limiter keys deleted. In a cluster, one slot."""
+        if not keys:
+            raise ValueError("reset needs at least one key")
+        return await self._call(keys[0], p.reset(keys), lambda r: p.count(r, "RL.RESET"))
+
+    async def wait_replicated(self, key: Key, replicas: int, timeout_ms: int) -> int:
+        """``WAIT replicas timeout_ms`` on the node that owns ``key`` (a cluster client
+        would send a bare WAIT to its default node). WAIT covers the writes of *its own
+        connection*: from a shared pool prefer :meth:`replicated`, which sends the
+        decision and the WAIT on one connection."""
+        try:
+            if isinstance(self.client, redis.asyncio.RedisCluster):
+                node = self.client.get_node_from_key(key)
+                reply = await self.client.execute_command(
+                    "WAIT", replicas, timeout_ms, target_nodes=node
+                )
+            else:
+                reply = await self.client.execute_command("WAIT", replicas, timeout_ms)
+        except REDIS_ERRORS as exc:
+            raise p.translate(exc) from exc
+        return p.count(reply, "WAIT")
