@@ -5,6 +5,7 @@
 //! has what it needs (libclang for bindgen, every workspace member's manifest, a
 //! placeholder for every declared bench).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -307,4 +308,375 @@ fn the_checks_refuse_a_double_load_and_sources_copied_first() {
     let never = bare.replace("/usr/local/lib/redis/modules/", "/opt/redlimit/");
     let error = check_loaded_once(&never).unwrap_err();
     assert!(error.contains("exactly once"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------
+// examples/Dockerfile.api and docker-compose.yml (neither is run in CI either).
+
+fn read(path: &str) -> String {
+    fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+/// The Debian release named in a stage's `FROM`.
+fn debian_release(stage: &[Instruction]) -> &'static str {
+    let from = &stage[0].args;
+    ["bookworm", "trixie", "bullseye"]
+        .into_iter()
+        .find(|name| from.contains(name))
+        .unwrap_or_else(|| panic!("no Debian release named in FROM {from}"))
+}
+
+#[test]
+fn the_api_image_builds_the_example_from_every_manifest_first() {
+    let dockerfile = read("examples/Dockerfile.api");
+    let members = workspace_members(&workspace_manifest());
+    check_manifests_first(&dockerfile, &members).unwrap();
+    let stages = stages(&dockerfile);
+    let [builder, runtime] = stages.as_slice() else {
+        panic!("two stages expected: {stages:?}");
+    };
+    let builds: Vec<&str> = builder
+        .iter()
+        .filter(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
+        .map(|i| i.args.as_str())
+        .collect();
+    assert_eq!(builds.len(), 2, "dependencies, then sources: {builds:?}");
+    for build in &builds {
+        assert!(
+            build.contains("cargo build --release --locked --example axum_api"),
+            "{build}"
+        );
+    }
+    // Every declared bench has a placeholder, or cargo refuses the workspace.
+    let list = dockerfile
+        .lines()
+        .find_map(|line| line.split_once("for bench in "))
+        .and_then(|(_, rest)| rest.split_once(';'))
+        .map(|(names, _)| names.split_whitespace().collect::<Vec<_>>())
+        .expect("a `for bench in ...;` loop");
+    assert_eq!(list, bench_names(&workspace_manifest()));
+    // The binary links against the builder's glibc.
+    assert_eq!(debian_release(builder), debian_release(runtime));
+    let (from, sources, destination) = runtime
+        .iter()
+        .filter(|i| i.keyword == "COPY")
+        .map(|i| copy_parts(&i.args))
+        .find(|(from, _, _)| from.is_some())
+        .expect("the runtime copies from the builder");
+    assert_eq!(from.as_deref(), Some("builder"));
+    assert_eq!(sources, ["/src/target/release/examples/axum_api"]);
+    let command: Vec<String> = runtime
+        .iter()
+        .filter(|i| i.keyword == "CMD")
+        .flat_map(|i| words(&i.args))
+        .collect();
+    assert_eq!(
+        Some(destination.as_str()),
+        command
+            .first()
+            .map(|program| format!("/usr/local/bin/{program}"))
+            .as_deref(),
+        "the command runs the copied binary"
+    );
+    // The example stops gracefully on Ctrl-C only; as PID 1 it ignores SIGTERM.
+    let example = read("examples/axum_api.rs");
+    if example.contains("ctrl_c") && !example.contains("SignalKind::terminate") {
+        let stop: Vec<&str> = runtime
+            .iter()
+            .filter(|i| i.keyword == "STOPSIGNAL")
+            .map(|i| i.args.as_str())
+            .collect();
+        assert_eq!(
+            stop,
+            ["SIGINT"],
+            "docker stop must send what the example handles"
+        );
+    }
+    let user = runtime.iter().rfind(|i| i.keyword == "USER");
+    assert!(
+        user.is_some_and(|u| !u.args.starts_with('0') && !u.args.starts_with("root")),
+        "the API runs unprivileged: {user:?}"
+    );
+}
+
+/// The services of a compose file written in the plain block style used here: each
+/// service's name and its lines (indentation kept, comments too).
+fn compose_services(compose: &str) -> BTreeMap<String, Vec<String>> {
+    let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut in_services = false;
+    let mut current: Option<String> = None;
+    for line in compose.lines() {
+        if !line.starts_with(' ') && !line.trim().is_empty() && !line.starts_with('#') {
+            in_services = line.trim_end() == "services:";
+            current = None;
+        } else if in_services
+            && line.starts_with("  ")
+            && !line.starts_with("   ")
+            && !line.trim_start().starts_with('#')
+        {
+            let name = line.trim().trim_end_matches(':').to_owned();
+            services.entry(name.clone()).or_default();
+            current = Some(name);
+        } else if let Some(name) = &current {
+            services.get_mut(name).unwrap().push(line.to_owned());
+        }
+    }
+    services
+}
+
+/// The value of the first `key: value` line of a block (quotes removed).
+fn compose_value<'a>(block: &'a [String], key: &str) -> Option<&'a str> {
+    block.iter().find_map(|line| {
+        let (k, v) = line.trim().split_once(':')?;
+        (k == key).then(|| unquote(v.trim()))
+    })
+}
+
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(value)
+}
+
+/// The `environment:` map of a service; with `commented`, also `# KEY: value` lines.
+fn compose_environment(block: &[String], commented: bool) -> Vec<(String, String)> {
+    let start = block
+        .iter()
+        .position(|line| line.trim() == "environment:")
+        .expect("an environment: map");
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let own = indent(&block[start]);
+    block[start + 1..]
+        .iter()
+        .take_while(|line| line.trim().is_empty() || indent(line) > own)
+        .filter_map(|line| {
+            let line = line.trim();
+            let line = match line.strip_prefix("# ") {
+                Some(rest) if commented => rest,
+                Some(_) => return None,
+                None => line,
+            };
+            let (key, value) = line.split_once(": ")?;
+            let is_key = key
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            is_key.then(|| (key.to_owned(), unquote(value.trim()).to_owned()))
+        })
+        .collect()
+}
+
+/// The `- "host:container"` entries under `key:` (ports, volumes).
+fn compose_list(block: &[String], key: &str) -> Vec<String> {
+    let Some(start) = block
+        .iter()
+        .position(|line| line.trim() == format!("{key}:"))
+    else {
+        return Vec::new();
+    };
+    block[start + 1..]
+        .iter()
+        .map(|line| line.trim())
+        .filter(|line| !line.starts_with('#'))
+        .take_while(|line| line.starts_with("- "))
+        .map(|line| unquote(line.trim_start_matches("- ")).to_owned())
+        .collect()
+}
+
+fn compose() -> BTreeMap<String, Vec<String>> {
+    compose_services(&read("docker-compose.yml"))
+}
+
+#[test]
+fn compose_builds_redis_with_the_module_and_waits_until_it_is_loaded() {
+    let services = compose();
+    let redis = &services["redis"];
+    assert_eq!(compose_value(redis, "context"), Some("."));
+    assert_eq!(compose_value(redis, "dockerfile"), Some("Dockerfile"));
+    // The image's command is what loads the module exactly once (checked above).
+    assert_eq!(
+        compose_value(redis, "command"),
+        None,
+        "keep the image's command"
+    );
+    // Healthy means the module answers, not merely Redis.
+    let module_name = read("module/src/lib.rs")
+        .split("name: \"")
+        .nth(1)
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(name, _)| name.to_owned())
+        .expect("the module's name in redis_module!");
+    let test = compose_value(redis, "test").expect("a healthcheck test");
+    assert!(
+        test.contains("MODULE LIST") && test.contains(&format!("grep -qx {module_name}")),
+        "{test}"
+    );
+
+    let api = &services["api"];
+    assert_eq!(
+        compose_value(api, "dockerfile"),
+        Some("examples/Dockerfile.api")
+    );
+    let depends = api
+        .iter()
+        .skip_while(|line| line.trim() != "depends_on:")
+        .take(3)
+        .map(|line| line.trim())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        depends,
+        ["depends_on:", "redis:", "condition: service_healthy"]
+    );
+    assert!(
+        compose_value(api, "test").is_some(),
+        "the API has a healthcheck"
+    );
+}
+
+#[test]
+fn compose_points_the_api_at_the_redis_service_and_publishes_its_port() {
+    let services = compose();
+    let api = &services["api"];
+    let environment: BTreeMap<String, String> =
+        compose_environment(api, false).into_iter().collect();
+    let redis_url = &environment["REDIS_URL"];
+    let host = redis_url
+        .strip_prefix("redis://")
+        .and_then(|rest| rest.split(':').next())
+        .expect("redis://host:port");
+    assert!(
+        services.contains_key(host),
+        "{redis_url}: no service {host}"
+    );
+    assert!(
+        compose_list(&services[host], "ports")
+            .iter()
+            .any(|port| port.ends_with(&format!(":{}", redis_url.rsplit(':').next().unwrap()))),
+        "the Redis port of {redis_url} is the one the service listens on"
+    );
+
+    let listen = &environment["LISTEN"];
+    assert!(
+        listen.starts_with("0.0.0.0:"),
+        "reachable from outside: {listen}"
+    );
+    let port = listen.rsplit(':').next().unwrap();
+    let ports = compose_list(api, "ports");
+    assert!(
+        ports.iter().any(|p| p.ends_with(&format!(":{port}"))),
+        "{ports:?} publishes {listen}"
+    );
+    for published in compose_list(api, "ports")
+        .iter()
+        .chain(&compose_list(&services["redis"], "ports"))
+    {
+        assert!(
+            published.starts_with("127.0.0.1:"),
+            "no password: {published}"
+        );
+    }
+
+    // The configuration the API reads is the file mounted from the host.
+    let config = &environment["REDLIMIT_CONFIG"];
+    let volumes = compose_list(api, "volumes");
+    assert!(
+        volumes.iter().any(
+            |v| v.starts_with("./examples/axum_api.toml:") && v.contains(&format!(":{config}"))
+        ),
+        "{volumes:?} mounts {config}"
+    );
+    // The Prometheus scrape target is the API service on that port.
+    let prometheus = read("deploy/prometheus/prometheus.yml");
+    assert!(
+        prometheus.contains(&format!("\"api:{port}\"")),
+        "{prometheus}"
+    );
+}
+
+#[test]
+fn compose_mounts_files_that_exist_and_grafana_finds_the_dashboard() {
+    let services = compose();
+    for (name, block) in &services {
+        for volume in compose_list(block, "volumes") {
+            if let Some(source) = volume.strip_prefix("./") {
+                let source = source.split(':').next().unwrap();
+                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+                assert!(
+                    path.exists(),
+                    "{name} mounts {source}, which does not exist"
+                );
+            }
+        }
+    }
+    let grafana = compose_list(&services["grafana"], "volumes");
+    let dashboard = grafana
+        .iter()
+        .find(|v| v.starts_with("./deploy/grafana/redlimit.json:"))
+        .expect("the dashboard is mounted");
+    let mounted_dir = dashboard
+        .split(':')
+        .nth(1)
+        .and_then(|target| target.rsplit_once('/'))
+        .map(|(dir, _)| dir)
+        .unwrap();
+    let provider = read("deploy/grafana/provisioning/dashboards/redlimit.yml");
+    assert!(
+        provider.contains(&format!("path: {mounted_dir}\n")),
+        "the provider reads {mounted_dir}: {provider}"
+    );
+    assert!(
+        grafana
+            .iter()
+            .any(|v| v.starts_with("./deploy/grafana/provisioning:/etc/grafana/provisioning")),
+        "{grafana:?}"
+    );
+    let datasource = read("deploy/grafana/provisioning/datasources/prometheus.yml");
+    assert!(
+        datasource.contains("url: http://prometheus:9090"),
+        "{datasource}"
+    );
+    assert!(services.contains_key("prometheus"));
+}
+
+#[test]
+fn every_redlimit_override_in_compose_applies_to_the_example_configuration() {
+    use redlimit::http::Config;
+    let services = compose();
+    // The commented-out suggestions too: a user uncommenting one must not break start.
+    let overrides: Vec<(String, String)> = compose_environment(&services["api"], true)
+        .into_iter()
+        .filter(|(key, _)| key.starts_with("REDLIMIT__"))
+        .collect();
+    assert!(overrides.len() >= 5, "{overrides:?}");
+    for (key, value) in &overrides {
+        // SAFETY: nextest runs each test in its own process, and no other test of this
+        // file reads the environment.
+        unsafe { std::env::set_var(key, value) };
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/axum_api.toml");
+    let loaded = Config::load(&path).and_then(|config| config.compile().map(|_| config));
+    for (key, _) in &overrides {
+        // SAFETY: as above.
+        unsafe { std::env::remove_var(key) };
+    }
+    if let Err(error) = loaded {
+        panic!("{overrides:?}: {error}");
+    }
+}
+
+#[test]
+fn the_compose_parser_reads_services_values_and_lists() {
+    let text = "name: x\nservices:\n  a:\n    image: i\n    environment:\n      K_1: \"v\"\n      # K_2: w\n    ports:\n      - \"1:2\"\n  b:\n    image: j\nvolumes:\n  data:\n";
+    let services = compose_services(text);
+    assert_eq!(services.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(compose_value(&services["a"], "image"), Some("i"));
+    assert_eq!(compose_value(&services["b"], "image"), Some("j"));
+    assert_eq!(
+        compose_environment(&services["a"], false),
+        [("K_1".to_owned(), "v".to_owned())]
+    );
+    assert_eq!(compose_environment(&services["a"], true).len(), 2);
+    assert_eq!(compose_list(&services["a"], "ports"), ["1:2"]);
 }
