@@ -67,9 +67,7 @@ def token_bucket(
     return tuple(args)
 
 
-def sliding(
-    key: Key, limit: int, window_ms: int, cost: int, peek: bool, approx: bool
-) -> Command:
+def sliding(key: Key, limit: int, window_ms: int, cost: int, peek: bool, approx: bool) -> Command:
     args: list[Arg] = ["RL.SLIDING", key, limit, window_ms, *_options(cost, peek)]
     if approx:
         args.append("APPROX")
@@ -161,9 +159,7 @@ def decision(reply: Any) -> Decision:
     """The five-integer decision reply (same under RESP2 and RESP3)."""
     if not isinstance(reply, (list, tuple)) or len(reply) != 5:
         raise UnexpectedReplyError(f"expected a decision (5 integers), got {reply!r}")
-    allowed, limit, remaining, retry, reset_after = (
-        _int(v, "decision") for v in reply
-    )
+    allowed, limit, remaining, retry, reset_after = (_int(v, "decision") for v in reply)
     if allowed not in (0, 1):
         raise UnexpectedReplyError(f"decision: allowed must be 0 or 1, got {allowed}")
     return Decision(
@@ -230,7 +226,7 @@ def status_reply(reply: Any) -> Optional[Status]:
     policy = {
         k: v
         for k, v in fields.items()
-        if isinstance(v, int) and k not in _DECISION_FIELDS or k == "limit"
+        if (isinstance(v, int) and k not in _DECISION_FIELDS) or k == "limit"
     }
     return Status(algorithm, {k: int(v) for k, v in policy.items()}, found, fields)
 

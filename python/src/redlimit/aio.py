@@ -18,11 +18,11 @@ from .errors import LimitExceeded, RateLimitError
 
 T = TypeVar("T")
 
-AsyncClient = Union["redis.asyncio.Redis[Any]", "redis.asyncio.RedisCluster[Any]"]
+AsyncClient = Union["redis.asyncio.Redis", "redis.asyncio.RedisCluster"]
 
 
 class AsyncRateLimiter:
-    """RL.* commands on a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster`` (RESP2 or RESP3).
+    """RL.* commands on ``redis.asyncio.Redis`` or ``RedisCluster`` (RESP2 or RESP3).
 
     >>> limiter = AsyncRateLimiter(redis.asyncio.Redis())
     >>> d = await limiter.token_bucket("user:42", capacity=10, refill_tokens=1, refill_ms=1000)
@@ -38,6 +38,7 @@ class AsyncRateLimiter:
         wait_timeout_ms: int = 0,
     ) -> None:
         self.client = client
+        self._client: Any = client  # redis-py is only partly typed
         self._wait: Optional[tuple[int, int]] = (
             None if wait_replicas is None else (wait_replicas, wait_timeout_ms)
         )
@@ -53,7 +54,7 @@ class AsyncRateLimiter:
     async def _call(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
         try:
             if self._wait is None:
-                reply = await self.client.execute_command(*command)
+                reply = await self._client.execute_command(*command)
                 return parse(reply)
             replicas, timeout_ms = self._wait
             reply, acks = await self._with_wait(key, command, ("WAIT", replicas, timeout_ms))
@@ -65,12 +66,12 @@ class AsyncRateLimiter:
 
     async def _with_wait(self, key: Key, command: p.Command, wait: p.Command) -> list[Any]:
         if not isinstance(self.client, redis.asyncio.RedisCluster):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self._client.pipeline(transaction=False)
             pipe.execute_command(*command)
             pipe.execute_command(*wait)
             return list(await pipe.execute(raise_on_error=True))
         # One connection of the owner node, so that WAIT covers this very write.
-        node = self.client.get_node_from_key(key)
+        node = self._client.get_node_from_key(key)
         connection = node.acquire_connection()
         try:
             await connection.send_packed_command(connection.pack_commands([command, wait]))
@@ -137,7 +138,9 @@ class AsyncRateLimiter:
         cmd = p.throttle(key, max_burst, count_per_period, period_s, quantity)
         return await self._call(key, cmd, p.throttle_decision)
 
-    async def check(self, key: Key, policy: Policy, *, cost: int = 1, peek: bool = False) -> Decision:
+    async def check(
+        self, key: Key, policy: Policy, *, cost: int = 1, peek: bool = False
+    ) -> Decision:
         """One decision under any policy object (its own command, not ``RL.ALL``)."""
         return await self._call(key, p.check(key, policy, cost, peek), p.check_parser(policy))
 
@@ -159,7 +162,9 @@ class AsyncRateLimiter:
 
     async def release(self, key: Key, lease_id: Key) -> bool:
         """``RL.RELEASE``: ``True`` if the lease was held."""
-        return await self._call(key, p.release(key, lease_id), lambda r: p.count(r, "RL.RELEASE") == 1)
+        return await self._call(
+            key, p.release(key, lease_id), lambda r: p.count(r, "RL.RELEASE") == 1
+        )
 
     @asynccontextmanager
     async def lease(
@@ -193,12 +198,12 @@ class AsyncRateLimiter:
         decision and the WAIT on one connection."""
         try:
             if isinstance(self.client, redis.asyncio.RedisCluster):
-                node = self.client.get_node_from_key(key)
-                reply = await self.client.execute_command(
+                node = self._client.get_node_from_key(key)
+                reply = await self._client.execute_command(
                     "WAIT", replicas, timeout_ms, target_nodes=node
                 )
             else:
-                reply = await self.client.execute_command("WAIT", replicas, timeout_ms)
+                reply = await self._client.execute_command("WAIT", replicas, timeout_ms)
         except REDIS_ERRORS as exc:
             raise p.translate(exc) from exc
         return p.count(reply, "WAIT")

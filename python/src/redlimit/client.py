@@ -24,12 +24,12 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-SyncClient = Union["redis.Redis[Any]", "redis.RedisCluster[Any]"]
+SyncClient = Union["redis.Redis", "redis.RedisCluster"]
 
 
 def _with_acks(value: T, acks: int) -> T:
     if isinstance(value, (Decision, AllDecision)):
-        return dataclasses.replace(value, replicas_acked=acks)  # type: ignore[return-value]
+        return dataclasses.replace(value, replicas_acked=acks)
     return value
 
 
@@ -50,6 +50,7 @@ class RateLimiter:
         wait_timeout_ms: int = 0,
     ) -> None:
         self.client = client
+        self._client: Any = client  # redis-py is only partly typed
         self._wait: Optional[tuple[int, int]] = (
             None if wait_replicas is None else (wait_replicas, wait_timeout_ms)
         )
@@ -65,7 +66,7 @@ class RateLimiter:
     def _call(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
         try:
             if self._wait is None:
-                reply = self.client.execute_command(*command)
+                reply = self._client.execute_command(*command)
                 return parse(reply)
             replicas, timeout_ms = self._wait
             pipe = self._owner(key).pipeline(transaction=False)
@@ -78,11 +79,10 @@ class RateLimiter:
         except REDIS_ERRORS as exc:
             raise p.translate(exc) from exc
 
-    def _owner(self, key: Key) -> redis.Redis[Any]:
+    def _owner(self, key: Key) -> Any:
         if isinstance(self.client, redis.RedisCluster):
-            node = self.client.get_node_from_key(key)
-            connection: redis.Redis[Any] = node.redis_connection
-            return connection
+            node = self._client.get_node_from_key(key)
+            return node.redis_connection
         return self.client
 
     # ------------------------------------------------------------------ commands
@@ -187,12 +187,12 @@ class RateLimiter:
         decision and the WAIT on one connection."""
         try:
             if isinstance(self.client, redis.RedisCluster):
-                node = self.client.get_node_from_key(key)
-                reply = self.client.execute_command(
+                node = self._client.get_node_from_key(key)
+                reply = self._client.execute_command(
                     "WAIT", replicas, timeout_ms, target_nodes=node
                 )
             else:
-                reply = self.client.execute_command("WAIT", replicas, timeout_ms)
+                reply = self._client.execute_command("WAIT", replicas, timeout_ms)
         except REDIS_ERRORS as exc:
             raise p.translate(exc) from exc
         return p.count(reply, "WAIT")
