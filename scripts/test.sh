@@ -41,3 +41,12 @@ scripts/fuzz.sh --short
 
 echo "== valgrind (short: the module under memcheck on every server; full: scripts/valgrind.sh --full)"
 scripts/valgrind.sh
+
+# --- examples/node (Express + node-redis / ioredis against the three servers) ---
+echo "== examples/node (npm ci, node --test: real 429s, headers, 503 without the module, cluster routing)"
+(
+  cd examples/node
+  npm ci --no-audit --no-fund
+  node --test
+)
+# --- end examples/node ---
