@@ -16,7 +16,7 @@ cargo clippy -p redlimit --lib --no-default-features --locked -- -D warnings
 
 # The Dockerfile's invariants are tests/docker.rs; hadolint (installed by install-deps.sh)
 # lints it.
-.servers/tools/hadolint --failure-threshold style Dockerfile
+.servers/tools/hadolint --failure-threshold style Dockerfile examples/Dockerfile.api
 
 echo "== build (the live tests load target/debug/libredlimit.so; tests/bounds.rs measures the release build)"
 cargo build --workspace --all-targets --locked
