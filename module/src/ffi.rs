@@ -328,6 +328,37 @@ impl Key {
         }
     }
 
+    /// The bytes and remaining time to live (ms; `None`: no expiry) of a key holding a
+    /// plain Redis string, or `None` for anything else (no key, another type).
+    ///
+    /// Read in place (`RedisModule_StringDMA`); the bytes live as long as this borrow.
+    pub fn string_with_ttl(&mut self) -> Option<(&[u8], Option<i64>)> {
+        let ptr = self.ptr?;
+        let (key_type, dma, get_expire) = (
+            api!(RedisModule_KeyType)?,
+            api!(RedisModule_StringDMA)?,
+            api!(RedisModule_GetExpire)?,
+        );
+        // SAFETY: an open key handle.
+        if unsafe { key_type(ptr.as_ptr()) } != raw::REDISMODULE_KEYTYPE_STRING as c_int {
+            return None;
+        }
+        // SAFETY: an open key handle holding a string.
+        let ttl = unsafe { get_expire(ptr.as_ptr()) };
+        let ttl = (ttl != raw::REDISMODULE_NO_EXPIRE.into()).then_some(ttl);
+        let mut len = 0usize;
+        let mode = c_int::try_from(raw::REDISMODULE_READ).unwrap_or(1);
+        // SAFETY: an open key handle holding a string; the server returns its `len` bytes,
+        // valid until the key is modified or closed, which the `&mut self` borrow prevents.
+        let data = unsafe { dma(ptr.as_ptr(), &mut len, mode) };
+        if data.is_null() {
+            return None;
+        }
+        // SAFETY: see above.
+        let value = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+        Some((value, ttl))
+    }
+
     /// Stores the limiter encoded as `encoding` (in place when the key already holds one
     /// of the same length) and expires the key at `expire_at_ms`, absolute Unix
     /// milliseconds.
