@@ -61,7 +61,7 @@ class Server:
     def advance(self, ms: int) -> None:
         """Moves the module's clock forward (redlimit.clock-offset-ms), never back."""
         r = self.client()
-        current = int(r.config_get("redlimit.clock-offset-ms")["redlimit.clock-offset-ms"])
+        current = int(str(r.config_get("redlimit.clock-offset-ms")["redlimit.clock-offset-ms"]))
         r.config_set("redlimit.clock-offset-ms", current + ms)
         r.close()
 
@@ -86,8 +86,22 @@ def start(name: str, *, module: bool, extra: tuple[str, ...] = ()) -> Server:
     path = binary(name)
     directory = tempfile.mkdtemp(prefix=f"redlimit-py-{name}-")
     port = free_port()
-    args = [path, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-            "no", "--dir", directory, "--logfile", "server.log", *extra]
+    args = [
+        path,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        directory,
+        "--logfile",
+        "server.log",
+        *extra,
+    ]
     if module:
         args += ["--loadmodule", str(module_path())]
     process = subprocess.Popen(args, cwd=directory)
@@ -140,4 +154,3 @@ def key() -> str:
 
 def closed_port() -> int:
     return free_port()
-

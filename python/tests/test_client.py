@@ -7,6 +7,8 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from conftest import Server, free_port
 from redlimit import (
@@ -24,6 +26,7 @@ from redlimit import (
     WrongTypeError,
 )
 from redlimit import _protocol as p
+from redlimit._types import AllPolicy
 
 
 @pytest.fixture
@@ -72,7 +75,10 @@ def test_sliding_fixed_throttle(limiter: RateLimiter, server: Server, key: str) 
 
 
 def test_all_is_all_or_nothing(limiter: RateLimiter, key: str) -> None:
-    limits = [(f"{{{key}}}:m", Sliding(2, 60_000)), (f"{{{key}}}:h", TokenBucket(1, 1, 60_000))]
+    limits: list[tuple[str, AllPolicy]] = [
+        (f"{{{key}}}:m", Sliding(2, 60_000)),
+        (f"{{{key}}}:h", TokenBucket(1, 1, 60_000)),
+    ]
     first = limiter.all(limits)
     assert first.allowed and [d.remaining for d in first.decisions] == [1, 0]
     second = limiter.all(limits)
@@ -130,7 +136,10 @@ def test_without_module(bare_server: Server, protocol: int, key: str) -> None:
     with pytest.raises(ModuleNotLoadedError, match="unknown command") as info:
         limiter.sliding(key, 1, 1000)
     assert isinstance(info.value, UnavailableError)
-    down = RateLimiter(redis.Redis(port=free_port(), socket_connect_timeout=1))
+
+
+def test_connection_refused(key: str) -> None:
+    down = RateLimiter(redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)))
     with pytest.raises(UnavailableError):
         down.fixed(key, 1, 1000)
 
@@ -187,8 +196,22 @@ def test_other_reply_shapes_are_errors(reply: object) -> None:
 
 
 def test_status_shapes() -> None:
-    flat = [b"algorithm", b"fixed", b"limit", 3, b"window_ms", 10, b"allowed", 1,
-            b"remaining", 2, b"retry_after_ms", 0, b"reset_after_ms", 10]
+    flat = [
+        b"algorithm",
+        b"fixed",
+        b"limit",
+        3,
+        b"window_ms",
+        10,
+        b"allowed",
+        1,
+        b"remaining",
+        2,
+        b"retry_after_ms",
+        0,
+        b"reset_after_ms",
+        10,
+    ]
     as_map = dict(zip(flat[0::2], flat[1::2]))
     as_map[b"allowed"] = True
     assert p.status_reply(flat) == p.status_reply(as_map)
