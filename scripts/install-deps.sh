@@ -44,6 +44,11 @@ done
 if ! dpkg -s libclang-dev >/dev/null 2>&1; then
     apt_packages+=(libclang-dev)
 fi
+# The Python package's tests (scripts/test.sh) run in a venv: Debian's python3 needs
+# python3-venv for `python3 -m venv`.
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c "import ensurepip" >/dev/null 2>&1; then
+    apt_packages+=(python3 python3-venv)
+fi
 # --- examples/node: Node.js + npm (Debian 12: Node 18.20; the examples need >= 18.19) ---
 if ! command -v node >/dev/null 2>&1; then
     apt_packages+=(nodejs)

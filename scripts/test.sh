@@ -36,6 +36,21 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+# ---- python package (python/): ruff, mypy --strict, pytest on the three servers + uvicorn ----
+echo "== python (python/: ruff, mypy --strict, pytest against the three servers and a real uvicorn)"
+PY_VENV=.servers/python-venv
+PY_PINS=(redis==8.2.0 fastapi==0.165.0 pytest==9.2.0 httpx==0.29.0 uvicorn==0.55.0 ruff==0.17.6 mypy==2.4.1)
+[[ -x "$PY_VENV/bin/python" ]] || python3 -m venv "$PY_VENV"
+"$PY_VENV/bin/pip" install -q --disable-pip-version-check "./python[fastapi]" "${PY_PINS[@]}"
+(
+  cd python
+  "../$PY_VENV/bin/ruff" check .
+  "../$PY_VENV/bin/ruff" format --check .
+  "../$PY_VENV/bin/mypy"
+  "../$PY_VENV/bin/pytest" -q -p no:cacheprovider
+)
+# ---- end python package ----
+
 echo "== fuzz (short: each target 20 s; long runs: REDLIMIT_FUZZ_SECONDS=N scripts/fuzz.sh)"
 scripts/fuzz.sh --short
 
