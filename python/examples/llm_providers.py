@@ -32,11 +32,13 @@ async def call_llm(limiter: AsyncRateLimiter, provider: str, prompt: str) -> str
         raise RuntimeError(f"{provider}: over the limit, retry in {d.retry_after_ms} ms")
     if d.retry_after_ms:
         await asyncio.sleep(d.retry_after_ms / 1000)  # our reserved moment
-    try:
-        async with limiter.lease(f"llm:{provider}:inflight", p["concurrent"], 120_000):
-            return f"{provider} answered {prompt!r}"  # the real HTTP call goes here
-    except LimitExceeded as full:
-        raise RuntimeError(f"{provider}: too many calls in flight") from full
+    while True:  # wait for a free concurrency slot
+        try:
+            async with limiter.lease(f"llm:{provider}:inflight", p["concurrent"], 120_000):
+                await asyncio.sleep(0.05)  # the real HTTP call goes here
+                return f"{provider} answered {prompt!r}"
+        except LimitExceeded:
+            await asyncio.sleep(0.02)  # a holder releases on exit; retry shortly
 
 
 async def main() -> None:
