@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 import pytest
 import redis
@@ -82,10 +83,12 @@ def binary(name: str) -> str:
     return path
 
 
-def start(name: str, *, module: bool, extra: tuple[str, ...] = ()) -> Server:
+def start(
+    name: str, *, module: bool, extra: tuple[str, ...] = (), port: Optional[int] = None
+) -> Server:
     path = binary(name)
     directory = tempfile.mkdtemp(prefix=f"redlimit-py-{name}-")
-    port = free_port()
+    port = port or free_port()
     args = [
         path,
         "--port",
@@ -114,8 +117,9 @@ def start(name: str, *, module: bool, extra: tuple[str, ...] = ()) -> Server:
         except redis.exceptions.ConnectionError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
+            log = server.log()[-2000:] if (Path(directory) / "server.log").exists() else ""
             stop(server)
-            pytest.fail(f"{name} did not start: {server.log()[-2000:]}")
+            pytest.fail(f"{name} did not start on port {port}: {log}")
         time.sleep(0.05)
 
 
@@ -154,3 +158,131 @@ def key() -> str:
 
 def closed_port() -> int:
     return free_port()
+
+
+# ---------------------------------------------------------------------------- cluster
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+CLUSTER_SERVER = "redis-7.0"
+"""One flavour is enough for the routing paths (the client decides them, not the server)."""
+
+
+@dataclass
+class Cluster:
+    """3 primaries + 3 replicas (one each), every node with the module."""
+
+    nodes: list[Server]
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    def client(self, protocol: int = 2) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, protocol=protocol)
+
+    def node_info(self, port: int, section: str) -> dict[str, Any]:
+        r = redis.Redis(port=port)
+        try:
+            info: dict[str, Any] = r.info(section)
+            return info
+        finally:
+            r.close()
+
+    def primaries(self) -> list[int]:
+        return [
+            n.port for n in self.nodes if self.node_info(n.port, "replication")["role"] == "master"
+        ]
+
+
+def _cluster_info(port: int) -> dict[str, str]:
+    r: Any = redis.Redis(port=port, decode_responses=True)
+    try:
+        info = r.execute_command("CLUSTER INFO")
+    finally:
+        r.close()
+    if isinstance(info, dict):  # redis-py parses it
+        return {str(k): str(v) for k, v in info.items()}
+    return dict(line.split(":", 1) for line in str(info).split() if ":" in line)
+
+
+def _cluster_ready(nodes: list[Server]) -> bool:
+    """Every node sees cluster_state:ok and 6 known nodes, and every replica is synced."""
+    for n in nodes:
+        info = _cluster_info(n.port)
+        if info.get("cluster_state") != "ok" or info.get("cluster_known_nodes") != "6":
+            return False
+        r = redis.Redis(port=n.port, decode_responses=True)
+        try:
+            repl = r.info("replication")
+        finally:
+            r.close()
+        if repl["role"] == "master" and repl["connected_slaves"] != 1:
+            return False
+        if repl["role"] == "slave" and repl["master_link_status"] != "up":
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    binary(CLUSTER_SERVER)
+    cli = shutil.which("redis-cli") or str(Path(binary(CLUSTER_SERVER)).with_name("redis-cli"))
+    if not os.access(cli, os.X_OK):
+        pytest.fail(f"no redis-cli next to {binary(CLUSTER_SERVER)} (for --cluster create)")
+    extra = (
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "5000",
+        "--repl-diskless-sync",
+        "yes",
+        "--repl-diskless-sync-delay",
+        "0",
+    )
+    nodes: list[Server] = []
+    try:
+        for _ in range(6):
+            nodes.append(start(CLUSTER_SERVER, module=True, extra=extra, port=cluster_port()))
+        create = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if create.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create: {create.stdout!r} {create.stderr!r}")
+        deadline = time.monotonic() + 30
+        while not _cluster_ready(nodes):
+            if time.monotonic() > deadline:
+                states = [(n.port, _cluster_info(n.port).get("cluster_state")) for n in nodes]
+                logs = "\n".join(n.log()[-1500:] for n in nodes[:2])
+                pytest.fail(f"the cluster did not reach cluster_state:ok, synced: {states}\n{logs}")
+            time.sleep(0.05)
+        yield Cluster(nodes)
+    finally:
+        for n in nodes:
+            stop(n)

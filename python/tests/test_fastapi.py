@@ -28,9 +28,16 @@ from redlimit.starlette import (
 )
 
 
-def make_app(port: int, failure: str = "closed", headers: str = "draft11") -> FastAPI:
+def make_app(
+    port: int, failure: str = "closed", headers: str = "draft11", cluster: bool = False
+) -> FastAPI:
+    client: Any = (
+        redis.asyncio.RedisCluster(host="127.0.0.1", port=port)
+        if cluster
+        else redis.asyncio.Redis(port=port)
+    )
     limiter = Limiter(
-        AsyncRateLimiter(redis.asyncio.Redis(port=port)),
+        AsyncRateLimiter(client),
         client_ip=ClientIp(["127.0.0.1/32"]),
         failure=failure,  # type: ignore[arg-type]
         headers=headers,  # type: ignore[arg-type]

@@ -274,6 +274,16 @@ def translate(exc: BaseException) -> RateLimitError:
         if any(marker in lowered for marker in _ARGUMENT_MARKERS):
             return ArgumentError(message)
         return CommandError(message)
+    if isinstance(exc, redis.exceptions.SlotNotCoveredError) or (
+        isinstance(exc, redis.exceptions.RedisClusterException) and "cannot be connected" in message
+    ):
+        return UnavailableError(message)  # no node reachable, or none serving the slot
+    if isinstance(exc, redis.exceptions.RedisClusterException):
+        # redis-py refuses keys of several slots itself ("RL.ALL - all keys must map to
+        # the same key slot"): named like the server's error, which it stands for.
+        if "same key slot" in message or "same slot" in message:
+            return CommandError(f"CROSSSLOT {message} (refused by the cluster client)")
+        return CommandError(message or type(exc).__name__)
     if isinstance(exc, redis.exceptions.RedisError):
         return CommandError(message or type(exc).__name__)
     raise exc

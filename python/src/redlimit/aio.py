@@ -21,6 +21,16 @@ T = TypeVar("T")
 AsyncClient = Union["redis.asyncio.Redis", "redis.asyncio.RedisCluster"]
 
 
+def _release(node: Any, connection: Any) -> None:
+    """Back to the node's free list (``ClusterNode.release`` appeared in redis-py 6;
+    5.x appends to ``_free`` itself)."""
+    release = getattr(node, "release", None)
+    if release is not None:
+        release(connection)
+    else:
+        node._free.append(connection)
+
+
 class AsyncRateLimiter:
     """RL.* commands on ``redis.asyncio.Redis`` or ``RedisCluster`` (RESP2 or RESP3).
 
@@ -71,7 +81,7 @@ class AsyncRateLimiter:
             pipe.execute_command(*wait)
             return list(await pipe.execute(raise_on_error=True))
         # One connection of the owner node, so that WAIT covers this very write.
-        node = self._client.get_node_from_key(key)
+        node = await self._owner(key)
         connection = node.acquire_connection()
         try:
             await connection.send_packed_command(connection.pack_commands([command, wait]))
@@ -83,14 +93,21 @@ class AsyncRateLimiter:
                 except redis.exceptions.ResponseError as exc:
                     error = error or exc
                     replies.append(None)
-            if error is not None:
-                raise error
-            return replies
         except BaseException:
+            # Replies may be left unread: the connection must not serve anyone else.
             await connection.disconnect()
             raise
         finally:
-            node.release(connection)
+            _release(node, connection)
+        if error is not None:
+            raise error  # both replies were read: the connection stays usable
+        return replies
+
+    async def _owner(self, key: Key) -> Any:
+        # A new redis.asyncio.RedisCluster knows no slots until its first command
+        # (initialize() returns at once once it has).
+        await self._client.initialize()
+        return self._client.get_node_from_key(key)
 
     # ------------------------------------------------------------------ commands
 
@@ -198,7 +215,7 @@ class AsyncRateLimiter:
         decision and the WAIT on one connection."""
         try:
             if isinstance(self.client, redis.asyncio.RedisCluster):
-                node = self._client.get_node_from_key(key)
+                node = await self._owner(key)
                 reply = await self._client.execute_command(
                     "WAIT", replicas, timeout_ms, target_nodes=node
                 )

@@ -20,6 +20,9 @@ T = TypeVar("T")
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.RedisError,
+    # Not a RedisError: a cluster client's own refusals (keys of several slots, a slot
+    # no node covers) are raised before anything is sent.
+    redis.exceptions.RedisClusterException,
     ConnectionError,
     TimeoutError,
 )
