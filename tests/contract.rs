@@ -369,7 +369,7 @@ fn bad_arguments_are_named_errors() {
                 "MAXWAIT",
                 "18446744073709551615",
             ],
-            "ERR MAXWAIT must be at most 4611686018427387",
+            "ERR MAXWAIT must be at most 10000000000000",
         ),
         (
             &["RL.THROTTLE", "k", "1", "1"],

@@ -83,24 +83,28 @@ impl TokenBucket {
         self.refill_ms
     }
 
-    /// Checks a `MAXWAIT` for this policy: the borrowing it allows must stay computable.
+    /// Checks a `MAXWAIT` for this policy: a duration like any other (at most 10^13 ms),
+    /// and the borrowing it allows must stay computable.
     ///
     /// # Errors
-    /// When `max_wait_ms` of refill exceeds 2^62 units.
+    /// When `max_wait_ms` exceeds 10^13 or its refill exceeds 2^62 units.
     pub fn check_max_wait(&self, max_wait_ms: u64) -> Result<u64, ArgumentError> {
-        let max = MAX_UNITS / (u128::from(self.refill_tokens) * MICROS_PER_MS);
-        at_most(
-            "MAXWAIT",
-            max_wait_ms,
-            u64::try_from(max).unwrap_or(u64::MAX),
-        )
+        at_most("MAXWAIT", max_wait_ms, self.max_wait_ms())
     }
 
-    /// The deepest deficit any request can leave: a full bucket plus the most a
-    /// `MAXWAIT` may borrow. A stored state beyond it is one no command wrote.
+    /// The longest `MAXWAIT` this policy accepts.
+    fn max_wait_ms(&self) -> u64 {
+        let computable = MAX_UNITS / (u128::from(self.refill_tokens) * MICROS_PER_MS);
+        u64::try_from(computable)
+            .unwrap_or(u64::MAX)
+            .min(crate::MAX_DURATION_MS)
+    }
+
+    /// Whether `state` is one a command can leave: no deeper than a full bucket plus the
+    /// most the longest `MAXWAIT` may borrow.
     #[must_use]
     pub fn holds(&self, state: &BucketState) -> bool {
-        u128::from(state.deficit) <= self.full() + MAX_UNITS
+        u128::from(state.deficit) <= self.floor(self.max_wait_ms())
     }
 
     /// Units in one token.

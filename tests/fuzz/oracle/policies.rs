@@ -57,7 +57,7 @@ pub fn bucket_capacity_most(refill_ms: u64) -> u64 {
 /// A token bucket's largest `MAXWAIT` for `refill_tokens`: `MAXWAIT * refill_tokens` is at
 /// most 2^62 / 1000.
 pub fn bucket_max_wait_most(refill_tokens: u64) -> u64 {
-    MAX_BUCKET_PRODUCT / refill_tokens.max(1)
+    (MAX_BUCKET_PRODUCT / refill_tokens.max(1)).min(MAX_DURATION_MS)
 }
 
 /// Checks the numbers of a stored policy (in [`policy_fields`] order) against the
