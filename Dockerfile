@@ -26,8 +26,8 @@ COPY test-support/Cargo.toml test-support/
 RUN for member in . core module client test-support; do \
       mkdir -p "$member/src" && touch "$member/src/lib.rs"; \
     done \
- && mkdir -p benches \
- && for bench in core server client http; do touch "benches/$bench.rs"; done \
+ && mkdir -p benches/server \
+ && for bench in benches/core.rs benches/server/main.rs benches/client.rs benches/http.rs; do touch "$bench"; done \
  && cargo build --release --locked -p redlimit-module
 
 # 2. The module's own sources: a change here rebuilds only core and module. COPY keeps

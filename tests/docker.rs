@@ -190,21 +190,83 @@ fn workspace_members(manifest: &str) -> Vec<String> {
 
 /// The names of the `[[bench]]` targets of a manifest.
 fn bench_names(manifest: &str) -> Vec<String> {
-    let mut names = Vec::new();
+    bench_targets(manifest)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// The files of the `[[bench]]` targets of a manifest: `path`, else `benches/<name>.rs`.
+fn bench_paths(manifest: &str) -> Vec<String> {
+    bench_targets(manifest)
+        .into_iter()
+        .map(|(name, path)| path.unwrap_or_else(|| format!("benches/{name}.rs")))
+        .collect()
+}
+
+/// `(name, path)` of each `[[bench]]` target of a manifest.
+fn bench_targets(manifest: &str) -> Vec<(String, Option<String>)> {
+    let mut targets: Vec<(String, Option<String>)> = Vec::new();
     let mut in_bench = false;
+    let value = |rest: &str| {
+        rest.trim_start_matches([' ', '='])
+            .trim_matches('"')
+            .to_owned()
+    };
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             in_bench = line == "[[bench]]";
-        } else if in_bench && let Some(value) = line.strip_prefix("name") {
-            names.push(
-                value
-                    .trim_start_matches([' ', '='])
-                    .trim_matches('"')
-                    .to_owned(),
-            );
+            if in_bench {
+                targets.push((String::new(), None));
+            }
+        } else if !in_bench {
+            continue;
+        } else if let Some(target) = targets.last_mut() {
+            if let Some(rest) = line.strip_prefix("name") {
+                target.0 = value(rest);
+            } else if let Some(rest) = line.strip_prefix("path") {
+                target.1 = Some(value(rest));
+            }
         }
     }
-    names
+    targets
+}
+
+/// The dependency build creates an empty file for every declared bench (cargo refuses
+/// a workspace whose root package declares a bench with no file), in directories it
+/// creates first.
+fn check_bench_placeholders(dockerfile: &str, manifest: &str) -> Result<(), String> {
+    let list = dockerfile
+        .lines()
+        .find_map(|line| line.split_once("for bench in "))
+        .and_then(|(_, rest)| rest.split_once(';'))
+        .map(|(files, _)| files.split_whitespace().collect::<Vec<_>>())
+        .ok_or("no `for bench in ...;` loop creating the bench files")?;
+    let paths = bench_paths(manifest);
+    if list != paths {
+        return Err(format!(
+            "placeholders {list:?} vs [[bench]] files {paths:?}"
+        ));
+    }
+    if !dockerfile.contains("touch \"$bench\"") {
+        return Err("the loop does not `touch \"$bench\"`".to_owned());
+    }
+    let made: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.split_once("mkdir -p "))
+        .flat_map(|(_, rest)| rest.trim_end_matches(['\\', ' ']).split_whitespace())
+        .collect();
+    for path in &paths {
+        let dir = Path::new(path)
+            .parent()
+            .and_then(Path::to_str)
+            .unwrap_or("");
+        let made_here = |m: &&str| *m == dir || m.starts_with(&format!("{dir}/"));
+        if !made.iter().any(made_here) {
+            return Err(format!("no `mkdir -p {dir}` before {path}: made {made:?}"));
+        }
+    }
+    Ok(())
 }
 
 fn workspace_manifest() -> String {
@@ -226,17 +288,18 @@ fn the_dependencies_are_built_from_every_members_manifest_before_the_sources() {
 #[test]
 fn every_declared_bench_has_a_placeholder_for_the_dependency_build() {
     // cargo refuses a workspace whose root package declares a bench with no file.
-    let dockerfile = dockerfile();
-    let benches = bench_names(&workspace_manifest());
-    assert_eq!(benches, ["core", "server", "client", "http"]);
-    let list = dockerfile
-        .lines()
-        .find_map(|line| line.split_once("for bench in "))
-        .and_then(|(_, rest)| rest.split_once(';'))
-        .map(|(names, _)| names.split_whitespace().collect::<Vec<_>>())
-        .expect("a `for bench in ...;` loop creating benches/<name>.rs");
-    assert_eq!(list, benches, "placeholders vs [[bench]] names");
-    assert!(dockerfile.contains("benches/$bench.rs"), "{dockerfile}");
+    let manifest = workspace_manifest();
+    assert_eq!(bench_names(&manifest), ["core", "server", "client", "http"]);
+    assert_eq!(
+        bench_paths(&manifest),
+        [
+            "benches/core.rs",
+            "benches/server/main.rs",
+            "benches/client.rs",
+            "benches/http.rs"
+        ]
+    );
+    check_bench_placeholders(&dockerfile(), &manifest).unwrap();
 }
 
 #[test]
@@ -349,13 +412,7 @@ fn the_api_image_builds_the_example_from_every_manifest_first() {
         );
     }
     // Every declared bench has a placeholder, or cargo refuses the workspace.
-    let list = dockerfile
-        .lines()
-        .find_map(|line| line.split_once("for bench in "))
-        .and_then(|(_, rest)| rest.split_once(';'))
-        .map(|(names, _)| names.split_whitespace().collect::<Vec<_>>())
-        .expect("a `for bench in ...;` loop");
-    assert_eq!(list, bench_names(&workspace_manifest()));
+    check_bench_placeholders(&dockerfile, &workspace_manifest()).unwrap();
     // The binary links against the builder's glibc.
     assert_eq!(debian_release(builder), debian_release(runtime));
     let (from, sources, destination) = runtime
