@@ -47,31 +47,39 @@ fn bulk(len: usize) -> usize {
     len + 16
 }
 
+/// RESP bytes of `RL.REPLAY <micros> <argv...>`, about.
+fn replay_bytes(argv: &[RawString]) -> usize {
+    bulk("RL.REPLAY".len())
+        + bulk(20)
+        + argv
+            .iter()
+            .map(|&arg| bulk(bytes(arg).len()))
+            .sum::<usize>()
+}
+
+/// RESP bytes of `RL.SETSTATE key <state of state_len bytes>`, about.
+fn state_bytes(key: RawString, state_len: usize) -> usize {
+    bulk("RL.SETSTATE".len()) + bulk(bytes(key).len()) + bulk(state_len)
+}
+
 /// The smaller propagation of a call `argv` that writes `written` (key, new limiter).
 pub fn propagation<'a>(
     argv: &[RawString],
     written: impl IntoIterator<Item = (RawString, &'a Limiter)>,
 ) -> Propagation {
-    let replay: usize = bulk("RL.REPLAY".len())
-        + bulk(20)
-        + argv
-            .iter()
-            .map(|&arg| bulk(bytes(arg).len()))
-            .sum::<usize>();
     let state: usize = written
         .into_iter()
-        .map(|(key, limiter)| {
-            bulk("RL.SETSTATE".len()) + bulk(bytes(key).len()) + bulk(limiter.encoded_len())
-        })
+        .map(|(key, limiter)| state_bytes(key, limiter.encoded_len()))
         .sum();
-    if state <= replay {
+    if state <= replay_bytes(argv) {
         Propagation::State
     } else {
         Propagation::Replay
     }
 }
 
-/// Stores `limiter` in `key` and propagates the call the smaller way.
+/// Stores `limiter` in `key` and propagates the call the smaller way, judged on the
+/// encoding it stores (no second pass over the state).
 pub fn write_and_propagate(
     ctx: Ctx,
     argv: &[RawString],
@@ -79,12 +87,17 @@ pub fn write_and_propagate(
     key: &mut Key,
     limiter: &Limiter,
 ) -> Result<(), CommandError> {
-    let how = propagation(argv, [(key_name, limiter)]);
-    write(ctx, key_name, key, limiter, how)?;
-    if how == Propagation::Replay {
-        ctx.replicate_replay(clock::decided_at(), argv);
-    }
-    Ok(())
+    let expire_at_ms = clock::expire_at_ms(limiter);
+    with_encoding(limiter, |state| {
+        key.store(state, expire_at_ms)
+            .map_err(|()| CommandError::Internal)?;
+        if state_bytes(key_name, state.len()) <= replay_bytes(argv) {
+            ctx.replicate_state(key_name, state);
+        } else {
+            ctx.replicate_replay(clock::decided_at(), argv);
+        }
+        Ok(())
+    })
 }
 
 /// Stores `limiter` in the open `key`, expiring when it idles; with
