@@ -5,6 +5,7 @@
 
 use crate::datatype;
 use crate::error::CommandError;
+use crate::propagation;
 use redis_module::raw;
 use redlimit_core::Limiter;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
@@ -161,6 +162,9 @@ impl Ctx {
 
     /// Propagates `RL.SETSTATE key <state>` to replicas and the AOF.
     pub fn replicate_state(self, key: RawString, state: &[u8]) {
+        if !propagation::needed() {
+            return;
+        }
         if let Some(replicate) = api!(RedisModule_Replicate) {
             // SAFETY: "sb" takes a module string, then a buffer pointer and its length.
             unsafe {
@@ -179,6 +183,9 @@ impl Ctx {
     /// Propagates `RL.REPLAY <micros> <argv...>`: the running command with its decision
     /// time, which replicas and AOF replay re-run exactly.
     pub fn replicate_replay(self, micros: u64, argv: &[RawString]) {
+        if !propagation::needed() {
+            return;
+        }
         if let Some(replicate) = api!(RedisModule_Replicate) {
             let micros = std::ffi::c_longlong::try_from(micros).unwrap_or(0);
             // SAFETY: "lv" takes a long long, then an array of module strings and its length;
@@ -208,6 +215,9 @@ impl Ctx {
 
     /// Propagates `DEL key` to replicas and the AOF.
     pub fn replicate_delete(self, key: RawString) {
+        if !propagation::needed() {
+            return;
+        }
         if let Some(replicate) = api!(RedisModule_Replicate) {
             // SAFETY: "s" takes one module string.
             unsafe {
@@ -218,6 +228,9 @@ impl Ctx {
 
     /// Propagates the running command as it was called (for deterministic commands).
     pub fn replicate_verbatim(self) {
+        if !propagation::needed() {
+            return;
+        }
         if let Some(replicate) = api!(RedisModule_ReplicateVerbatim) {
             // SAFETY: a valid command context.
             unsafe { replicate(self.0) };
@@ -443,6 +456,45 @@ impl Key {
             self.signal_modified();
         }
     }
+}
+
+/// The value of one configuration parameter (`CONFIG GET name`), read with
+/// `RedisModule_Call`; `None` if it cannot be read.
+pub fn config_get(ctx: *mut raw::RedisModuleCtx, name: &CStr) -> Option<Vec<u8>> {
+    let (call, element, string, free) = (
+        api!(RedisModule_Call)?,
+        api!(RedisModule_CallReplyArrayElement)?,
+        api!(RedisModule_CallReplyStringPtr)?,
+        api!(RedisModule_FreeCallReply)?,
+    );
+    // SAFETY: a valid context; "cc" takes two NUL-terminated strings.
+    let reply = unsafe {
+        call(
+            ctx,
+            c"CONFIG".as_ptr(),
+            c"cc".as_ptr(),
+            c"GET".as_ptr(),
+            name.as_ptr(),
+        )
+    };
+    if reply.is_null() {
+        return None;
+    }
+    // SAFETY: a live reply; element 1 of `[name, value]` (null when absent).
+    let value = unsafe { element(reply, 1) };
+    let text = if value.is_null() {
+        None
+    } else {
+        let mut len = 0usize;
+        // SAFETY: a live string element; `len` bytes, copied before the reply is freed.
+        let ptr = unsafe { string(value, &mut len) };
+        // SAFETY: see above.
+        (!ptr.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }.to_vec())
+    };
+    // SAFETY: the reply from `RedisModule_Call`, freed once.
+    unsafe { free(reply) };
+    text
 }
 
 /// `RedisModule_ModuleTypeReplaceValue(key, type, new, &old)`.

@@ -86,6 +86,14 @@ fn add_sections(ctx: *mut raw::RedisModuleInfoCtx) {
     };
     // SAFETY: an empty name makes the section the module's own (`INFO redlimit`).
     unsafe { section(ctx, c"".as_ptr()) };
+    // SAFETY: a NUL-terminated field name.
+    unsafe {
+        field(
+            ctx,
+            c"propagation".as_ptr(),
+            u64::from(crate::propagation::needed()),
+        );
+    };
     let mut name = [0u8; 64];
     for counters in ALL {
         let fields = [

@@ -24,6 +24,7 @@ mod error;
 mod ffi;
 mod guard;
 mod info;
+mod propagation;
 mod register;
 mod reply;
 
@@ -48,6 +49,7 @@ fn load(ctx: &Context, args: &[RedisString]) -> Status {
     datatype::remember_raw_type();
     ffi::load_optional_apis();
     set_module_options(ctx.ctx);
+    propagation::set_up(ctx.ctx);
     if let Err(error) = register::register_commands(ctx.ctx) {
         ffi::log_warning(ctx.ctx, &format!("redlimit: {error}"));
         return Status::Err;
