@@ -13,7 +13,7 @@ mod calls;
 
 use calls::{servers, with_module};
 use redis::Connection;
-use redlimit_test_support::{Flavor, Server, ServerBinary, info_value};
+use redlimit_test_support::{Flavor, Server, ServerBinary, info_value, snapshot};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -135,7 +135,13 @@ fn cache_only(binary: &ServerBinary, args: &[&str]) -> Server {
 }
 
 /// Waits until the replica acknowledged every write, then compares the datasets.
+/// (`WAIT` counts from this connection's last write, so it writes a marker first.)
 fn assert_same_dataset(primary: &mut Connection, replica: &mut Connection, who: &str) {
+    redis::cmd("SET")
+        .arg("marker")
+        .arg(1)
+        .query::<()>(primary)
+        .unwrap();
     let acked: i64 = redis::cmd("WAIT")
         .arg(1)
         .arg(10_000)
@@ -147,11 +153,36 @@ fn assert_same_dataset(primary: &mut Connection, replica: &mut Connection, who: 
     );
     let keys: i64 = redis::cmd("DBSIZE").query(primary).unwrap();
     assert!(keys > 1_000, "{who}: only {keys} keys written");
-    assert_eq!(
-        digest(replica),
-        digest(primary),
-        "{who}: DEBUG DIGEST differs"
+    if digest(replica) != digest(primary) {
+        panic!(
+            "{who}: DEBUG DIGEST differs: {}",
+            differing_keys(primary, replica)
+        );
+    }
+}
+
+/// The first keys whose value or expiry differs, with both sides' state, for the report.
+fn differing_keys(primary: &mut Connection, replica: &mut Connection) -> String {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(primary).unwrap();
+    let on_replica: Vec<String> = redis::cmd("KEYS").arg("*").query(replica).unwrap();
+    keys.sort();
+    let mut report = format!(
+        "{} keys on the primary, {} on the replica",
+        keys.len(),
+        on_replica.len()
     );
+    let mut shown = 0;
+    for key in &keys {
+        let (here, there) = (
+            snapshot(primary, key.as_str()),
+            snapshot(replica, key.as_str()),
+        );
+        if here != there && shown < 3 {
+            report.push_str(&format!("\n{key}: primary {here:?}\n    replica {there:?}"));
+            shown += 1;
+        }
+    }
+    report
 }
 
 #[test]

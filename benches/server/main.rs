@@ -63,7 +63,11 @@
 //! per pipeline-16 figure, default 1000000), `REDLIMIT_BENCH_SECONDS` (least duration of
 //! a figure, default 2; 0: none), `REDLIMIT_BENCH_KEYS` (keys per kind for bytes per
 //! key, default 100000), `REDLIMIT_BENCH_PIN=0` (no `taskset`), `REDLIMIT_SERVERS`,
-//! `REDLIMIT_MODULE`, `REDLIMIT_FLOOR_SO`, `REDIS_CELL_SO`, `REDLIMIT_BENCH_DOCS`. A
+//! `REDLIMIT_MODULE`, `REDLIMIT_FLOOR_SO`, `REDIS_CELL_SO`, `REDLIMIT_BENCH_DOCS`,
+//! `REDLIMIT_BENCH_PROPAGATE=1` (servers with a save point: the module then propagates
+//! every write, as on a server with replicas, AOF or snapshots; by default the servers
+//! are cache-only and the module skips `RedisModule_Replicate`, while the floor module
+//! always replicates). A
 //! smoke run (seconds, not minutes; its figures measure noise):
 //!
 //! ```text
@@ -123,6 +127,11 @@ fn main() {
         thread::available_parallelism().map_or(0, usize::from),
         redlimit_test_support::load_average()
     ));
+    line(if settings.propagating {
+        "- REDLIMIT_BENCH_PROPAGATE=1: servers have a save point, so RL.* writes are propagated (RedisModule_Replicate), as with replicas, AOF or RDB snapshots".to_owned()
+    } else {
+        "- cache-only servers (no save point, AOF or replica): RL.* writes skip RedisModule_Replicate; REDLIMIT_BENCH_PROPAGATE=1 measures the propagating path".to_owned()
+    });
     line(match &settings.pinning {
         Some(pinning) => format!(
             "- pinned (taskset): the throughput server, all its threads, on CPU {}; redis-benchmark on CPU {}",
@@ -206,6 +215,9 @@ pub struct Settings {
     unpinned_reason: String,
     /// Write the results into `docs/` (`REDLIMIT_BENCH_DOCS=0`: print only).
     write_docs: bool,
+    /// Servers run with a save point (`REDLIMIT_BENCH_PROPAGATE=1`), so the module
+    /// propagates every write as on a server with replicas, AOF or RDB snapshots.
+    propagating: bool,
 }
 
 impl Settings {
@@ -243,6 +255,7 @@ impl Settings {
             pinning,
             unpinned_reason,
             write_docs: env::var("REDLIMIT_BENCH_DOCS").map_or(true, |value| value != "0"),
+            propagating: env::var("REDLIMIT_BENCH_PROPAGATE").is_ok_and(|value| value == "1"),
         }
     }
 }
@@ -329,7 +342,11 @@ fn start(binary: &ServerBinary, module: &Path, settings: &Settings) -> Server {
 
 /// A server with our module, and redis-cell's when it was found.
 fn builder(binary: &ServerBinary, module: &Path, settings: &Settings) -> ServerBuilder {
-    let builder = ServerBuilder::new(binary).module(module);
+    let mut builder = ServerBuilder::new(binary).module(module);
+    if settings.propagating {
+        // Never reached in a run; makes the module propagate (see module/src/propagation.rs).
+        builder = builder.args(["--save", "86400 1"]);
+    }
     match &settings.redis_cell {
         Some(cell) => builder.module(cell),
         None => builder,

@@ -55,19 +55,27 @@ impl<'a> Args<'a> {
 /// every numeric argument is then checked against its own bound (far below `u64::MAX`),
 /// so the error names the real bound rather than the width of the parser.
 pub fn integer(name: &str, bytes: &[u8]) -> Result<u64, CommandError> {
-    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
-    let is_number = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
-    if !is_number || bytes.len() != digits.len() && digits.iter().any(|&d| d != b'0') {
-        return Err(CommandError::Argument(format!(
-            "{name} must be a non-negative integer"
-        )));
+    let (negative, digits) = match bytes {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, bytes),
+    };
+    let mut value = 0u64;
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(not_an_integer(name));
+        }
+        value = value.saturating_mul(10).saturating_add(u64::from(digit));
     }
-    Ok(digits
-        .iter()
-        .try_fold(0u64, |n, &d| {
-            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })
-        .unwrap_or(u64::MAX))
+    if digits.is_empty() || negative && value != 0 {
+        return Err(not_an_integer(name));
+    }
+    Ok(value)
+}
+
+#[cold]
+fn not_an_integer(name: &str) -> CommandError {
+    CommandError::Argument(format!("{name} must be a non-negative integer"))
 }
 
 /// Like [`integer`], and at least 1.

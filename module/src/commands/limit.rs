@@ -4,6 +4,7 @@ use crate::clock;
 use crate::error::CommandError;
 use crate::ffi::{Ctx, Key, RawString, bytes};
 use crate::info::Counters;
+use crate::propagation;
 use redlimit_core::{Decision, Limiter, Policy, Request};
 
 /// Decides `request` under `policy` for `key`, applying and propagating the new state.
@@ -57,6 +58,11 @@ fn replay_bytes(argv: &[RawString]) -> usize {
             .sum::<usize>()
 }
 
+/// A lower bound of [`replay_bytes`] that reads no argument: most states are smaller.
+fn least_replay_bytes(argv: &[RawString]) -> usize {
+    bulk("RL.REPLAY".len()) + bulk(20) + argv.len() * bulk(0)
+}
+
 /// RESP bytes of `RL.SETSTATE key <state of state_len bytes>`, about.
 fn state_bytes(key: RawString, state_len: usize) -> usize {
     bulk("RL.SETSTATE".len()) + bulk(bytes(key).len()) + bulk(state_len)
@@ -91,7 +97,11 @@ pub fn write_and_propagate(
     with_encoding(limiter, |state| {
         key.store(state, expire_at_ms)
             .map_err(|()| CommandError::Internal)?;
-        if state_bytes(key_name, state.len()) <= replay_bytes(argv) {
+        if !propagation::needed() {
+            return Ok(());
+        }
+        let state_len = state_bytes(key_name, state.len());
+        if state_len <= least_replay_bytes(argv) || state_len <= replay_bytes(argv) {
             ctx.replicate_state(key_name, state);
         } else {
             ctx.replicate_replay(clock::decided_at(), argv);
