@@ -3,8 +3,9 @@
 //! `module/src/propagation.rs`). These tests prove that no write is lost when a
 //! consumer appears while traffic runs: a replica attaching (disk and diskless full
 //! sync, and Valkey's dual-channel sync), AOF switched on, a backlog kept after the
-//! replica left, writes inside MULTI/EXEC and scripts. Each ends with the consumer's
-//! dataset digest equal to the primary's.
+//! replica left, Valkey's atomic slot migration out of a node without replicas, writes
+//! inside MULTI/EXEC and scripts. Each ends with the consumer's dataset equal to the
+//! primary's.
 //!
 //! Build the module first (`cargo build -p redlimit-module`).
 
@@ -356,4 +357,121 @@ fn a_backlog_kept_after_the_replica_left_serves_its_return() {
         replica.wait_for_sync();
         assert_same_dataset(&mut con, &mut replica.connection(), who);
     }
+}
+
+/// Valkey's atomic slot migration streams the writes made while it runs: a cache-only
+/// source (a cluster without replicas) must propagate them from its fork on.
+#[test]
+fn an_atomic_slot_migration_from_a_cache_only_node_carries_every_write() {
+    for binary in servers() {
+        if binary.flavor != Flavor::Valkey91 {
+            continue;
+        }
+        let node = || {
+            let server = cache_only(&binary, &["--cluster-enabled", "yes"]);
+            let mut con = server.connection();
+            let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut con).unwrap();
+            (server, con, id)
+        };
+        let (source, mut source_con, _) = node();
+        let (target, mut target_con, target_id) = node();
+        for (con, range) in [
+            (&mut source_con, (0, 8191)),
+            (&mut target_con, (8192, 16383)),
+        ] {
+            redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(range.0)
+                .arg(range.1)
+                .query::<()>(con)
+                .unwrap();
+        }
+        redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg("127.0.0.1")
+            .arg(target.port())
+            .query::<()>(&mut source_con)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster_ok(&mut source_con) || !cluster_ok(&mut target_con) {
+            assert!(
+                Instant::now() < deadline,
+                "the two nodes never formed a cluster"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        // `{b}` hashes to slot 3,300, the source's.
+        let keys: Vec<String> = (0..20).map(|i| format!("{{b}}{i}")).collect();
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&keys[0])
+            .query(&mut source_con)
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = {
+            let (stop, keys, mut con) = (Arc::clone(&stop), keys.clone(), source.connection());
+            thread::spawn(move || {
+                let mut allowed = vec![0i64; keys.len()];
+                'load: while !stop.load(Ordering::Relaxed) {
+                    for (i, key) in keys.iter().enumerate() {
+                        match redis::cmd("RL.TOKENBUCKET")
+                            .arg(key)
+                            .arg(1_000_000)
+                            .arg(1)
+                            .arg(3_600_000)
+                            .query::<Vec<i64>>(&mut con)
+                        {
+                            Ok(reply) => allowed[i] += reply[0],
+                            // MOVED: the slot is the target's now.
+                            Err(_) => break 'load,
+                        }
+                    }
+                }
+                allowed
+            })
+        };
+        thread::sleep(Duration::from_millis(300));
+        redis::cmd("CLUSTER")
+            .arg("MIGRATESLOTS")
+            .arg("SLOTSRANGE")
+            .arg(slot)
+            .arg(slot)
+            .arg("NODE")
+            .arg(&target_id)
+            .query::<()>(&mut source_con)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while redis::cmd("RL.STATUS")
+            .arg(&keys[0])
+            .query::<redis::Value>(&mut target_con)
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the slot never reached the target"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        let allowed = load.join().expect("the load thread panicked");
+        assert!(
+            propagating(&mut source_con),
+            "the migration's fork left propagation off"
+        );
+        for (key, allowed) in keys.iter().zip(allowed) {
+            let status = redlimit_test_support::status(&mut target_con, key).expect("moved");
+            // RL.STATUS answers as a call of cost 1 would.
+            assert_eq!(
+                status.number("remaining"),
+                1_000_000 - allowed - 1,
+                "{key}: {allowed} calls allowed on the source"
+            );
+        }
+    }
+}
+
+fn cluster_ok(con: &mut Connection) -> bool {
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(con).unwrap();
+    info.contains("cluster_state:ok")
 }
