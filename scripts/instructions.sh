@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Instructions per call, counted by callgrind: a figure of the server's work that does not
+# move with the machine's load (unlike requests per second on a shared 2-core machine).
+#
+#   scripts/instructions.sh            # every server, cache-only and propagating
+#   REDLIMIT_SERVERS=redis-8.2 REDLIMIT_INSTR_CALLS=5000 scripts/instructions.sh
+#
+# For each server found (Redis 7.0, Redis 8.2, Valkey 9.1) and each mode, one server runs
+# under `valgrind --tool=callgrind` with redlimit, the bench's floor module and redis-cell
+# (when built at $REDIS_CELL_SO or /tmp/redis-cell/target/release/libredis_cell.so).
+# Per command: a warm-up, `callgrind_control --zero`, `redis-benchmark -n $CALLS -P 16
+# -c 10 -r 1000` (random keys among 1,000, so most calls find their key), then
+# `callgrind_control --dump`: the server's user-space instructions over those calls,
+# divided by the calls. That includes reading the request, parsing it, the command,
+# propagation and writing the reply (not the kernel's share).
+#
+# Modes: `cache-only` (no save point, AOF or replica: redlimit skips RedisModule_Replicate,
+# see docs/commands.md) and `propagating` (a save point that never fires in a run: every
+# write is propagated, as with replicas, AOF or snapshots). The floor module always
+# replicates.
+#
+# Needs valgrind and redis-benchmark; builds the release module and the floor module
+# first (`cargo bench --bench server` builds the floor; set REDLIMIT_FLOOR_SO otherwise).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+calls=${REDLIMIT_INSTR_CALLS:-10000}
+module=${REDLIMIT_MODULE:-$root/target/release/libredlimit.so}
+floor=${REDLIMIT_FLOOR_SO:-$root/target/bench-floor/target/release/libredlimit_floor.so}
+cell=${REDIS_CELL_SO:-/tmp/redis-cell/target/release/libredis_cell.so}
+work=$(mktemp -d /tmp/redlimit-instructions.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+if [[ -z ${REDLIMIT_MODULE:-} ]]; then
+    cargo build --release -p redlimit-module >&2
+fi
+[[ -f $floor ]] || {
+    echo "no floor module at $floor: run 'cargo bench --bench server' once, or set REDLIMIT_FLOOR_SO" >&2
+    exit 1
+}
+for tool in valgrind callgrind_control redis-benchmark redis-cli; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
+done
+
+declare -A binaries=(
+    [redis-7.0]=/usr/bin/redis-server
+    [redis-8.2]=$root/.servers/redis-8.2/redis-server
+    [valkey-9.1]=$root/.servers/valkey-9.1/valkey-server
+)
+servers=${REDLIMIT_SERVERS:-redis-7.0,redis-8.2,valkey-9.1}
+
+rows=(
+    "INCR|INCR k:__rand_int__"
+    "FLOOR.CALL (module-API floor)|FLOOR.CALL f:__rand_int__ 1 2 60000"
+    "RL.TOKENBUCKET 100 1 1000|RL.TOKENBUCKET tb:__rand_int__ 100 1 1000"
+    "RL.THROTTLE 15 30 60|RL.THROTTLE th:__rand_int__ 15 30 60 1"
+    "RL.FIXED 100 60000|RL.FIXED fx:__rand_int__ 100 60000"
+    "RL.SLIDING 100 60000 APPROX|RL.SLIDING ap:__rand_int__ 100 60000 APPROX"
+    "RL.SLIDING 100 60000 (exact)|RL.SLIDING sl:__rand_int__ 100 60000"
+)
+if [[ -f $cell ]]; then
+    rows+=("redis-cell CL.THROTTLE 15 30 60|CL.THROTTLE cl:__rand_int__ 15 30 60 1")
+fi
+
+# Counts one server in one mode; prints "server|mode|label|instructions per call".
+measure() {
+    local name=$1 mode=$2 binary=${binaries[$1]}
+    local port=$((20000 + RANDOM % 20000)) out=$work/$name-$mode
+    local args=(--port "$port" --dir "$work" --appendonly no --loadmodule "$module"
+        --loadmodule "$floor")
+    [[ -f $cell ]] && args+=(--loadmodule "$cell")
+    if [[ $mode == propagating ]]; then args+=(--save "86400 1"); else args+=(--save ""); fi
+    valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$binary" "${args[@]}" \
+        >"$out.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 200); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    local shown
+    shown=$(redis-cli -p "$port" info redlimit | tr -d '\r' | grep propagation || true)
+    echo "$name $mode: $shown" >&2
+    local index=0 row label command
+    for row in "${rows[@]}"; do
+        label=${row%%|*}
+        read -r -a command <<<"${row#*|}"
+        redis-benchmark -p "$port" -c 10 -P 16 -r 1000 -n 2000 -q "${command[@]}" >/dev/null 2>&1
+        callgrind_control --zero "$pid" >/dev/null 2>&1
+        redis-benchmark -p "$port" -c 10 -P 16 -r 1000 -n "$calls" -q "${command[@]}" >/dev/null 2>&1
+        callgrind_control --dump "$pid" >/dev/null 2>&1
+        index=$((index + 1))
+        local ir
+        ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$out.$pid.$index")
+        echo "$name|$mode|$label|$((ir / calls))"
+    done
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    wait "$pid" || true
+}
+
+results=$work/results
+: >"$results"
+for name in ${servers//,/ }; do
+    [[ -x ${binaries[$name]:-} ]] || { echo "skipped $name: not installed" >&2; continue; }
+    for mode in cache-only propagating; do
+        measure "$name" "$mode" | tee -a "$results" >&2
+    done
+done
+
+echo
+echo "Instructions per call (callgrind, server user space; $calls calls of each, -P 16, 1,000 random keys)"
+echo
+echo "| server | command | cache-only | × floor | propagating | × floor |"
+echo "|---|---|---:|---:|---:|---:|"
+for name in ${servers//,/ }; do
+    grep -q "^$name|" "$results" || continue
+    declare -A floor_of=()
+    floor_of[cache-only]=$(awk -F'|' -v s="$name" '$1==s && $2=="cache-only" && $3 ~ /^FLOOR/ {print $4}' "$results")
+    floor_of[propagating]=$(awk -F'|' -v s="$name" '$1==s && $2=="propagating" && $3 ~ /^FLOOR/ {print $4}' "$results")
+    for row in "${rows[@]}"; do
+        label=${row%%|*}
+        cache=$(awk -F'|' -v s="$name" -v l="$label" '$1==s && $2=="cache-only" && $3==l {print $4}' "$results")
+        prop=$(awk -F'|' -v s="$name" -v l="$label" '$1==s && $2=="propagating" && $3==l {print $4}' "$results")
+        printf '| %s | %s | %s | %.2f× | %s | %.2f× |\n' "$name" "$label" "$cache" \
+            "$(echo "$cache / ${floor_of[cache-only]}" | bc -l)" "$prop" \
+            "$(echo "$prop / ${floor_of[propagating]}" | bc -l)"
+    done
+done
