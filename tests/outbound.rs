@@ -1,16 +1,30 @@
 //! Outbound quotas on every server: `RL.ALL` with a cost per key (`COSTS`) and one
 //! reservation across token buckets (`MAXWAIT`), `RL.ADJUST` (refunds and charges after
-//! the fact), and the exact replication and AOF replay of what they write.
+//! the fact), and the exact replication and AOF replay of what they write; the client's
+//! `admit` and `Permit::settle` (`outbound/admit.rs`) and a fleet of two limiters against
+//! a simulated provider (`outbound/fleet.rs`).
 //!
 //! Build the module first (`cargo build -p redlimit-module`). Time moves with the
 //! module's clock offset; durations are compared within the wall-clock time a test takes.
 
+#[path = "outbound/admit.rs"]
+mod admit;
 #[path = "live/calls.rs"]
 mod calls;
+#[path = "outbound/fleet.rs"]
+mod fleet;
 
 use calls::{servers, show, with_module};
 use redis::{Connection, Value};
+use redlimit_test_support::Server;
 use redlimit_test_support::{set_clock_offset, snapshot};
+
+/// One server with the module per binary, for the client's tests.
+fn servers_for_client() -> impl Iterator<Item = Server> {
+    servers()
+        .into_iter()
+        .map(|binary| with_module(&binary).start())
+}
 
 /// A command written out, split on spaces.
 fn line(line: &str) -> redis::Cmd {

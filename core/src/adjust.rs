@@ -4,6 +4,19 @@
 //! - A **refund** never lifts a limiter above full: it takes back at most what is
 //!   counted (token bucket: deficit down to 0; throttle: TAT down to now; windows:
 //!   counts down to 0, an exact log from its oldest entries).
+//! - A refund **of a charge made `since_ms` ago** ([`Adjustment::RefundOf`]) never
+//!   gives back more than charging less at that time would have left: a token bucket or
+//!   throttle charged less may have been full meanwhile and lost refill it could not
+//!   hold, at most `since_ms` of refill, so the refund is reduced by that; a fixed or
+//!   `APPROX` window gives back only from the window the charge was counted in. Without
+//!   `since_ms` a refund assumes the limiter was never full since the charge (exact for a
+//!   busy limiter, generous for one that refilled to full meanwhile).
+//! - A token bucket **in debt** (below zero tokens: `MAXWAIT` reservations pending) does
+//!   not take a refund of a past charge (`since_ms` given): the pending reservations were
+//!   planned with the charge, and a bucket charged less would have been full meanwhile,
+//!   so the refunded tokens might not exist by the time they could be used. Such a
+//!   refund is dropped (never over-credits); refunds count again once the queue has
+//!   drained.
 //! - A **charge** is recorded even when it does not fit (the work was done), into a
 //!   bounded debt: a token bucket down to `-capacity` tokens (a deficit of two full
 //!   buckets), a throttle to a TAT two bursts ahead of now. Windows have no debt: their
@@ -25,6 +38,14 @@ use crate::token_bucket::{BucketState, TokenBucket};
 pub enum Adjustment {
     /// Give back this many units (a call used less than it was charged).
     Refund(u64),
+    /// Give back this many units of a charge made `since_ms` ago: only what the limiter
+    /// can still owe of it (see [`Policy::adjust`]), never more than the exact refund.
+    RefundOf {
+        /// Units to give back.
+        units: u64,
+        /// How long ago the refunded charge counted (its act time), in milliseconds.
+        since_ms: u64,
+    },
     /// Take this many more units (a call used more than it was charged).
     Charge(u64),
 }
@@ -43,6 +64,34 @@ impl Adjustment {
             Self::Refund(delta.unsigned_abs())
         } else {
             Self::Charge(delta.unsigned_abs())
+        }
+    }
+
+    /// This adjustment, a refund of a charge made `since_ms` ago (a charge is unchanged).
+    ///
+    /// ```
+    /// use redlimit_core::Adjustment;
+    /// assert_eq!(
+    ///     Adjustment::from_delta(-5).since(300),
+    ///     Adjustment::RefundOf { units: 5, since_ms: 300 }
+    /// );
+    /// ```
+    #[must_use]
+    pub const fn since(self, since_ms: u64) -> Self {
+        match self {
+            Self::Refund(units) | Self::RefundOf { units, .. } => {
+                Self::RefundOf { units, since_ms }
+            }
+            Self::Charge(units) => Self::Charge(units),
+        }
+    }
+
+    /// Units to take back and how long ago their charge counted (0: unknown, as now).
+    const fn refund(self) -> Option<(u64, u64)> {
+        match self {
+            Self::Refund(units) => Some((units, 0)),
+            Self::RefundOf { units, since_ms } => Some((units, since_ms)),
+            Self::Charge(_) => None,
         }
     }
 }
@@ -128,11 +177,27 @@ impl Limiter {
 }
 
 /// `value` moved by `adjustment` (scaled by `unit`), at least 0, and for a charge at
-/// most `max(value, ceiling)`.
-fn moved(value: u128, adjustment: Adjustment, unit: u128, ceiling: u128) -> u128 {
-    match adjustment {
-        Adjustment::Refund(n) => value.saturating_sub(u128::from(n) * unit),
-        Adjustment::Charge(n) => (value + u128::from(n) * unit).min(value.max(ceiling)),
+/// most `max(value, ceiling)`. A refund of a charge made `since` ago gives back less
+/// `lost(since)`: the most that a limiter charged less could have lost meanwhile by
+/// being full (refill it could not hold).
+fn moved(
+    value: u128,
+    adjustment: Adjustment,
+    unit: u128,
+    ceiling: u128,
+    lost: impl Fn(u64) -> u128,
+) -> u128 {
+    match adjustment.refund() {
+        Some((n, since_ms)) => {
+            let refund = (u128::from(n) * unit).saturating_sub(lost(since_ms));
+            value.saturating_sub(refund)
+        }
+        None => {
+            let Adjustment::Charge(n) = adjustment else {
+                return value;
+            };
+            (value + u128::from(n) * unit).min(value.max(ceiling))
+        }
     }
 }
 
@@ -143,8 +208,19 @@ fn bucket(
     adjustment: Adjustment,
 ) -> Option<Limiter> {
     let (deficit, at) = p.deficit_at(previous, now);
+    // In debt, reservations may be pending: a refund applied now would count as tokens
+    // from now until they act, which a bucket charged less could not have held if it was
+    // full meanwhile. It is not given back (see the module docs).
+    if deficit > p.full()
+        && adjustment
+            .refund()
+            .is_some_and(|(_, since_ms)| since_ms > 0)
+    {
+        return None;
+    }
     let ceiling = (2 * p.full()).min(p.floor(p.max_wait_ms()));
-    let after = moved(deficit, adjustment, p.unit(), ceiling);
+    let refill = |ms: u64| u128::from(ms) * 1_000 * u128::from(p.refill_tokens());
+    let after = moved(deficit, adjustment, p.unit(), ceiling, refill);
     (after != deficit).then(|| {
         let deficit = u64::try_from(after).unwrap_or(u64::MAX);
         Limiter::TokenBucket(p, BucketState { deficit, at })
@@ -162,7 +238,14 @@ fn throttle(
     // In nanoseconds ahead of now: the usage a TAT stands for.
     let ahead = tat - now_ns;
     let ceiling = 2 * p.tolerance_ns();
-    let after = moved(ahead, adjustment, u128::from(p.interval_ns()), ceiling);
+    let elapsed = |ms: u64| u128::from(ms) * 1_000_000;
+    let after = moved(
+        ahead,
+        adjustment,
+        u128::from(p.interval_ns()),
+        ceiling,
+        elapsed,
+    );
     (after != ahead).then(|| {
         let tat_ns = u64::try_from(now_ns + after).unwrap_or(u64::MAX);
         Limiter::Throttle(p, ThrottleState { tat_ns })
@@ -175,9 +258,19 @@ fn fixed(
     now: Timestamp,
     adjustment: Adjustment,
 ) -> Option<Limiter> {
-    let window = p.current(previous, now.as_micros() / 1_000);
+    let now_ms = now.as_micros() / 1_000;
+    let window = p.current(previous, now_ms);
     let count = u128::from(window.count);
-    let after = moved(count, adjustment, 1, u128::from(p.limit()));
+    // A charge counted in a window that has ended left with it: nothing to give back.
+    let start = window.end_ms.saturating_sub(p.window_ms());
+    let in_window = |since_ms: u64| {
+        if now_ms.saturating_sub(since_ms) >= start {
+            0
+        } else {
+            u128::MAX
+        }
+    };
+    let after = moved(count, adjustment, 1, u128::from(p.limit()), in_window);
     (after != count).then(|| {
         let count = u64::try_from(after).unwrap_or(u64::MAX);
         Limiter::Fixed(p, WindowCount { count, ..window })
@@ -193,9 +286,9 @@ fn sliding(
     let now_ms = now.as_micros() / 1_000;
     let log = p.current(previous, now_ms);
     let total = log.total();
-    let log = match adjustment {
-        Adjustment::Refund(n) if n > 0 && total > 0 => log.refunded(n),
-        Adjustment::Charge(n) if n > 0 && total < p.limit() => {
+    let log = match (adjustment.refund(), adjustment) {
+        (Some((n, _)), _) if n > 0 && total > 0 => log.refunded(n),
+        (None, Adjustment::Charge(n)) if n > 0 && total < p.limit() => {
             log.with_entry(now_ms, n.min(p.limit() - total))
         }
         _ => return None,
@@ -209,26 +302,36 @@ fn approx(
     now: Timestamp,
     adjustment: Adjustment,
 ) -> Option<Limiter> {
-    let pair = p.carried_over(previous, now.as_micros() / 1_000);
-    let after = match adjustment {
-        // The current window first (where a just-settled call was counted), then the
-        // previous one.
-        Adjustment::Refund(n) => {
-            let from_current = n.min(pair.current);
-            let from_previous = (n - from_current).min(pair.previous);
+    let now_ms = now.as_micros() / 1_000;
+    let pair = p.carried_over(previous, now_ms);
+    let after = match (adjustment.refund(), adjustment) {
+        // From the window the charge was counted in: the current one, then the previous
+        // one when its time is unknown; nothing when that window has slid out.
+        (Some((n, since_ms)), _) => {
+            let charged_ms = now_ms.saturating_sub(since_ms);
+            let (from_current, from_previous) = if charged_ms >= pair.start_ms {
+                let from_current = n.min(pair.current);
+                let rest = if since_ms == 0 { n - from_current } else { 0 };
+                (from_current, rest.min(pair.previous))
+            } else if charged_ms.saturating_add(p.window_ms()) >= pair.start_ms {
+                (0, n.min(pair.previous))
+            } else {
+                (0, 0)
+            };
             WindowPair {
                 current: pair.current - from_current,
                 previous: pair.previous - from_previous,
                 ..pair
             }
         }
-        Adjustment::Charge(n) => WindowPair {
+        (None, Adjustment::Charge(n)) => WindowPair {
             current: pair
                 .current
                 .saturating_add(n)
                 .min(pair.current.max(p.limit())),
             ..pair
         },
+        (None, _) => pair,
     };
     (after != pair).then_some(Limiter::SlidingApprox(p, after))
 }

@@ -147,3 +147,63 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// Calls charge the most they may use and settle `delay` later (other calls charged
+    /// meanwhile) with a refund of what they did not use: the bucket never holds more
+    /// than an exact bucket charged the real costs at the act times.
+    #[test]
+    fn refunds_of_past_charges_never_give_back_more_than_charging_less(
+        capacity in 1u64..30, refill_tokens in 1u64..5, refill_ms in 1u64..500,
+        calls in prop::collection::vec((0u64..800, 1u64..30, 0u64..30, 0u64..3_000), 1..30),
+    ) {
+        let policy = Policy::TokenBucket(TokenBucket::new(capacity, refill_tokens, refill_ms).unwrap());
+        let unit = i128::from(refill_ms) * 1_000;
+        let full = i128::from(capacity) * unit;
+        let per_ms = 1_000 * i128::from(refill_tokens);
+        // Events: (time, 0 = take / 1 = settle, call index).
+        let mut events = Vec::new();
+        let mut t = START_MS;
+        for (k, (dt, _, _, delay)) in calls.iter().enumerate() {
+            t += dt;
+            events.push((t, 0, k));
+            events.push((t + delay, 1, k));
+        }
+        events.sort();
+        let (mut stored, mut acted): (Option<Limiter>, Vec<Option<u64>>) = (None, vec![None; calls.len()]);
+        for (now_ms, kind, k) in events {
+            let (_, charged, used, _) = calls[k];
+            let used = used.min(charged);
+            let at = Timestamp::from_millis(now_ms);
+            if kind == 0 {
+                let outcome = policy.decide(stored.as_ref(), at, Request::new(charged)).unwrap();
+                if outcome.decision.allowed {
+                    stored = outcome.update;
+                    acted[k] = Some(now_ms);
+                }
+                continue;
+            }
+            let Some(act_ms) = acted[k] else { continue };
+            let refund = Adjustment::Refund(charged - used).since(now_ms - act_ms);
+            if let Some(update) = policy.adjust(stored.as_ref(), at, refund).unwrap().update {
+                stored = Some(update);
+            }
+            // The exact bucket, charged the real costs at the act times.
+            let mut charges: Vec<(u64, u64)> = acted.iter().enumerate()
+                .filter_map(|(i, a)| a.map(|a| (a, calls[i].2.min(calls[i].1))))
+                .collect();
+            charges.sort();
+            let (mut level, mut time) = (full, START_MS);
+            for (a, u) in charges.into_iter().chain(std::iter::once((now_ms, 0))) {
+                level = (level + i128::from(a - time) * per_ms).min(full) - i128::from(u) * unit;
+                time = a;
+            }
+            let peek = Request { peek: true, ..Request::new(0) };
+            let available = policy.decide(stored.as_ref(), at, peek).unwrap().decision.remaining;
+            let exact = u64::try_from(level.max(0) / unit).unwrap();
+            prop_assert!(available <= exact, "{} tokens, an exact bucket {}", available, exact);
+        }
+    }
+}

@@ -288,6 +288,7 @@ pub static COMMANDS: [CommandSpec; 12] = [
                 multiple: true,
                 ..arg(c"policy", ArgKind::String)
             },
+            option(c"SINCE", c"ms", ArgKind::Integer),
         ],
         optional: false,
     },
