@@ -173,3 +173,89 @@ proptest! {
         }
     }
 }
+
+/// Calls reserve `reserved` over the buckets (`MAXWAIT`), act at their instant, and
+/// settle `delay` later with a refund of what they did not use (`SINCE` the act). The
+/// provider's buckets, charged the real costs at the act times, never run short.
+fn settle_against_provider(
+    buckets: &[Numbers],
+    calls: &[(u64, Vec<u64>, u64, u64)],
+) -> Result<(), TestCaseError> {
+    use redlimit_core::Adjustment;
+    let keys = ["a", "b", "c"];
+    let mut store: HashMap<&str, Limiter> = HashMap::new();
+    // Events: (time, 0 = reserve / 1 = settle, call).
+    let mut events: Vec<(u64, u8, usize)> = Vec::new();
+    let mut t = START_US;
+    for (k, (dt, _, _, _)) in calls.iter().enumerate() {
+        t += dt;
+        events.push((t, 0, k));
+    }
+    let mut acts: Vec<Option<u64>> = vec![None; calls.len()];
+    let mut provider: Vec<Vec<(u64, u128)>> = vec![Vec::new(); buckets.len()];
+    while let Some(index) = (0..events.len()).min_by_key(|&i| (events[i].0, events[i].1)) {
+        let (now, kind, k) = events.swap_remove(index);
+        let (_, reserved, percent, delay) = &calls[k];
+        let at = Timestamp::from_micros(now);
+        if kind == 0 {
+            let limits: Vec<(&str, Policy, u64)> = buckets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (keys[i], n.policy(), reserved[i]))
+                .collect();
+            let load = |_, key: &&str| Ok::<_, WrongAlgorithm>(store.get(key).cloned());
+            let request = AllRequest {
+                peek: false,
+                max_wait_ms: 60_000,
+            };
+            let outcome = decide_each(&limits, at, request, load).unwrap();
+            if !outcome.allowed {
+                continue;
+            }
+            let act = now + wait_of(outcome.decisions[0].retry_after);
+            acts[k] = Some(act);
+            events.push((act + delay, 1, k));
+            for (i, n) in buckets.iter().enumerate() {
+                let used = reserved[i] * percent / 100;
+                provider[i].push((act, u128::from(used) * n.unit()));
+                prop_assert!(
+                    n.level(&provider[i], act).is_some(),
+                    "provider {} overdrawn",
+                    i
+                );
+            }
+            for (index, limiter) in outcome.updates {
+                store.insert(keys[index], limiter);
+            }
+            continue;
+        }
+        let since_ms = (now - acts[k].unwrap()).div_ceil(1_000);
+        for (i, n) in buckets.iter().enumerate() {
+            let refund = reserved[i] - reserved[i] * percent / 100;
+            let adjustment = Adjustment::Refund(refund).since(since_ms);
+            let adjusted = n
+                .policy()
+                .adjust(store.get(keys[i]), at, adjustment)
+                .unwrap();
+            if let Some(update) = adjusted.update {
+                store.insert(keys[i], update);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    #[test]
+    fn settled_refunds_never_overdraw_the_provider(
+        buckets in prop::collection::vec(numbers(), 1..3),
+        calls in prop::collection::vec(
+            (0u64..2_000_000, prop::collection::vec(0u64..20, 2), 0u64..=100, 0u64..3_000_000),
+            1..30,
+        ),
+    ) {
+        settle_against_provider(&buckets, &calls)?;
+    }
+}
