@@ -17,7 +17,7 @@ mod fleet;
 use calls::{servers, show, with_module};
 use redis::{Connection, Value};
 use redlimit_test_support::Server;
-use redlimit_test_support::{set_clock_offset, snapshot};
+use redlimit_test_support::{info_value, set_clock_offset, snapshot};
 
 /// One server with the module per binary, for the client's tests.
 fn servers_for_client() -> impl Iterator<Item = Server> {
@@ -254,9 +254,22 @@ fn reservations_and_adjustments_replicate_and_replay_exactly() {
         decision(p, who, "RL.SLIDING s 50 60000 COST 30");
         decision(p, who, "RL.ADJUST s -7");
         decision(p, who, "RL.ADJUST fresh 40 FIXED 100 3600000");
+        // A long log: its state outweighs the call, so the call goes as RL.REPLAY.
+        for _ in 0..300 {
+            decision(p, who, "RL.SLIDING long 1000 60000");
+        }
+        let replays = |r: &mut Connection| info_value(r, "commandstats", "cmdstat_rl.replay");
+        let _: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query(p).unwrap();
+        let replays_before = replays(r);
+        decision(p, who, "RL.ADJUST long -120 SINCE 5");
         let acked: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query(p).unwrap();
         assert_eq!(acked, 1, "{who}");
-        let keys: [&[u8]; 4] = [b"{p}:rpm", b"{p}:tpm", b"s", b"fresh"];
+        assert_ne!(
+            replays(r),
+            replays_before,
+            "{who}: RL.ADJUST went as RL.REPLAY"
+        );
+        let keys: [&[u8]; 5] = [b"{p}:rpm", b"{p}:tpm", b"s", b"fresh", b"long"];
         let before: Vec<_> = keys.iter().map(|key| snapshot(p, *key)).collect();
         for (key, state) in keys.iter().zip(&before) {
             assert!(state.is_some(), "{who}: {} missing", show(key));
