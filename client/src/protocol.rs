@@ -561,6 +561,38 @@ mod tests {
     }
 
     #[test]
+    fn admit_and_settle_send_costs_maxwait_and_since() {
+        let args = |cmd: Cmd| -> Vec<String> {
+            cmd.args_iter()
+                .map(|arg| match arg {
+                    redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                    redis::Arg::Cursor => String::new(),
+                })
+                .collect()
+        };
+        let bucket = Policy::TokenBucket(TokenBucket::new(10, 1, 1_000).unwrap());
+        let window = Policy::SlidingApprox(SlidingCounter::new(5, 60_000).unwrap());
+        let limits = [("a", bucket, 1), ("b", window, 900)];
+        let request = AllRequest {
+            peek: false,
+            max_wait_ms: 500,
+        };
+        assert_eq!(
+            args(all_each(&limits, request).unwrap()).join(" "),
+            "RL.ALL 2 a b TOKENBUCKET 10 1 1000 SLIDING 5 60000 APPROX COSTS 1 900 MAXWAIT 500"
+        );
+        assert_eq!(
+            args(adjust(b"b", &bucket, -40, 7)).join(" "),
+            "RL.ADJUST b -40 TOKENBUCKET 10 1 1000 SINCE 7"
+        );
+        let throttle = Policy::Throttle(Throttle::new(4, 1, 1).unwrap());
+        assert_eq!(
+            args(adjust(b"t", &throttle, 3, 7)).join(" "),
+            "RL.ADJUST t 3 THROTTLE 4 1 1"
+        );
+    }
+
+    #[test]
     fn commands_carry_options_only_when_needed() {
         let bucket = Policy::TokenBucket(TokenBucket::new(10, 1, 1_000).unwrap());
         let packed = |cmd: Cmd| String::from_utf8_lossy(&cmd.get_packed_command()).into_owned();

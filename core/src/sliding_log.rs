@@ -297,18 +297,30 @@ impl SlidingLog {
     /// never frees more, at any later instant, than taking it from the refunded call's
     /// own entry would.
     pub(crate) fn refunded(self, units: u64) -> Self {
-        let mut left = units;
-        let kept: Vec<(u64, u64)> = self
-            .iter()
-            .filter_map(|(time, cost)| {
-                let taken = cost.min(left);
-                left -= taken;
-                (cost > taken).then_some((time, cost - taken))
-            })
-            .collect();
-        kept.iter().fold(Self::default(), |log, &(time, cost)| {
-            log.with_entry(time, cost)
-        })
+        // Only the oldest entries change: the rest of the bytes are copied as they are.
+        let mut reader = varint::Reader::new(&self.entries);
+        let (mut time, mut left) = (self.first_ms, units);
+        while !reader.is_empty() {
+            let (Ok(delta), Ok(cost)) = (reader.varint(), reader.varint()) else {
+                break;
+            };
+            time = time.saturating_add(delta);
+            if cost > left {
+                let rest = self.entries.get(reader.position()..).unwrap_or_default();
+                let mut entries = Vec::with_capacity(rest.len() + 2 + 4);
+                entries.push(0);
+                varint::put(&mut entries, cost - left);
+                entries.extend_from_slice(rest);
+                return Self {
+                    first_ms: time,
+                    last_ms: self.last_ms,
+                    total: self.total - units,
+                    entries,
+                };
+            }
+            left -= cost;
+        }
+        Self::default()
     }
 
     /// This log with `cost` admitted at `now_ms` (never before the newest entry: a clock
