@@ -20,7 +20,8 @@ pub struct AllOutcome {
     /// Every limit allowed the request, so it was counted against all of them.
     pub allowed: bool,
     /// One decision per limit, in the order the limits were given. When a reservation
-    /// (`MAXWAIT`) is allowed, every decision's `retry_after` is the same act time.
+    /// (`MAXWAIT`) is allowed, every limit with a cost above 0 answers the same act time
+    /// as its `retry_after` (a zero cost answers now).
     pub decisions: Vec<Decision>,
     /// When allowed: the limiters to store, each with the index of the first limit
     /// naming its key, in that order. Empty when denied or when nothing changed.

@@ -94,8 +94,9 @@ where
         };
         let standing = standing(bucket, state.as_ref(), now, *cost)?;
         if standing.need == 0 {
+            // A zero cost only asks: it may act now, whatever the others wait for.
             let reset = wait_for(bucket, &standing, now, standing.deficit);
-            decisions.push(bucket.decision(true, standing.deficit, retry_after, reset));
+            decisions.push(bucket.decision(true, standing.deficit, RetryAfter::Now, reset));
             continue;
         }
         let refilled_by_act =

@@ -126,8 +126,12 @@ proptest! {
                 prop_assert!(outcome.updates.is_empty());
                 continue;
             }
-            let act_in = wait_of(outcome.decisions[0].retry_after);
-            prop_assert!(outcome.decisions.iter().all(|d| d.allowed && wait_of(d.retry_after) == act_in));
+            let act_in = outcome.decisions.iter().map(|d| wait_of(d.retry_after)).max().unwrap();
+            // Every limit with a cost answers the one act time; a zero cost answers now.
+            for (decision, cost) in outcome.decisions.iter().zip(&costs) {
+                let expected = if *cost == 0 { 0 } else { act_in };
+                prop_assert!(decision.allowed && wait_of(decision.retry_after) == expected);
+            }
             prop_assert!(act_in <= max_wait_ms * 1_000);
             if settled {
                 prop_assert_eq!(Some(act_in), model_act);
@@ -212,7 +216,13 @@ fn settle_against_provider(
             if !outcome.allowed {
                 continue;
             }
-            let act = now + wait_of(outcome.decisions[0].retry_after);
+            let act = now
+                + outcome
+                    .decisions
+                    .iter()
+                    .map(|d| wait_of(d.retry_after))
+                    .max()
+                    .unwrap();
             acts[k] = Some(act);
             events.push((act + delay, 1, k));
             for (i, n) in buckets.iter().enumerate() {
