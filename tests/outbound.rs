@@ -292,3 +292,79 @@ fn reservations_and_adjustments_replicate_and_replay_exactly() {
         }
     }
 }
+
+/// Random argument vectors for `RL.ADJUST` (numbers, signs, policy words, junk, keys of
+/// every kind): every reply is an error naming its input, nil or a decision, and the
+/// server keeps answering.
+#[test]
+fn adjust_answers_any_arguments_without_harm() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let word = prop_oneof![
+        Just("TOKENBUCKET".to_owned()),
+        Just("THROTTLE".to_owned()),
+        Just("SLIDING".to_owned()),
+        Just("FIXED".to_owned()),
+        Just("APPROX".to_owned()),
+        Just("SINCE".to_owned()),
+        Just("since".to_owned()),
+        (-5i64..5_000).prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        Just("4611686018427387905".to_owned()),
+        Just("-4611686018427387905".to_owned()),
+        Just("--3".to_owned()),
+        Just(String::new()),
+        "[ -~]{0,6}",
+    ];
+    let call = (
+        prop::sample::select(vec!["tb", "fx", "sl", "ap", "th", "lease", "str", "none"]),
+        prop::collection::vec(word, 0..9),
+    );
+    for binary in servers() {
+        let who = binary.name();
+        let server = with_module(&binary).start();
+        let con = &mut server.connection();
+        for setup in [
+            "RL.TOKENBUCKET tb 10 1 1000 COST 4",
+            "RL.FIXED fx 10 60000 COST 4",
+            "RL.SLIDING sl 10 60000 COST 4",
+            "RL.SLIDING ap 10 60000 COST 4 APPROX",
+            "RL.THROTTLE th 9 1 1 4",
+            "RL.ACQUIRE lease 2 60000 id",
+            "SET str x",
+        ] {
+            let _: Value = line(setup).query(con).unwrap();
+        }
+        let shared = std::cell::RefCell::new(server.connection());
+        let mut runner = TestRunner::new(Config {
+            cases: 300,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&call, |(key, args)| {
+                let mut cmd = redis::cmd("RL.ADJUST");
+                cmd.arg(key);
+                for arg in &args {
+                    cmd.arg(arg);
+                }
+                match cmd.query::<Value>(&mut *shared.borrow_mut()) {
+                    Ok(Value::Nil) => {}
+                    Ok(Value::Array(fields)) => prop_assert_eq!(fields.len(), 5),
+                    Ok(other) => prop_assert!(false, "{who}: {other:?}"),
+                    Err(error) => {
+                        let code = error.code().unwrap_or_default();
+                        prop_assert!(code == "ERR" || code == "WRONGTYPE", "{who}: {error}");
+                    }
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        let pong: String = redis::cmd("PING").query(con).unwrap();
+        assert_eq!(pong, "PONG", "{who}");
+        // The limiters written along the way all decode (RL.STATUS reads them).
+        for key in ["tb", "fx", "sl", "ap", "th", "none"] {
+            let _: Value = line(&format!("RL.STATUS {key}")).query(con).unwrap();
+        }
+    }
+}
