@@ -61,9 +61,10 @@ impl RateLimiter {
     /// - **Windows** cannot reserve a later instant: the call is retried at each retry
     ///   time until admitted or past `max_wait`.
     /// - **Cancel-safe:** dropping the future while it waits for its reserved instant
-    ///   gives the reservation back (`RL.ADJUST` refunds, on the tokio runtime). A
-    ///   future dropped during the round trip gives nothing back (whether the server
-    ///   counted it is unknown; keeping it never over-admits).
+    ///   gives the reservation back where the algorithm allows (`RL.ADJUST` refunds, on
+    ///   the tokio runtime): not on a bucket in debt, where others may be queued behind
+    ///   it. A future dropped during the round trip gives nothing back (whether the
+    ///   server counted it is unknown; keeping it never over-admits).
     /// - **When the server is unavailable**, the [`FailurePolicy`] answers: fallback
     ///   reserves in memory, open admits (nothing to settle), closed denies, error
     ///   returns the error.

@@ -11,12 +11,12 @@
 //!   `APPROX` window gives back only from the window the charge was counted in. Without
 //!   `since_ms` a refund assumes the limiter was never full since the charge (exact for a
 //!   busy limiter, generous for one that refilled to full meanwhile).
-//! - A token bucket **in debt** (below zero tokens: `MAXWAIT` reservations pending) does
-//!   not take a refund of a past charge (`since_ms` given): the pending reservations were
-//!   planned with the charge, and a bucket charged less would have been full meanwhile,
-//!   so the refunded tokens might not exist by the time they could be used. Such a
-//!   refund is dropped (never over-credits); refunds count again once the queue has
-//!   drained.
+//! - A token bucket **in debt** (below zero tokens: `MAXWAIT` reservations pending) takes
+//!   no refund: the pending reservations were planned with the charge (or with the
+//!   reservation being cancelled), and a bucket charged less could have been full before
+//!   they act, so the refunded tokens might not exist by the time they could be used.
+//!   Such a refund is dropped (never over-credits); refunds count again once the queue
+//!   has drained.
 //! - A **charge** is recorded even when it does not fit (the work was done), into a
 //!   bounded debt: a token bucket down to `-capacity` tokens (a deficit of two full
 //!   buckets), a throttle to a TAT two bursts ahead of now. Windows have no debt: their
@@ -211,11 +211,7 @@ fn bucket(
     // In debt, reservations may be pending: a refund applied now would count as tokens
     // from now until they act, which a bucket charged less could not have held if it was
     // full meanwhile. It is not given back (see the module docs).
-    if deficit > p.full()
-        && adjustment
-            .refund()
-            .is_some_and(|(_, since_ms)| since_ms > 0)
-    {
+    if deficit > p.full() && adjustment.refund().is_some() {
         return None;
     }
     let ceiling = (2 * p.full()).min(p.floor(p.max_wait_ms()));
