@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: builds everything, starts a redis-server with the redlimit module and the
-# example API (examples/axum_api.rs) behind the middleware, sends a burst that shows
-# 200s turning into 429s with their headers, and keeps serving until Ctrl-C.
+# The demo: builds everything, starts a redis-server with the redlimit module, runs the
+# quickstart and the outbound LLM example (about 3 s), then the example API
+# (examples/axum_api.rs) behind the middleware, sends a burst that shows 200s turning
+# into 429s with their headers, and keeps serving until Ctrl-C.
 # Installs what is missing first (scripts/install-deps.sh).
 # DEMO_EXIT=1 stops after the burst (for scripted runs).
 set -euo pipefail
@@ -10,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-deps.sh >/dev/null
 echo "== building the module and the example API"
 cargo build --quiet -p redlimit-module
-cargo build --quiet --example axum_api --example quickstart
+cargo build --quiet --example axum_api --example quickstart --example llm_outbound
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -38,6 +39,10 @@ done
 
 echo "== the module's own commands (examples/quickstart.rs)"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT" target/debug/examples/quickstart
+
+echo
+echo "== outbound calls to LLM providers, requests and tokens per minute (examples/llm_outbound.rs)"
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT" target/debug/examples/llm_outbound
 
 echo
 echo "== the example API on 127.0.0.1:$API_PORT (GET /api/hello: 10 at once, then 1 per second per IP)"

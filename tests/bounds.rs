@@ -1,5 +1,6 @@
-//! Bounded cost (issue 12): at every documented maximum — an exact log of 65,536 entries,
-//! 1,000 leases with 256-byte ids, `RL.ALL` over 32 limits on one such log — one call
+//! Bounded cost (issue 12): at every documented maximum — an exact log of 65,536 entries
+//! (decided, peeked, adjusted), 1,000 leases with 256-byte ids, `RL.ALL` over 32 limits
+//! on one such log or reserving over 32 token buckets — one call
 //! takes at most 1 ms of server time and propagates at most 4 KiB, on every server.
 //!
 //! Server time is the command's own, from `INFO commandstats` (never wall time across
@@ -119,6 +120,17 @@ fn every_call_at_every_maximum_is_fast_and_propagates_little() {
         for _ in 0..MAX_ALL_LIMITS {
             all.extend([&b"SLIDING"[..], limit.as_bytes(), window.as_bytes()]);
         }
+        let buckets: Vec<String> = (0..MAX_ALL_LIMITS)
+            .map(|i| format!("bucket:{i:02}"))
+            .collect();
+        let mut reservation: Vec<&[u8]> = vec![b"RL.ALL", numkeys.as_bytes()];
+        reservation.extend(buckets.iter().map(|key| key.as_bytes()));
+        for _ in 0..MAX_ALL_LIMITS {
+            reservation.extend([&b"TOKENBUCKET"[..], b"100", b"1", b"1000"]);
+        }
+        reservation.push(b"COSTS");
+        reservation.extend(std::iter::repeat_n(&b"100"[..], MAX_ALL_LIMITS as usize));
+        reservation.extend([&b"MAXWAIT"[..], b"200000"]);
         let renewed = lease_id(7);
         let calls: Vec<(&str, Vec<&[u8]>)> = vec![
             (
@@ -129,6 +141,14 @@ fn every_call_at_every_maximum_is_fast_and_propagates_little() {
             ("a peek on a full log", [&sliding[..], &[b"PEEK"]].concat()),
             ("RL.STATUS of a full log", vec![b"RL.STATUS", b"log"]),
             ("RL.ALL naming one full log 32 times", all.clone()),
+            (
+                "RL.ADJUST refunding the oldest entries of a full log",
+                vec![b"RL.ADJUST", b"log", b"-100", b"SINCE", b"0"],
+            ),
+            (
+                "RL.ALL reserving over 32 token buckets with COSTS and MAXWAIT",
+                reservation.clone(),
+            ),
             (
                 "a renewal among the most leases",
                 vec![
@@ -222,6 +242,6 @@ fn every_call_at_every_maximum_is_fast_and_propagates_little() {
         // the renewal fitted, the new holder did not.
         let int = |n| Some(Value::Int(n));
         assert_eq!(allowed[0..2], [int(1), int(0)], "{who}: the log");
-        assert_eq!(allowed[5..7], [int(1), int(0)], "{who}: leases");
+        assert_eq!(allowed[7..9], [int(1), int(0)], "{who}: leases");
     }
 }

@@ -32,6 +32,9 @@
 //! - [`check_all`](RateLimiter::check_all): several limits, all or nothing, atomically.
 //! - [`wait`](RateLimiter::wait): for outbound callers, wait until allowed (served in
 //!   order for token buckets) or give up at a deadline.
+//! - [`admit`](RateLimiter::admit): for outbound calls that need several limits at once
+//!   with different costs (1 request and N tokens): one reservation across them, and a
+//!   [`Permit`] to [`settle`](Permit::settle) with the real cost once known.
 //! - [`acquire`](RateLimiter::acquire) / [`renew`](RateLimiter::renew) /
 //!   [`release`](RateLimiter::release): concurrency leases.
 //! - [`reset`](RateLimiter::reset), [`status`](RateLimiter::status).
@@ -54,6 +57,7 @@
 //! source}`, `redlimit_decision_seconds{operation, source}`,
 //! `redlimit_backend_errors_total{kind}`, `redlimit_breaker_transitions_total{to}`.
 
+mod admit;
 mod backend;
 mod breaker;
 mod decision;
@@ -62,6 +66,7 @@ mod error;
 mod limiter;
 mod local;
 mod observe;
+mod permit;
 mod protocol;
 mod slot;
 mod verify;
@@ -69,6 +74,7 @@ mod verify;
 #[cfg(feature = "axum")]
 pub mod http;
 
+pub use admit::{Admission, Permit};
 pub use backend::Backend;
 pub use decision::{AllDecision, Decision, Source, Status, StoredPolicy};
 pub use error::{Error, ErrorKind, Result};

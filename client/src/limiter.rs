@@ -138,23 +138,23 @@ impl std::fmt::Debug for Backend {
 /// See the [crate documentation](crate) for an example.
 #[derive(Clone, Debug)]
 pub struct RateLimiter {
-    shared: Arc<Shared>,
-    failure: FailurePolicy,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) failure: FailurePolicy,
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     backend: Backend,
     timeout: Duration,
     breaker: Breaker,
     cool_down: Duration,
-    local: LocalStore,
+    pub(crate) local: LocalStore,
     deny_cache: Option<DenyCache>,
     /// The lasting trouble last logged ([`NO_TROUBLE`], [`MODULE_MISSING`],
     /// [`UNREADABLE`]): such trouble is logged when it begins and when it ends, not on
     /// every call.
     trouble: AtomicU8,
-    is_cluster: bool,
+    pub(crate) is_cluster: bool,
 }
 
 const NO_TROUBLE: u8 = 0;
@@ -596,7 +596,7 @@ impl RateLimiter {
         .await
     }
 
-    fn remote(&self) -> Option<&Remote> {
+    pub(crate) fn remote(&self) -> Option<&Remote> {
         match &self.shared.backend.kind {
             Kind::Memory => None,
             Kind::Remote(remote) => Some(remote),
@@ -741,7 +741,7 @@ impl RateLimiter {
     }
 
     /// The answer of the open or closed failure policy.
-    fn failed(&self, limit: u64, cost: u64) -> Decision {
+    pub(crate) fn failed(&self, limit: u64, cost: u64) -> Decision {
         let open = self.failure == FailurePolicy::Open;
         Decision {
             allowed: open,
@@ -785,7 +785,7 @@ impl RateLimiter {
     /// Sends `cmd` under the timeout and the circuit breaker, and reads the reply with
     /// `parse`: a reply it cannot read is a failure of the server like a timeout (the
     /// failure policy answers, the breaker counts it), never a decision.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         remote: &Remote,
         operation: &'static str,
@@ -910,7 +910,7 @@ impl RateLimiter {
 /// server bounds `MAXWAIT` so that what refills meanwhile fits 64 bits (at least a full
 /// bucket; centuries for common rates): a longer wait, such as `Duration::MAX`, waits
 /// for tokens that come within that bound and is denied otherwise, instead of failing.
-fn longest_max_wait(bucket: &TokenBucket, max_wait_ms: u64) -> u64 {
+pub(crate) fn longest_max_wait(bucket: &TokenBucket, max_wait_ms: u64) -> u64 {
     let max_wait_ms = max_wait_ms.min(MAX_DURATION_MS);
     if bucket.check_max_wait(max_wait_ms).is_ok() {
         return max_wait_ms;

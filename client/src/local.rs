@@ -6,8 +6,8 @@
 
 use crate::error::Result;
 use redlimit_core::{
-    AllOutcome, Concurrency, Decision, Limiter, Policy, Request, Timestamp, WrongAlgorithm,
-    decide_all,
+    Adjustment, AllOutcome, AllRequest, Concurrency, Decision, Limiter, Policy, Request, Timestamp,
+    WrongAlgorithm, decide_each,
 };
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -81,30 +81,67 @@ impl LocalStore {
         request: Request,
         now: Timestamp,
     ) -> Result<AllOutcome> {
+        let each: Vec<(&[u8], Policy, u64)> = limits
+            .iter()
+            .map(|(key, policy)| (key.as_ref(), *policy, request.cost))
+            .collect();
+        let request = AllRequest {
+            peek: request.peek,
+            max_wait_ms: request.max_wait_ms,
+        };
+        self.decide_each(&each, request, now)
+    }
+
+    /// Decides a request costing each limit its own cost, counting it everywhere or
+    /// nowhere (with `max_wait_ms`, a reservation across token buckets).
+    pub fn decide_each<K: AsRef<[u8]>>(
+        &self,
+        limits: &[(K, Policy, u64)],
+        request: AllRequest,
+        now: Timestamp,
+    ) -> Result<AllOutcome> {
         // Lock every shard involved, in index order so that callers never deadlock.
         let mut indexes: Vec<usize> = limits
             .iter()
-            .map(|(key, _)| self.shard_index(key.as_ref()))
+            .map(|(key, _, _)| self.shard_index(key.as_ref()))
             .collect();
         indexes.sort_unstable();
         indexes.dedup();
         let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
             indexes.into_iter().map(|i| (i, self.lock(i))).collect();
-        let keyed: Vec<(&[u8], Policy)> = limits
+        let keyed: Vec<(&[u8], Policy, u64)> = limits
             .iter()
-            .map(|(key, policy)| (key.as_ref(), *policy))
+            .map(|(key, policy, cost)| (key.as_ref(), *policy, *cost))
             .collect();
-        let outcome = decide_all(&keyed, now, request, |_, key| {
+        let outcome = decide_each(&keyed, now, request, |_, key| {
             let shard = guard(&mut guards, self.shard_index(key));
             Ok::<_, WrongAlgorithm>(live(shard, key, now).cloned())
         })?;
         for (index, limiter) in &outcome.updates {
-            if let Some((key, _)) = keyed.get(*index) {
+            if let Some((key, _, _)) = keyed.get(*index) {
                 let shard = guard(&mut guards, self.shard_index(key));
                 self.store(shard, key, limiter.clone(), now);
             }
         }
         Ok(outcome)
+    }
+
+    /// Adjusts `key` under `policy` by `adjustment` (`RL.ADJUST`): what a request of cost
+    /// 1 would get afterwards.
+    pub fn adjust(
+        &self,
+        key: &[u8],
+        policy: &Policy,
+        adjustment: Adjustment,
+        now: Timestamp,
+    ) -> Result<Decision> {
+        let mut shard = self.lock(self.shard_index(key));
+        let stored = live(&shard, key, now);
+        let outcome = policy.adjust(stored, now, adjustment)?;
+        if let Some(update) = outcome.update {
+            self.store(&mut shard, key, update, now);
+        }
+        Ok(outcome.decision)
     }
 
     /// Takes or renews the lease `id` on `key`.

@@ -4,7 +4,8 @@ use crate::decision::{AllDecision, Decision, Source, Status, StoredPolicy};
 use crate::error::{Error, ErrorKind, Result};
 use redis::{Cmd, Value};
 use redlimit_core::{
-    Concurrency, FixedWindow, Policy, Request, SlidingCounter, SlidingWindow, Throttle, TokenBucket,
+    AllRequest, Concurrency, FixedWindow, Policy, Request, SlidingCounter, SlidingWindow, Throttle,
+    TokenBucket,
 };
 use std::time::Duration;
 
@@ -73,30 +74,79 @@ pub fn all<K: AsRef<[u8]>>(limits: &[(K, Policy)], request: Request) -> Result<C
         cmd.arg(key.as_ref());
     }
     for (_, policy) in limits {
-        match policy {
-            Policy::TokenBucket(p) => cmd
-                .arg("TOKENBUCKET")
-                .arg(p.capacity())
-                .arg(p.refill_tokens())
-                .arg(p.refill_ms()),
-            Policy::Fixed(p) => cmd.arg("FIXED").arg(p.limit()).arg(p.window_ms()),
-            Policy::Sliding(p) => cmd.arg("SLIDING").arg(p.limit()).arg(p.window_ms()),
-            Policy::SlidingApprox(p) => cmd
-                .arg("SLIDING")
-                .arg(p.limit())
-                .arg(p.window_ms())
-                .arg("APPROX"),
-            Policy::Throttle(_) => {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    "an all-or-nothing check takes token bucket, sliding and fixed policies, \
-                     not throttle",
-                ));
-            }
-        };
+        inline_policy(&mut cmd, policy)?;
     }
     options(&mut cmd, request);
     Ok(cmd)
+}
+
+/// `RL.ALL` over `limits`, each with its own cost (`COSTS`), `PEEK` and `MAXWAIT`.
+pub fn all_each<K: AsRef<[u8]>>(limits: &[(K, Policy, u64)], request: AllRequest) -> Result<Cmd> {
+    let mut cmd = redis::cmd("RL.ALL");
+    cmd.arg(limits.len());
+    for (key, _, _) in limits {
+        cmd.arg(key.as_ref());
+    }
+    for (_, policy, _) in limits {
+        inline_policy(&mut cmd, policy)?;
+    }
+    cmd.arg("COSTS");
+    for (_, _, cost) in limits {
+        cmd.arg(*cost);
+    }
+    if request.peek {
+        cmd.arg("PEEK");
+    }
+    if request.max_wait_ms > 0 {
+        cmd.arg("MAXWAIT").arg(request.max_wait_ms);
+    }
+    Ok(cmd)
+}
+
+/// `RL.ADJUST key delta policy SINCE ms`: `delta` units back (negative) or more
+/// (positive), of a charge made `since_ms` ago.
+pub fn adjust(key: &[u8], policy: &Policy, delta: i64, since_ms: u64) -> Cmd {
+    let mut cmd = redis::cmd("RL.ADJUST");
+    cmd.arg(key).arg(delta);
+    if let Policy::Throttle(p) = policy {
+        cmd.arg("THROTTLE")
+            .arg(p.max_burst())
+            .arg(p.count())
+            .arg(p.period_s());
+    } else {
+        // Every other policy is written inline as RL.ALL takes it.
+        let _ = inline_policy(&mut cmd, policy);
+    }
+    if delta < 0 {
+        cmd.arg("SINCE").arg(since_ms);
+    }
+    cmd
+}
+
+/// A policy as `RL.ALL` takes it: `TOKENBUCKET c r ms` | `FIXED l w` | `SLIDING l w [APPROX]`.
+fn inline_policy(cmd: &mut Cmd, policy: &Policy) -> Result<()> {
+    match policy {
+        Policy::TokenBucket(p) => cmd
+            .arg("TOKENBUCKET")
+            .arg(p.capacity())
+            .arg(p.refill_tokens())
+            .arg(p.refill_ms()),
+        Policy::Fixed(p) => cmd.arg("FIXED").arg(p.limit()).arg(p.window_ms()),
+        Policy::Sliding(p) => cmd.arg("SLIDING").arg(p.limit()).arg(p.window_ms()),
+        Policy::SlidingApprox(p) => cmd
+            .arg("SLIDING")
+            .arg(p.limit())
+            .arg(p.window_ms())
+            .arg("APPROX"),
+        Policy::Throttle(_) => {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "an all-or-nothing check takes token bucket, sliding and fixed policies, \
+                 not throttle",
+            ));
+        }
+    };
+    Ok(())
 }
 
 /// `RL.ACQUIRE key limit lease_ms lease_id`.
@@ -508,6 +558,38 @@ mod tests {
         assert_eq!(allowed.retry_after, Some(Duration::ZERO));
         let limited = parse_throttle(&ints(&[1, 11, 0, 6, 60])).unwrap();
         assert_eq!(limited.retry_after, Some(Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn admit_and_settle_send_costs_maxwait_and_since() {
+        let args = |cmd: Cmd| -> Vec<String> {
+            cmd.args_iter()
+                .map(|arg| match arg {
+                    redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                    redis::Arg::Cursor => String::new(),
+                })
+                .collect()
+        };
+        let bucket = Policy::TokenBucket(TokenBucket::new(10, 1, 1_000).unwrap());
+        let window = Policy::SlidingApprox(SlidingCounter::new(5, 60_000).unwrap());
+        let limits = [("a", bucket, 1), ("b", window, 900)];
+        let request = AllRequest {
+            peek: false,
+            max_wait_ms: 500,
+        };
+        assert_eq!(
+            args(all_each(&limits, request).unwrap()).join(" "),
+            "RL.ALL 2 a b TOKENBUCKET 10 1 1000 SLIDING 5 60000 APPROX COSTS 1 900 MAXWAIT 500"
+        );
+        assert_eq!(
+            args(adjust(b"b", &bucket, -40, 7)).join(" "),
+            "RL.ADJUST b -40 TOKENBUCKET 10 1 1000 SINCE 7"
+        );
+        let throttle = Policy::Throttle(Throttle::new(4, 1, 1).unwrap());
+        assert_eq!(
+            args(adjust(b"t", &throttle, 3, 7)).join(" "),
+            "RL.ADJUST t 3 THROTTLE 4 1 1"
+        );
     }
 
     #[test]

@@ -59,7 +59,11 @@ impl FixedWindow {
     /// counts in the new window holding the start of the stored one (the earliest moment
     /// it can have been recorded): at worst a window just used up, and the same answer
     /// however often a denied caller retries.
-    fn current(&self, previous: Option<(&Self, &WindowCount)>, now_ms: u64) -> WindowCount {
+    pub(crate) fn current(
+        &self,
+        previous: Option<(&Self, &WindowCount)>,
+        now_ms: u64,
+    ) -> WindowCount {
         let fresh = WindowCount {
             end_ms: self.end_of_window_at(now_ms),
             count: 0,

@@ -25,6 +25,7 @@
 //! assert!(policy.decide(stored.as_ref(), now, Request::new(1)).unwrap().decision.allowed);
 //! ```
 
+mod adjust;
 mod all;
 mod concurrency;
 mod constructors;
@@ -33,6 +34,7 @@ mod encoding;
 mod error;
 mod fixed_window;
 mod limiter;
+mod reserve;
 mod sliding_counter;
 mod sliding_log;
 mod throttle;
@@ -40,7 +42,10 @@ mod time;
 mod token_bucket;
 mod varint;
 
-pub use all::{AllOutcome, MAX_ALL_LIMITS, decide_all};
+pub use adjust::Adjustment;
+pub use all::{
+    AllOutcome, AllRequest, MAX_ALL_LIMITS, check_all_max_wait, decide_all, decide_each,
+};
 pub use concurrency::{Concurrency, Lease, Leases, MAX_LEASE_ID_LEN, MAX_LEASES};
 pub use decision::{Decision, Outcome, Request, RetryAfter};
 pub use encoding::{DecodeError, ENCODING_VERSION, MAX_TIME_MS};

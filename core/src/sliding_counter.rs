@@ -84,7 +84,11 @@ impl SlidingCounter {
     /// another window, each count moves to the new window holding the start of its own.
     /// Either way a downgrade leaves at worst a window just used up, and the answer does
     /// not change however often a denied caller retries.
-    fn carried_over(&self, previous: Option<(&Self, &WindowPair)>, now_ms: u64) -> WindowPair {
+    pub(crate) fn carried_over(
+        &self,
+        previous: Option<(&Self, &WindowPair)>,
+        now_ms: u64,
+    ) -> WindowPair {
         match previous {
             None => self.current(None, now_ms),
             Some((policy, pair)) if policy == self => self.current(Some(pair), now_ms),

@@ -82,14 +82,7 @@ impl SlidingWindow {
         request: Request,
     ) -> Outcome<SlidingLog> {
         let now_ms = now.as_micros() / 1_000;
-        let log = match previous {
-            None => SlidingLog::default(),
-            Some((policy, log)) if policy == self => log.without_expired(now_ms, self.window_ms),
-            // Under another policy the usage is capped at the new limit.
-            Some((_, log)) => log
-                .without_expired(now_ms, self.window_ms)
-                .capped(self.limit),
-        };
+        let log = self.current(previous, now_ms);
         let after = log.total.saturating_add(request.cost);
         if after > self.limit {
             let retry_after = if request.cost > self.limit {
@@ -126,6 +119,22 @@ impl SlidingWindow {
         Outcome {
             decision,
             update: (!request.is_read_only()).then_some(log),
+        }
+    }
+
+    /// The log that applies at `now_ms`: expired entries dropped; under another policy
+    /// than the stored one, the usage capped at the new limit.
+    pub(crate) fn current(
+        &self,
+        previous: Option<(&Self, &SlidingLog)>,
+        now_ms: u64,
+    ) -> SlidingLog {
+        match previous {
+            None => SlidingLog::default(),
+            Some((policy, log)) if policy == self => log.without_expired(now_ms, self.window_ms),
+            Some((_, log)) => log
+                .without_expired(now_ms, self.window_ms)
+                .capped(self.limit),
         }
     }
 
@@ -283,9 +292,40 @@ impl SlidingLog {
             })
     }
 
+    /// This log with `units` taken back from its oldest entries (an entry that is left
+    /// with nothing is dropped): the entries that leave the window first, so a refund
+    /// never frees more, at any later instant, than taking it from the refunded call's
+    /// own entry would.
+    pub(crate) fn refunded(self, units: u64) -> Self {
+        // Only the oldest entries change: the rest of the bytes are copied as they are.
+        let mut reader = varint::Reader::new(&self.entries);
+        let (mut time, mut left) = (self.first_ms, units);
+        while !reader.is_empty() {
+            let (Ok(delta), Ok(cost)) = (reader.varint(), reader.varint()) else {
+                break;
+            };
+            time = time.saturating_add(delta);
+            if cost > left {
+                let rest = self.entries.get(reader.position()..).unwrap_or_default();
+                let mut entries = Vec::with_capacity(rest.len() + 2 + 4);
+                entries.push(0);
+                varint::put(&mut entries, cost - left);
+                entries.extend_from_slice(rest);
+                return Self {
+                    first_ms: time,
+                    last_ms: self.last_ms,
+                    total: self.total - units,
+                    entries,
+                };
+            }
+            left -= cost;
+        }
+        Self::default()
+    }
+
     /// This log with `cost` admitted at `now_ms` (never before the newest entry: a clock
     /// that moved back records at the newest entry's time, which expires no earlier).
-    fn with_entry(mut self, now_ms: u64, cost: u64) -> Self {
+    pub(crate) fn with_entry(mut self, now_ms: u64, cost: u64) -> Self {
         if self.entries.is_empty() {
             self.first_ms = now_ms;
             self.last_ms = now_ms;

@@ -99,12 +99,12 @@ impl Throttle {
         clippy::cast_sign_loss,
         clippy::cast_precision_loss
     )]
-    fn interval_ns(&self) -> u64 {
+    pub(crate) fn interval_ns(&self) -> u64 {
         ((self.period_s * NANOS_PER_SECOND) as f64 / self.count as f64) as u64
     }
 
     /// How far ahead of now the TAT may run: `interval * (max_burst + 1)`.
-    fn tolerance_ns(&self) -> u128 {
+    pub(crate) fn tolerance_ns(&self) -> u128 {
         u128::from(self.interval_ns()) * (u128::from(self.max_burst) + 1)
     }
 
@@ -117,21 +117,9 @@ impl Throttle {
         request: Request,
     ) -> Outcome<ThrottleState> {
         let now_ns = now.as_nanos();
-        // A TAT in the past is the same as no key (redis-cell's key would have expired).
-        let tat = previous.map_or(now_ns, |(_, state)| u128::from(state.tat_ns).max(now_ns));
+        let tat = self.current_tat(previous, now_ns);
         let interval = u128::from(self.interval_ns());
         let tolerance = self.tolerance_ns();
-        // Under another policy, the TAT is capped at a throttle used up at the earliest
-        // moment the stored TAT can have been set (`tat - old tolerance`): a downgrade
-        // never leaves a longer wait than a full burst at the new rate, and the cap does
-        // not move with the clock (denied calls store nothing), so `retry_after` holds.
-        let tat = match previous {
-            Some((policy, state)) if policy != self => {
-                let set_at = u128::from(state.tat_ns).saturating_sub(policy.tolerance_ns());
-                tat.min((set_at + tolerance).max(now_ns))
-            }
-            _ => tat,
-        };
         let increment = interval * u128::from(request.cost);
         let new_tat = tat + increment;
         if new_tat > now_ns + tolerance {
@@ -151,6 +139,27 @@ impl Throttle {
             tat_ns: u64::try_from(new_tat).unwrap_or(u64::MAX),
         });
         Outcome { decision, update }
+    }
+
+    /// The TAT that applies at `now_ns`, in nanoseconds.
+    pub(crate) fn current_tat(
+        &self,
+        previous: Option<(&Self, &ThrottleState)>,
+        now_ns: u128,
+    ) -> u128 {
+        // A TAT in the past is the same as no key (redis-cell's key would have expired).
+        let tat = previous.map_or(now_ns, |(_, state)| u128::from(state.tat_ns).max(now_ns));
+        // Under another policy, the TAT is capped at a throttle used up at the earliest
+        // moment the stored TAT can have been set (`tat - old tolerance`): a downgrade
+        // never leaves a longer wait than a full burst at the new rate, and the cap does
+        // not move with the clock (denied calls store nothing), so `retry_after` holds.
+        match previous {
+            Some((policy, state)) if policy != self => {
+                let set_at = u128::from(state.tat_ns).saturating_sub(policy.tolerance_ns());
+                tat.min((set_at + self.tolerance_ns()).max(now_ns))
+            }
+            _ => tat,
+        }
     }
 
     /// A decision whose TAT lies `ttl` ns ahead of now.

@@ -93,7 +93,7 @@ impl TokenBucket {
     }
 
     /// The longest `MAXWAIT` this policy accepts.
-    fn max_wait_ms(&self) -> u64 {
+    pub(crate) fn max_wait_ms(&self) -> u64 {
         let computable = MAX_UNITS / (u128::from(self.refill_tokens) * MICROS_PER_MS);
         u64::try_from(computable)
             .unwrap_or(u64::MAX)
@@ -108,24 +108,24 @@ impl TokenBucket {
     }
 
     /// Units in one token.
-    fn unit(&self) -> u128 {
+    pub(crate) fn unit(&self) -> u128 {
         u128::from(self.refill_ms) * MICROS_PER_MS
     }
 
     /// Units in a full bucket.
-    fn full(&self) -> u128 {
+    pub(crate) fn full(&self) -> u128 {
         u128::from(self.capacity) * self.unit()
     }
 
     /// The deepest deficit a request may leave behind: a full bucket plus what
     /// `max_wait_ms` of refill repays.
-    fn floor(&self, max_wait_ms: u64) -> u128 {
+    pub(crate) fn floor(&self, max_wait_ms: u64) -> u128 {
         let borrow = u128::from(max_wait_ms) * MICROS_PER_MS * u128::from(self.refill_tokens);
         self.full() + borrow.min(MAX_UNITS)
     }
 
     /// Time for the refill to cover `units`, rounded up to whole microseconds.
-    fn time_to_refill(&self, units: u128) -> Duration {
+    pub(crate) fn time_to_refill(&self, units: u128) -> Duration {
         ceil_micros(units, u128::from(self.refill_tokens))
     }
 
@@ -134,7 +134,7 @@ impl TokenBucket {
     /// Under another policy than the stored one, the deficit is capped at a full bucket
     /// at the stored moment: a downgrade leaves at worst a bucket just emptied, never a
     /// debt to repay.
-    fn deficit_at(
+    pub(crate) fn deficit_at(
         &self,
         previous: Option<(&Self, &BucketState)>,
         now: Timestamp,
@@ -193,7 +193,7 @@ impl TokenBucket {
         Outcome { decision, update }
     }
 
-    fn decision(
+    pub(crate) fn decision(
         &self,
         allowed: bool,
         deficit: u128,

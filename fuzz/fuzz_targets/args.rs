@@ -65,6 +65,8 @@ fn reference_options(words: &[&[u8]], accepted: &[Flag]) -> Option<(u64, bool, u
             Flag::MaxWait => max_wait = reference_integer(words.next()?)?,
             Flag::Peek => peek = true,
             Flag::Approx => approx = true,
+            // RL.ALL's `COSTS` is not among the flags this target offers.
+            Flag::Costs => return None,
         }
     }
     Some((cost, peek, max_wait, approx))

@@ -56,10 +56,12 @@ pub static RELEASE: Counters = Counters::new(c"release", false);
 pub static RESET: Counters = Counters::new(c"reset", false);
 /// `RL.STATUS` (calls only).
 pub static STATUS: Counters = Counters::new(c"status", false);
+/// `RL.ADJUST` (calls only).
+pub static ADJUST: Counters = Counters::new(c"adjust", false);
 /// `RL.SETSTATE` (calls only).
 pub static SETSTATE: Counters = Counters::new(c"setstate", false);
 
-const ALL: [&Counters; 10] = [
+const ALL: [&Counters; 11] = [
     &TOKENBUCKET,
     &THROTTLE,
     &SLIDING,
@@ -69,6 +71,7 @@ const ALL: [&Counters; 10] = [
     &RELEASE,
     &RESET,
     &STATUS,
+    &ADJUST,
     &SETSTATE,
 ];
 

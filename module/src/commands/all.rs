@@ -1,15 +1,15 @@
-//! `RL.ALL numkeys key [key ...] policy [policy ...] [COST n] [PEEK]`: one atomic,
-//! all-or-nothing decision over several limits.
+//! `RL.ALL numkeys key [key ...] policy [policy ...] [COST n | COSTS n1 … nk] [PEEK]
+//! [MAXWAIT ms]`: one atomic, all-or-nothing decision over several limits, each with its
+//! own cost; with `MAXWAIT`, one reservation across token buckets.
 
 use super::limit;
 use super::options::{self, Flag};
+use super::policy::Accepted;
 use crate::args::Args;
 use crate::error::CommandError;
 use crate::ffi::{Ctx, Key, RawString, bytes};
 use crate::{clock, info, reply};
-use redlimit_core::{
-    FixedWindow, MAX_ALL_LIMITS, Policy, SlidingCounter, SlidingWindow, TokenBucket, decide_all,
-};
+use redlimit_core::{AllRequest, MAX_ALL_LIMITS, Policy, check_all_max_wait, decide_each};
 
 /// Runs `RL.ALL`: counts the request against every key iff every key allows it.
 pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
@@ -33,20 +33,34 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     for _ in keys {
         args.raw()?;
     }
-    let limits: Vec<(&[u8], Policy)> = keys
-        .iter()
-        .enumerate()
-        .map(|(index, &key)| Ok((bytes(key), policy(&mut args, index, numkeys)?)))
+    let policies: Vec<Policy> = (0..numkeys)
+        .map(|index| policy(&mut args, index, numkeys))
         .collect::<Result<_, CommandError>>()?;
-    let request = options::parse(&mut args, &[Flag::Cost, Flag::Peek])?.request;
+    let flags = [Flag::Cost, Flag::Costs, Flag::Peek, Flag::MaxWait];
+    let options = options::parse_for_keys(&mut args, &flags, numkeys)?;
+    let request = AllRequest {
+        peek: options.request.peek,
+        max_wait_ms: check_all_max_wait(&policies, options.request.max_wait_ms)?,
+    };
+    let cost_of = |index: usize| match &options.costs {
+        Some(costs) => costs.get(index).copied().unwrap_or(0),
+        None => options.request.cost,
+    };
+    let limits: Vec<(&[u8], Policy, u64)> = keys
+        .iter()
+        .zip(policies)
+        .enumerate()
+        .map(|(index, (&key, policy))| (bytes(key), policy, cost_of(index)))
+        .collect();
+    let read_only = request.peek || limits.iter().all(|(_, _, cost)| *cost == 0);
 
     // Decide key by key; a key named twice sees the state its earlier policy left.
     // Each distinct key is opened once, at its first limit, and written through that
     // handle (writable unless the request only asks).
     let now = clock::now(ctx);
-    let writable = !request.is_read_only();
+    let writable = !read_only;
     let mut opened: Vec<Option<Key>> = (0..numkeys).map(|_| None).collect();
-    let outcome = decide_all(&limits, now, request, |index, _| {
+    let outcome = decide_each(&limits, now, request, |index, _| {
         let name = *keys.get(index).ok_or(CommandError::Internal)?;
         let slot = opened.get_mut(index).ok_or(CommandError::Internal)?;
         slot.insert(ctx.open_key(name, writable)?).limiter()
@@ -104,42 +118,17 @@ fn policy(args: &mut Args<'_>, index: usize, count: usize) -> Result<Policy, Com
     };
     let name = args.next_bytes().ok_or_else(missing)?;
     if index > 0
-        && [&b"COST"[..], b"PEEK"]
+        && [&b"COST"[..], b"COSTS", b"PEEK", b"MAXWAIT"]
             .iter()
             .any(|option| name.eq_ignore_ascii_case(option))
     {
         return Err(missing());
     }
-    if name.eq_ignore_ascii_case(b"TOKENBUCKET") {
-        let policy = TokenBucket::new(
-            args.positive("capacity")?,
-            args.positive("refill_tokens")?,
-            args.positive("refill_ms")?,
-        )?;
-        return Ok(Policy::TokenBucket(policy));
-    }
-    if name.eq_ignore_ascii_case(b"FIXED") {
-        return Ok(Policy::Fixed(FixedWindow::new(
-            args.positive("limit")?,
-            args.positive("window_ms")?,
-        )?));
-    }
-    if name.eq_ignore_ascii_case(b"SLIDING") {
-        let (limit, window_ms) = (args.positive("limit")?, args.positive("window_ms")?);
-        if args
-            .peek_bytes()
-            .is_some_and(|next| next.eq_ignore_ascii_case(b"APPROX"))
-        {
-            args.next_bytes();
-            return Ok(Policy::SlidingApprox(SlidingCounter::new(
-                limit, window_ms,
-            )?));
-        }
-        return Ok(Policy::Sliding(SlidingWindow::new(limit, window_ms)?));
-    }
-    Err(CommandError::Syntax(format!(
-        " near '{}' (policy {} of {count} must be TOKENBUCKET, SLIDING or FIXED)",
-        crate::error::printable(name),
-        index + 1
-    )))
+    super::policy::read(name, args, Accepted::Rates)?.ok_or_else(|| {
+        CommandError::Syntax(format!(
+            " near '{}' (policy {} of {count} must be TOKENBUCKET, SLIDING or FIXED)",
+            crate::error::printable(name),
+            index + 1
+        ))
+    })
 }

@@ -1,10 +1,12 @@
 //! The command table: names, flags, key positions, documentation, entry points.
 
+mod adjust;
 mod admin;
 mod all;
 mod lease;
 mod limit;
 mod options;
+mod policy;
 mod replay;
 mod throttle;
 mod tokenbucket;
@@ -158,13 +160,14 @@ entry_point!(acquire_entry, "rl.acquire", lease::acquire);
 entry_point!(release_entry, "rl.release", lease::release);
 entry_point!(reset_entry, "rl.reset", admin::reset);
 entry_point!(status_entry, "rl.status", admin::status);
+entry_point!(adjust_entry, "rl.adjust", adjust::run);
 entry_point!(setstate_entry, "rl.setstate", admin::set_state);
 entry_point!(replay_entry, "rl.replay", replay::run);
 
 const KEY_WRITE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE;
 
 /// Every command of the module.
-pub static COMMANDS: [CommandSpec; 11] = [
+pub static COMMANDS: [CommandSpec; 12] = [
     CommandSpec {
         name: c"rl.tokenbucket",
         entry: tokenbucket_entry,
@@ -259,7 +262,33 @@ pub static COMMANDS: [CommandSpec; 11] = [
             ArgDoc { multiple: true, ..arg(c"key", ArgKind::Key) },
             ArgDoc { multiple: true, ..arg(c"policy", ArgKind::String) },
             option(c"COST", c"n", ArgKind::Integer),
+            ArgDoc {
+                multiple: true,
+                ..option(c"COSTS", c"n", ArgKind::Integer)
+            },
             option(c"PEEK", c"peek", ArgKind::Flag),
+            option(c"MAXWAIT", c"ms", ArgKind::Integer),
+        ],
+        optional: false,
+    },
+    CommandSpec {
+        name: c"rl.adjust",
+        entry: adjust_entry,
+        flags: c"write deny-oom fast",
+        acl: c"write fast",
+        keys: Keys::Range(1, 1, 1),
+        key_flags: KEY_WRITE,
+        arity: -3,
+        summary: c"Corrects a limiter once a request's real cost is known: a negative delta refunds, a positive one charges.",
+        args: &[
+            arg(c"key", ArgKind::Key),
+            arg(c"delta", ArgKind::Integer),
+            ArgDoc {
+                optional: true,
+                multiple: true,
+                ..arg(c"policy", ArgKind::String)
+            },
+            option(c"SINCE", c"ms", ArgKind::Integer),
         ],
         optional: false,
     },

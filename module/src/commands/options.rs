@@ -1,5 +1,6 @@
 //! The request options shared by the limiting commands: `COST n`, `PEEK`, `MAXWAIT ms`,
-//! `APPROX`, in any order, each at most once, keywords in any case.
+//! `APPROX`, and `RL.ALL`'s `COSTS n1 … nk`, in any order, each at most once, keywords
+//! in any case.
 
 use crate::args::{Args, integer};
 use crate::error::CommandError;
@@ -16,6 +17,8 @@ pub enum Flag {
     MaxWait,
     /// `APPROX`.
     Approx,
+    /// `COSTS n1 … nk` (`RL.ALL`: one cost per key).
+    Costs,
 }
 
 impl Flag {
@@ -31,6 +34,7 @@ impl Flag {
             Self::Peek => "PEEK",
             Self::MaxWait => "MAXWAIT",
             Self::Approx => "APPROX",
+            Self::Costs => "COSTS",
         }
     }
 
@@ -43,6 +47,7 @@ impl Flag {
         match self {
             Self::Cost => "n",
             Self::MaxWait => "ms",
+            Self::Costs => "n1 ... nk",
             Self::Peek | Self::Approx => "",
         }
     }
@@ -55,10 +60,22 @@ pub struct Options {
     pub request: Request,
     /// `APPROX` was given.
     pub approx: bool,
+    /// `COSTS` was given: one cost per key.
+    pub costs: Option<Vec<u64>>,
 }
 
 /// Reads the options left in `args`, accepting only `accepted`.
 pub fn parse(args: &mut Args<'_>, accepted: &[Flag]) -> Result<Options, CommandError> {
+    parse_for_keys(args, accepted, 0)
+}
+
+/// Reads the options left in `args`, accepting only `accepted`; `COSTS` takes `numkeys`
+/// values and excludes `COST`.
+pub fn parse_for_keys(
+    args: &mut Args<'_>,
+    accepted: &[Flag],
+    numkeys: usize,
+) -> Result<Options, CommandError> {
     let mut options = Options::default();
     let mut seen = 0u8;
     while let Some(word) = args.next_bytes() {
@@ -81,7 +98,25 @@ pub fn parse(args: &mut Args<'_>, accepted: &[Flag]) -> Result<Options, CommandE
             Flag::Peek => options.request.peek = true,
             Flag::MaxWait => options.request.max_wait_ms = value(args, flag)?,
             Flag::Approx => options.approx = true,
+            Flag::Costs => {
+                let mut costs = Vec::with_capacity(numkeys);
+                for _ in 0..numkeys {
+                    let raw = args.next_bytes().ok_or_else(|| {
+                        CommandError::Syntax(format!(
+                            ": COSTS needs one cost per key ({numkeys} keys, {} costs)",
+                            costs.len()
+                        ))
+                    })?;
+                    costs.push(Request::check_cost("COSTS", integer("COSTS", raw)?)?);
+                }
+                options.costs = Some(costs);
+            }
         }
+    }
+    if seen & Flag::Cost.bit() != 0 && seen & Flag::Costs.bit() != 0 {
+        return Err(CommandError::Syntax(
+            ": COST and COSTS together (COSTS gives each key its own cost)".to_owned(),
+        ));
     }
     Ok(options)
 }

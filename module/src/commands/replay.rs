@@ -14,7 +14,7 @@ use crate::error::CommandError;
 use crate::ffi::{Ctx, RawString, bytes};
 
 /// The commands `RL.REPLAY` may run, by name.
-const REPLAYABLE: [(&[u8], super::Handler); 7] = [
+const REPLAYABLE: [(&[u8], super::Handler); 8] = [
     (b"rl.tokenbucket", tokenbucket::run),
     (b"rl.throttle", throttle::run),
     (b"rl.sliding", window::sliding),
@@ -22,6 +22,7 @@ const REPLAYABLE: [(&[u8], super::Handler); 7] = [
     (b"rl.all", super::all::run),
     (b"rl.acquire", lease::acquire),
     (b"rl.release", lease::release),
+    (b"rl.adjust", super::adjust::run),
 ];
 
 /// Runs `RL.REPLAY`: the call in `argv[2..]` at the decision time `argv[1]`.

@@ -232,6 +232,8 @@ fn expect_all(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
     };
     let (names, mut tail) = rest.split_at(n);
     let mut policies: Vec<(Algorithm, u64)> = Vec::new();
+    // A token bucket's refill_tokens (its MAXWAIT bound), by policy.
+    let mut refills: Vec<Option<u64>> = Vec::new();
     for index in 0..n {
         // The arguments ran out, or the options began, where policy `index` belongs.
         let missing = Failure::Exact(format!(
@@ -241,7 +243,10 @@ fn expect_all(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
             oracle.hard(missing);
             return oracle.finish(None);
         };
-        if index > 0 && (word.eq_ignore_ascii_case(b"COST") || word.eq_ignore_ascii_case(b"PEEK")) {
+        let option = [&b"COST"[..], b"COSTS", b"PEEK", b"MAXWAIT"]
+            .iter()
+            .any(|option| word.eq_ignore_ascii_case(option));
+        if index > 0 && option {
             oracle.hard(missing);
             return oracle.finish(None);
         }
@@ -305,8 +310,34 @@ fn expect_all(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
             Some(policy) => policies.push(policy),
             None => return oracle.finish(None),
         }
+        refills.push((algorithm == Algorithm::TokenBucket).then_some(numbers[1]));
     }
-    let options = oracle.options(tail, &[Flag::Cost, Flag::Peek]);
+    let flags = [Flag::Cost, Flag::Costs, Flag::Peek, Flag::MaxWait];
+    let options = oracle.options_for_keys(tail, &flags, n);
+    // MAXWAIT above 0 takes token buckets only, each within its own bound.
+    let reserves = options.max_wait > 0;
+    if reserves {
+        for (index, (&(algorithm, _), refill)) in policies.iter().zip(&refills).enumerate() {
+            let Some(refill) = refill else {
+                let name = match algorithm {
+                    Algorithm::Fixed => "FIXED",
+                    Algorithm::Sliding => "SLIDING",
+                    _ => "SLIDING APPROX",
+                };
+                oracle.hard(Failure::Exact(format!(
+                    "ERR MAXWAIT must be 0 unless every policy is a TOKENBUCKET (policy {} is \
+                     {name}: a window cannot hold a reservation exactly)",
+                    index + 1
+                )));
+                break;
+            };
+            oracle.at_most(
+                "MAXWAIT",
+                Some(options.max_wait),
+                bucket_max_wait_most(*refill),
+            );
+        }
+    }
     let mut first_algorithm: HashMap<&[u8], Algorithm> = HashMap::new();
     for (key, &(algorithm, _)) in names.iter().zip(&policies) {
         oracle.limiter_key(keys, key, algorithm);
@@ -318,7 +349,19 @@ fn expect_all(args: &[Vec<u8>], keys: &Keyspace) -> Expect {
     }
     let rules = policies
         .iter()
-        .map(|&(algorithm, limit)| Rule::simple(algorithm, limit, options.cost, options.peek))
+        .enumerate()
+        .map(|(index, &(algorithm, limit))| {
+            let cost = options
+                .costs
+                .as_ref()
+                .and_then(|costs| costs.get(index).copied())
+                .unwrap_or(options.cost);
+            Rule {
+                // A reservation answers every limit's act time, 0 for a zero cost.
+                max_wait: options.max_wait,
+                ..Rule::simple(algorithm, limit, cost, options.peek)
+            }
+        })
         .collect();
     oracle.finish(Some(Success::All(rules)))
 }

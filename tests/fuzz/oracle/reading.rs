@@ -58,6 +58,8 @@ pub enum Flag {
     Peek,
     MaxWait,
     Approx,
+    /// `RL.ALL`'s `COSTS n1 … nk`: one cost per key.
+    Costs,
 }
 
 impl Flag {
@@ -68,6 +70,7 @@ impl Flag {
             Flag::Peek => "PEEK",
             Flag::MaxWait => "MAXWAIT",
             Flag::Approx => "APPROX",
+            Flag::Costs => "COSTS",
         }
     }
 
@@ -102,6 +105,8 @@ pub struct Options {
     pub peek: bool,
     pub max_wait: u64,
     pub approx: bool,
+    /// `COSTS` was given: one cost per key.
+    pub costs: Option<Vec<u64>>,
 }
 
 impl Oracle {
@@ -187,12 +192,24 @@ impl Oracle {
 
     /// Options in any order, each at most once, keywords in any case.
     pub fn options(&mut self, rest: &[Vec<u8>], accepted: &[Flag]) -> Options {
+        self.options_for_keys(rest, accepted, 0)
+    }
+
+    /// [`options`](Self::options), where `COSTS` takes `keys` values and excludes `COST`.
+    pub fn options_for_keys(
+        &mut self,
+        rest: &[Vec<u8>],
+        accepted: &[Flag],
+        keys: usize,
+    ) -> Options {
         let mut options = Options {
             cost: 1,
             peek: false,
             max_wait: 0,
             approx: false,
+            costs: None,
         };
+        let mut read_all = true;
         let mut seen = Vec::new();
         let mut rest = rest.iter();
         while let Some(word) = rest.next() {
@@ -202,6 +219,7 @@ impl Oracle {
                 .find(|f| word.eq_ignore_ascii_case(f.keyword()))
             else {
                 self.hard(syntax_near(word, ""));
+                read_all = false;
                 break;
             };
             if seen.contains(&flag) {
@@ -209,9 +227,36 @@ impl Oracle {
                     "ERR syntax error: {} given twice",
                     flag.name()
                 )));
+                read_all = false;
                 break;
             }
             seen.push(flag);
+            if flag == Flag::Costs {
+                let mut costs = Vec::new();
+                while costs.len() < keys {
+                    let Some(value) = rest.next() else {
+                        self.hard(Failure::Syntax(format!(
+                            "ERR syntax error: COSTS needs one cost per key ({keys} keys, {} costs)",
+                            costs.len()
+                        )));
+                        break;
+                    };
+                    match self.number("COSTS", value, 0) {
+                        Some(n) if n > MAX_COUNT => {
+                            self.hard(Failure::Bound("COSTS", MAX_COUNT));
+                            break;
+                        }
+                        Some(n) => costs.push(n),
+                        None => break,
+                    }
+                }
+                if costs.len() < keys {
+                    read_all = false;
+                    break;
+                }
+                options.costs = Some(costs);
+                continue;
+            }
             let (name, value_name, slot) = match flag {
                 Flag::Peek => {
                     options.peek = true;
@@ -223,22 +268,34 @@ impl Oracle {
                 }
                 Flag::Cost => ("COST", "n", &mut options.cost),
                 Flag::MaxWait => ("MAXWAIT", "ms", &mut options.max_wait),
+                Flag::Costs => continue,
             };
             let Some(value) = rest.next() else {
                 self.hard(Failure::Syntax(format!(
                     "ERR syntax error: {name} needs a value ({name} {value_name})"
                 )));
+                read_all = false;
                 break;
             };
             match self.number(name, value, 0) {
                 Some(n) => *slot = n,
-                None => break,
+                None => {
+                    read_all = false;
+                    break;
+                }
             }
             // Counts are at most 2^62; the module refuses a larger COST as it reads it.
             if flag == Flag::Cost && options.cost > MAX_COUNT {
                 self.hard(Failure::Bound("COST", MAX_COUNT));
+                read_all = false;
                 break;
             }
+        }
+        if read_all && seen.contains(&Flag::Cost) && seen.contains(&Flag::Costs) {
+            self.hard(Failure::Syntax(
+                "ERR syntax error: COST and COSTS together (COSTS gives each key its own cost)"
+                    .to_owned(),
+            ));
         }
         options
     }
