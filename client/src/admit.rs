@@ -167,15 +167,7 @@ impl RateLimiter {
                 .shared
                 .local
                 .decide_each(charges, request, local::now())?;
-            Ok(AllDecision {
-                allowed: outcome.allowed,
-                decisions: outcome
-                    .decisions
-                    .into_iter()
-                    .map(|decision| Decision::from_core(decision, source))
-                    .collect(),
-                source,
-            })
+            Ok(AllDecision::from_core(outcome, source))
         };
         let all = match self.remote() {
             None => local_each(Source::Memory)?,

@@ -89,6 +89,19 @@ pub struct AllDecision {
 }
 
 impl AllDecision {
+    /// Wraps the outcome of [`redlimit_core`]'s all-or-nothing decision.
+    pub(crate) fn from_core(outcome: redlimit_core::AllOutcome, source: Source) -> Self {
+        Self {
+            allowed: outcome.allowed,
+            decisions: outcome
+                .decisions
+                .into_iter()
+                .map(|decision| Decision::from_core(decision, source))
+                .collect(),
+            source,
+        }
+    }
+
     /// How long until a retry can succeed: the longest wait among the denying limits,
     /// zero when allowed, `None` if one of them can never allow it.
     #[must_use]

@@ -694,15 +694,7 @@ impl RateLimiter {
                 .shared
                 .local
                 .decide_all(limits, request, local::now())?;
-            Ok(AllDecision {
-                allowed: outcome.allowed,
-                decisions: outcome
-                    .decisions
-                    .into_iter()
-                    .map(|decision| Decision::from_core(decision, source))
-                    .collect(),
-                source,
-            })
+            Ok(AllDecision::from_core(outcome, source))
         };
         let all = match self.remote() {
             None => local_all(Source::Memory)?,
