@@ -58,6 +58,7 @@ mod backend;
 mod breaker;
 mod decision;
 mod deny_cache;
+mod engine;
 mod error;
 mod limiter;
 mod local;
@@ -71,6 +72,8 @@ pub mod http;
 
 pub use backend::Backend;
 pub use decision::{AllDecision, Decision, Source, Status, StoredPolicy};
+pub use engine::ServerEngine;
+pub use engine::scripts;
 pub use error::{Error, ErrorKind, Result};
 pub use limiter::{Builder, FailurePolicy, RateLimiter};
 pub use redlimit_core::{
