@@ -205,7 +205,7 @@ impl Remote {
 
     /// The connection, made now if there is none (within `timeout`); true if it was
     /// made before this call.
-    async fn connect(&self, timeout: Duration) -> Result<(Connection, bool)> {
+    pub(crate) async fn connect(&self, timeout: Duration) -> Result<(Connection, bool)> {
         if let Some(connection) = self.current() {
             return Ok((connection, true));
         }
@@ -376,7 +376,7 @@ impl Asker {
 }
 
 /// `future` within `timeout`, as a redlimit result.
-async fn within<T>(
+pub(crate) async fn within<T>(
     timeout: Duration,
     future: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T> {

@@ -891,7 +891,7 @@ impl RateLimiter {
             });
         };
         let timeout = self.shared.timeout.max(Duration::from_secs(2));
-        let nodes = remote.verify(timeout).await.map_err(|error| {
+        let (engine, nodes) = crate::engine::verify(remote, timeout).await.map_err(|error| {
             if error.is_module_not_loaded() {
                 error
             } else {
@@ -899,10 +899,7 @@ impl RateLimiter {
                 error.context(&format!("checking the redlimit module on {node}"))
             }
         })?;
-        Ok(BackendInfo {
-            engine: Engine::Module,
-            nodes,
-        })
+        Ok(BackendInfo { engine, nodes })
     }
 }
 

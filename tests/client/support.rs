@@ -2,7 +2,7 @@
 //! RESP3, raw commands to compare with, and a stopwatch that prints what it measures.
 
 use redis::{Connection, cmd};
-use redlimit::{Backend, Builder, Decision, FailurePolicy, Policy, RateLimiter};
+use redlimit::{Backend, Builder, Decision, FailurePolicy, Policy, RateLimiter, ServerEngine};
 use redlimit_test_support::{Server, ServerBinary, ServerBuilder, available_servers, module_path};
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,42 @@ pub fn binaries() -> Vec<ServerBinary> {
     found
 }
 
-/// A server of `binary` with the redlimit module.
+/// The engine the suites run with: `REDLIMIT_TEST_ENGINE=scripts` or `auto` runs them
+/// on servers *without* the module, through the Lua scripts (raw `RL.*` comparison
+/// commands are sent as the same script calls); unset, the module as always.
+pub fn engine() -> ServerEngine {
+    match std::env::var("REDLIMIT_TEST_ENGINE").as_deref() {
+        Ok("scripts") => ServerEngine::Scripts,
+        Ok("auto") => ServerEngine::Auto,
+        Ok("module") | Err(_) => ServerEngine::Module,
+        Ok(other) => panic!("REDLIMIT_TEST_ENGINE must be module, scripts or auto, not {other}"),
+    }
+}
+
+/// True when the suites run on the scripts, without the module.
+pub fn on_scripts() -> bool {
+    engine() != ServerEngine::Module
+}
+
+/// `builder` with the module, unless the suites run on the scripts.
+pub fn with_module(builder: ServerBuilder) -> ServerBuilder {
+    if on_scripts() {
+        builder
+    } else {
+        builder.module(module_path())
+    }
+}
+
+/// `backend` deciding with the engine the suites run with.
+pub fn with_engine(backend: Backend) -> Backend {
+    backend.with_engine(engine())
+}
+
+/// A server of `binary` with the redlimit module (without it under the script engine).
 pub fn start(binary: &ServerBinary) -> Server {
+    if on_scripts() {
+        return ServerBuilder::new(binary).start();
+    }
     ServerBuilder::new(binary).module(module_path()).start()
 }
 
@@ -120,7 +154,7 @@ impl Case {
 
     /// The settings of [`limiter`](Self::limiter), to change some.
     pub fn builder(&self) -> Builder {
-        RateLimiter::builder(Backend::redis(&self.url()).unwrap())
+        RateLimiter::builder(Backend::redis(&self.url()).unwrap().with_engine(engine()))
             .timeout(Duration::from_secs(5))
             .on_failure(FailurePolicy::Error)
     }
@@ -138,9 +172,19 @@ pub fn command(args: &[&str]) -> redis::Cmd {
     command
 }
 
+/// `args` as one command, or as the script call deciding the same under the script
+/// engine.
+pub fn raw_command(args: &[&str]) -> redis::Cmd {
+    let command = command(args);
+    if on_scripts() {
+        return redlimit::scripts::translate(&command, None).unwrap().eval();
+    }
+    command
+}
+
 /// A raw decision reply (RESP2: five integers).
 pub fn raw_decision(con: &mut Connection, args: &[&str]) -> [i64; 5] {
-    let reply: Vec<i64> = command(args)
+    let reply: Vec<i64> = raw_command(args)
         .query(con)
         .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     reply

@@ -51,7 +51,7 @@ async fn run_script(connection: Connection, cmd: &Cmd) -> RedisResult<Value> {
 }
 
 /// Runs `call`: `EVALSHA`, and `EVAL` (which loads it) after `NOSCRIPT`.
-pub(crate) async fn run_call(connection: Connection, call: &ScriptCall) -> RedisResult<Value> {
+async fn run_call(connection: Connection, call: &ScriptCall) -> RedisResult<Value> {
     let slot = call.slot();
     match send(connection.clone(), &call.evalsha(), slot).await {
         Ok(Value::ServerError(error)) if error.code() == "NOSCRIPT" => {
@@ -79,7 +79,7 @@ fn is_unknown_command(result: &RedisResult<Value>) -> bool {
 
 /// `COMMAND INFO RL.TOKENBUCKET` on the server, or on every primary of a cluster: true
 /// when all of them know it.
-pub(crate) async fn has_module(connection: Connection) -> RedisResult<bool> {
+async fn has_module(connection: Connection) -> RedisResult<bool> {
     let mut cmd = redis::cmd("COMMAND");
     cmd.arg("INFO").arg("RL.TOKENBUCKET");
     let read = |reply: &Value| -> RedisResult<bool> {

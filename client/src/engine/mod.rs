@@ -4,8 +4,10 @@
 
 mod dispatch;
 pub mod scripts;
+mod verify;
 
-pub(crate) use dispatch::{dispatch, has_module, run_call};
+pub(crate) use dispatch::dispatch;
+pub(crate) use verify::verify;
 
 use std::sync::{Mutex, PoisonError};
 
