@@ -119,8 +119,13 @@ local function ceil_ms(micros)
   return cdiv(micros, 1000)
 end
 
--- The stored table of `key`, or nil. A value this engine did not write is WRONGTYPE.
-local function load(key)
+-- The stored table of `key`, or nil. A value this engine did not write is WRONGTYPE,
+-- and so is any value at `guard`, the key's own name (the module's limiter, or another
+-- value), as the module answers for a key holding another type.
+local function load(key, guard)
+  if guard and redis.call('EXISTS', guard) == 1 then
+    fail(WRONGTYPE_OTHER)
+  end
   local raw = redis.pcall('GET', key)
   if type(raw) == 'table' and raw.err then
     fail(WRONGTYPE_OTHER)

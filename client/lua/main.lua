@@ -57,6 +57,12 @@ local function decide(name, p, current, now, req)
   return alg.decide(p, nil, nil, now, req)
 end
 
+-- The guard (original name) of limiter key `k` of `n`, when the call has guards.
+local function guard(k, n)
+  if #KEYS == 2 * n then return KEYS[n + k] end
+  return nil
+end
+
 local OPS = {}
 
 -- decide: name, <policy numbers>, cost, peek, max_wait.
@@ -69,7 +75,7 @@ function OPS.decide(now)
   local req = request(ARGV[i], ARGV[i + 1], ARGV[i + 2], name == 'throttle' and 'quantity' or 'COST')
   if name ~= 'tokenbucket' and req.max_wait > 0 then fail('ERR syntax error near MAXWAIT') end
   local key = KEYS[1]
-  local current = live(load(key), now)
+  local current = live(load(key, guard(1, 1)), now)
   if name == 'throttle' then
     if current and current.name ~= name then wrong_algorithm(current.name) end
     local allowed, ttl, retry, state
@@ -92,7 +98,8 @@ function OPS.all(now)
   local counted = { cost = req.cost, peek = false, max_wait = 0, read_only = req.cost == 0 }
   local slots, by_key, decisions = {}, {}, {}
   local allowed = true
-  for k = 1, #KEYS do
+  local n = (#ARGV - 4) / 4
+  for k = 1, n do
     local key = KEYS[k]
     local base = 5 + (k - 1) * 4
     local name = ARGV[base]
@@ -102,7 +109,7 @@ function OPS.all(now)
     local p = policy_at(name, base + 1)
     local slot = by_key[key]
     if not slot then
-      slot = { key = key, current = live(load(key), now), changed = false }
+      slot = { key = key, current = live(load(key, guard(k, n)), now), changed = false }
       slots[#slots + 1] = slot
       by_key[key] = slot
     end
@@ -133,7 +140,7 @@ function OPS.acquire(now)
   local id = ARGV[5]
   if #id > 256 then fail('ERR lease_id must be at most 256 bytes') end
   local key = KEYS[1]
-  local current = live(load(key), now)
+  local current = live(load(key, guard(1, 1)), now)
   if current and current.name ~= 'concurrency' then wrong_algorithm(current.name) end
   local d, state = LEASES.acquire(p, current and current.state, now, id)
   if state then store(key, encode('concurrency', p, state), LEASES.idle(p, state)) end
@@ -143,7 +150,7 @@ end
 -- release: lease_id.
 function OPS.release(now)
   local key, id = KEYS[1], ARGV[3]
-  local stored = load(key)
+  local stored = load(key, guard(1, 1))
   local current = live(stored, now)
   if not current then
     if stored then redis.call('DEL', key) end
@@ -175,12 +182,13 @@ end
 function OPS.reset(now)
   local found = 0
   local exists = {}
-  for k = 1, #KEYS do
-    local stored = load(KEYS[k])
+  local n = int(ARGV[3], 'numkeys')
+  for k = 1, n do
+    local stored = load(KEYS[k], guard(k, n))
     exists[k] = stored ~= nil
     if live(stored, now) then found = found + 1 end
   end
-  for k = 1, #KEYS do
+  for k = 1, n do
     if exists[k] then redis.call('DEL', KEYS[k]) end
   end
   return found
@@ -188,7 +196,7 @@ end
 
 -- status: the policy and a peek of cost 1, as field/value pairs; nil when absent.
 function OPS.status(now)
-  local current = live(load(KEYS[1]), now)
+  local current = live(load(KEYS[1], guard(1, 1)), now)
   if not current then return false end
   local alg = ALGORITHMS[current.name]
   local out = { 'algorithm', current.name }

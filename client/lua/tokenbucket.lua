@@ -25,9 +25,12 @@ local function tb_unit(p) return p[3] * 1000 end
 local function tb_full(p) return p[1] * p[3] * 1000 end
 
 -- The deepest deficit a request may leave: a full bucket plus max_wait_ms of refill.
+-- A MAXWAIT whose borrowing would pass the script bound borrows up to the bound: such a
+-- request may be denied where the module would admit it, never the reverse (the client
+-- asks for the longest wait it can when told to wait without limit).
 local function tb_floor(p, max_wait_ms)
   local full = tb_full(p)
-  at_most(max_wait_ms, idiv(idiv(BOUND - full, p[2]), 1000), 'MAXWAIT', ' for this policy on the script engine')
+  max_wait_ms = min(max_wait_ms, idiv(idiv(BOUND - full, p[2]), 1000))
   return full + max_wait_ms * 1000 * p[2]
 end
 

@@ -891,14 +891,16 @@ impl RateLimiter {
             });
         };
         let timeout = self.shared.timeout.max(Duration::from_secs(2));
-        let (engine, nodes) = crate::engine::verify(remote, timeout).await.map_err(|error| {
-            if error.is_module_not_loaded() {
-                error
-            } else {
-                let node = remote.node_name();
-                error.context(&format!("checking the redlimit module on {node}"))
-            }
-        })?;
+        let (engine, nodes) = crate::engine::verify(remote, timeout)
+            .await
+            .map_err(|error| {
+                if error.is_module_not_loaded() {
+                    error
+                } else {
+                    let node = remote.node_name();
+                    error.context(&format!("checking the redlimit module on {node}"))
+                }
+            })?;
         Ok(BackendInfo { engine, nodes })
     }
 }

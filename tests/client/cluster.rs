@@ -52,11 +52,13 @@ async fn a_cluster_backend_routes_calls_and_refuses_cross_slot_checks() {
         let binary = server.binary();
         for protocol in PROTOCOLS {
             let name = format!("{} {}", binary.name(), protocol.name());
-            let limiter = RateLimiter::builder(crate::support::with_engine(Backend::cluster([protocol.url(server)]).unwrap()))
-                .timeout(Duration::from_secs(5))
-                .on_failure(FailurePolicy::Error)
-                .build()
-                .unwrap();
+            let limiter = RateLimiter::builder(crate::support::with_engine(
+                Backend::cluster([protocol.url(server)]).unwrap(),
+            ))
+            .timeout(Duration::from_secs(5))
+            .on_failure(FailurePolicy::Error)
+            .build()
+            .unwrap();
             let key = |k: &str| format!("{}:{k}", protocol.name());
             let minute = Policy::sliding(2, 60_000).unwrap();
             let hour = Policy::fixed(10, 3_600_000).unwrap();

@@ -295,16 +295,38 @@ pub fn assert_like_raw(decision: &Decision, raw: [i64; 5], slack_ms: i64, contex
 }
 
 /// `INFO redlimit` field `name` (e.g. `redlimit_fixed_calls`) as a number.
+/// Under the script engine, every decision is a script call: the count of `EVALSHA`
+/// and `EVAL` calls that did not fail (whatever `name` says).
 pub fn info_count(con: &mut Connection, name: &str) -> u64 {
+    if on_scripts() {
+        // A script call refused with NOSCRIPT (then sent as EVAL) is one call.
+        return ["cmdstat_evalsha", "cmdstat_eval"]
+            .iter()
+            .filter_map(|stat| redlimit_test_support::info_value(con, "commandstats", stat))
+            .map(|line| {
+                let field = |name: &str| {
+                    line.split(',')
+                        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                        .map_or(0, |n| n.parse::<u64>().unwrap())
+                };
+                field("calls") - field("failed_calls")
+            })
+            .sum();
+    }
     redlimit_test_support::info_value(con, "redlimit", name)
         .unwrap_or_else(|| panic!("INFO redlimit has no {name}"))
         .parse()
         .unwrap()
 }
 
-/// `EXISTS key`.
+/// `EXISTS key` (under the script engine, the name the scripts keep `key` under).
 pub fn exists(con: &mut Connection, key: &str) -> bool {
-    cmd("EXISTS").arg(key).query::<i64>(con).unwrap() == 1
+    let name = if on_scripts() {
+        redlimit::scripts::script_key(key.as_bytes())
+    } else {
+        key.as_bytes().to_vec()
+    };
+    cmd("EXISTS").arg(name).query::<i64>(con).unwrap() == 1
 }
 
 /// Waits, if need be, until the current epoch-aligned window of `window_ms` has at

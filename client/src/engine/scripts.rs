@@ -59,10 +59,13 @@ fn has_hash_tag(key: &[u8]) -> bool {
         .is_some_and(|close| close > 0)
 }
 
-/// One call of the script: its keys (already in the script namespace) and arguments.
+/// One call of the script: its keys and arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptCall {
-    /// `KEYS`.
+    /// `KEYS`: the limiter keys in the script namespace, then (when every one of them
+    /// shares its original's slot) the original names, which the script only checks: a
+    /// value there (the module's limiter, or any other value) is `WRONGTYPE`, as the
+    /// module answers for a key holding another type.
     pub keys: Vec<Vec<u8>>,
     /// `ARGV`: the operation, the time override (`0`: the server's `TIME`), the rest.
     pub args: Vec<Vec<u8>>,
@@ -130,7 +133,7 @@ pub fn translate(cmd: &Cmd, now_us: Option<u64>) -> Result<ScriptCall, String> {
     let now = now_us.unwrap_or(0).to_string().into_bytes();
     let op = |op: &str| vec![op.as_bytes().to_vec(), now.clone()];
     let owned = |words: &[&[u8]]| words.iter().map(|w| w.to_vec()).collect::<Vec<_>>();
-    let call = match name.as_str() {
+    let mut call = match name.as_str() {
         "RL.TOKENBUCKET" | "RL.SLIDING" | "RL.FIXED" => {
             let [key, a, b, options @ ..] = rest else {
                 return Err(format!("{name} needs a key and its policy"));
@@ -195,16 +198,36 @@ pub fn translate(cmd: &Cmd, now_us: Option<u64>) -> Result<ScriptCall, String> {
                 args,
             }
         }
-        "RL.RESET" | "RL.STATUS" => ScriptCall {
-            keys: rest.iter().map(|key| script_key(key)).collect(),
-            args: op(if name == "RL.RESET" {
+        "RL.RESET" | "RL.STATUS" => {
+            let mut args = op(if name == "RL.RESET" {
                 "reset"
             } else {
                 "status"
-            }),
-        },
+            });
+            args.push(rest.len().to_string().into_bytes());
+            ScriptCall {
+                keys: rest.iter().map(|key| script_key(key)).collect(),
+                args,
+            }
+        }
         other => return Err(format!("the script engine has no {other}")),
     };
+    let originals: Vec<&[u8]> = match name.as_str() {
+        "RL.ALL" => rest
+            .get(1..=call.keys.len())
+            .map(<[&[u8]]>::to_vec)
+            .unwrap_or_default(),
+        "RL.RESET" | "RL.STATUS" => rest.to_vec(),
+        _ => rest.first().copied().into_iter().collect(),
+    };
+    let same_slot = originals.len() == call.keys.len()
+        && originals
+            .iter()
+            .zip(&call.keys)
+            .all(|(original, key)| crate::slot::of(original) == crate::slot::of(key));
+    if same_slot {
+        call.keys.extend(originals.iter().map(|key| key.to_vec()));
+    }
     Ok(call)
 }
 
@@ -329,7 +352,7 @@ mod tests {
             .arg(2)
             .arg("PEEK");
         let call = translate(&cmd, Some(7)).unwrap();
-        assert_eq!(call.keys, vec![b"{k}|rls".to_vec()]);
+        assert_eq!(call.keys, vec![b"{k}|rls".to_vec(), b"k".to_vec()]);
         let args: Vec<String> = call
             .args
             .iter()

@@ -41,7 +41,10 @@ async fn load(remote: &Remote, timeout: Duration) -> Result<Vec<NodeInfo>> {
         if sha != scripts::sha1() {
             return Err(Error::new(
                 ErrorKind::Protocol,
-                format!("{node} loaded the script as {sha}, expected {}", scripts::sha1()),
+                format!(
+                    "{node} loaded the script as {sha}, expected {}",
+                    scripts::sha1()
+                ),
             ));
         }
         Ok(NodeInfo {
@@ -62,7 +65,9 @@ async fn load(remote: &Remote, timeout: Duration) -> Result<Vec<NodeInfo>> {
                     .into_iter()
                     .map(|(address, reply)| {
                         let address = match address {
-                            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                            Value::BulkString(bytes) => {
+                                String::from_utf8_lossy(&bytes).into_owned()
+                            }
                             other => format!("{other:?}"),
                         };
                         check(reply, address)
