@@ -22,8 +22,23 @@ local function encode(name, policy, state)
   return stored
 end
 
+-- A cost: at most 2^62 as on the module; a cost of 2^53 or more is above every limit
+-- the scripts accept, so it decides exactly as 2^53 - 1 does (denied, never).
+local function cost_of(value, name)
+  if type(value) == 'string' and string.match(value, '^%d+$') then
+    local digits = string.gsub(value, '^0+(%d)', '%1')
+    if #digits > 19 or (#digits == 19 and digits > '4611686018427387904') then
+      fail('ERR ' .. name .. ' must be at most 4611686018427387904')
+    end
+    if #digits >= 16 and tonumber(digits) >= EXACT then
+      return EXACT - 1
+    end
+  end
+  return int(value, name)
+end
+
 local function request(cost_arg, peek_arg, max_wait_arg, cost_name)
-  local cost = int(cost_arg, cost_name or 'COST')
+  local cost = cost_of(cost_arg, cost_name or 'COST')
   local peek = peek_arg == '1'
   return {
     cost = cost,

@@ -1,7 +1,10 @@
 -- Part 2: token bucket (redlimit-core token_bucket.rs). One token is refill_ms * 1000
 -- units, every microsecond adds refill_tokens units; the state is the deficit (units
 -- missing from a full bucket) and when it was measured. Script bound: a full bucket
--- plus the longest MAXWAIT's borrowing spans at most 2^51 units.
+-- plus the borrowing of MAXWAIT spans at most 2^52 units (capacity * refill_ms at most
+-- 4503599627370: 1,250,000 tokens at refill_ms = 1 hour), so every sum stays below 2^53.
+
+local TB_BOUND = 4503599627370496 -- 2^52
 
 local function same_policy(a, b)
   for i = 1, #a do
@@ -16,7 +19,7 @@ function TB.check(p)
   local capacity, refill_tokens, refill_ms = p[1], p[2], p[3]
   at_most(refill_ms, 10000000000000, 'refill_ms')
   local unit = refill_ms * 1000
-  at_most(capacity, idiv(BOUND, unit), 'capacity',
+  at_most(capacity, idiv(TB_BOUND, unit), 'capacity',
     ' when refill_ms is ' .. string.format('%.0f', refill_ms) .. ' on the script engine')
   return p
 end
@@ -30,7 +33,7 @@ local function tb_full(p) return p[1] * p[3] * 1000 end
 -- asks for the longest wait it can when told to wait without limit).
 local function tb_floor(p, max_wait_ms)
   local full = tb_full(p)
-  max_wait_ms = min(max_wait_ms, idiv(idiv(BOUND - full, p[2]), 1000))
+  max_wait_ms = min(max_wait_ms, idiv(idiv(TB_BOUND - full, p[2]), 1000))
   return full + max_wait_ms * 1000 * p[2]
 end
 

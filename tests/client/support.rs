@@ -3,7 +3,9 @@
 
 use redis::{Connection, cmd};
 use redlimit::{Backend, Builder, Decision, FailurePolicy, Policy, RateLimiter, ServerEngine};
-use redlimit_test_support::{Server, ServerBinary, ServerBuilder, available_servers, module_path};
+use redlimit_test_support::{
+    Server, ServerBinary, ServerBuilder, TestEngine, available_servers, module_path,
+};
 use std::time::{Duration, Instant};
 
 /// The two protocols every operation is checked over.
@@ -45,11 +47,10 @@ pub fn binaries() -> Vec<ServerBinary> {
 /// on servers *without* the module, through the Lua scripts (raw `RL.*` comparison
 /// commands are sent as the same script calls); unset, the module as always.
 pub fn engine() -> ServerEngine {
-    match std::env::var("REDLIMIT_TEST_ENGINE").as_deref() {
-        Ok("scripts") => ServerEngine::Scripts,
-        Ok("auto") => ServerEngine::Auto,
-        Ok("module") | Err(_) => ServerEngine::Module,
-        Ok(other) => panic!("REDLIMIT_TEST_ENGINE must be module, scripts or auto, not {other}"),
+    match redlimit_test_support::test_engine() {
+        TestEngine::Module => ServerEngine::Module,
+        TestEngine::Scripts => ServerEngine::Scripts,
+        TestEngine::Auto => ServerEngine::Auto,
     }
 }
 

@@ -330,6 +330,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_script_is_the_files_in_the_order_file() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/lua");
+        let order = std::fs::read_to_string(format!("{dir}/ORDER")).unwrap();
+        let joined: String = order
+            .lines()
+            .map(|file| std::fs::read_to_string(format!("{dir}/{file}")).unwrap())
+            .collect();
+        assert_eq!(joined, SOURCE, "SOURCE must follow client/lua/ORDER");
+        assert_eq!(sha1().len(), 40);
+    }
+
+    #[test]
     fn keys_keep_their_slot_in_their_own_namespace() {
         for key in [&b"user:42"[..], b"{user:42}:m", b"a{b", b"x{}y{z}"] {
             let name = script_key(key);
