@@ -189,3 +189,53 @@ fn wrong_algorithms_and_foreign_values_are_wrongtype_on_both() {
         assert_eq!(error.code(), Some("WRONGTYPE"), "{}", binary.name());
     }
 }
+
+#[test]
+fn policies_beyond_what_the_scripts_compute_exactly_are_refused_by_name() {
+    let binary = available_servers().into_iter().next().expect("a server");
+    let server = ServerBuilder::new(&binary).start();
+    let mut con = server.connection();
+    let refused = |con: &mut redis::Connection, args: &[&str]| -> String {
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        let call = scripts::translate(&cmd, None).unwrap();
+        call.eval().query::<Value>(con).unwrap_err().to_string()
+    };
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["RL.SLIDING", "k", "1001", "1000"],
+            "limit must be at most 1000 for an exact log on the script engine (use APPROX above)",
+        ),
+        (
+            &["RL.TOKENBUCKET", "k", "1251000", "1", "3600000"],
+            "capacity must be at most 1250999 when refill_ms is 3600000 on the script engine",
+        ),
+        (
+            &[
+                "RL.SLIDING",
+                "k",
+                "1099511627776",
+                "1099511627776",
+                "APPROX",
+            ],
+            "limit must be at most 2048 when window_ms is 1099511627776 on the script engine",
+        ),
+        (
+            &["RL.FIXED", "k", "5", "1000", "COST", "4611686018427387905"],
+            "COST must be at most 4611686018427387904",
+        ),
+    ];
+    for (args, expected) in cases {
+        let said = refused(&mut con, args);
+        assert!(said.contains(expected), "{args:?}: {said}");
+    }
+    // A cost the scripts cannot count exactly but the contract accepts: never possible.
+    let mut huge = redis::cmd("RL.FIXED");
+    huge.arg("k").arg(5).arg(1_000).arg("COST").arg(1u64 << 60);
+    let reply: Vec<i64> = scripts::translate(&huge, None)
+        .unwrap()
+        .eval()
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(reply, [0, 5, 5, -1, 0]);
+}
