@@ -82,3 +82,27 @@ async fn auto_takes_the_module_where_it_is_loaded() {
         assert!(error.is_wrong_type(), "{}: {error}", binary.name());
     }
 }
+
+#[tokio::test]
+async fn auto_decides_when_the_server_refuses_command_info() {
+    let policy = Policy::fixed(2, 60_000).unwrap();
+    for binary in binaries() {
+        let server = ServerBuilder::new(&binary).start();
+        let con = &mut server.connection();
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", "app", "on", ">secret", "~*", "+@all", "-command"])
+            .query(con)
+            .unwrap();
+        let url = server.url().replace("redis://", "redis://app:secret@");
+        let auto = limiter(&url, ServerEngine::Auto);
+        // COMMAND INFO refused: the RL.* command is tried, `unknown command`, the scripts.
+        let first = auto.check("acl:k", &policy).await.unwrap();
+        assert_eq!(
+            (first.allowed, first.remaining, first.source),
+            (true, 1, Source::Server),
+            "{}",
+            binary.name()
+        );
+        assert!(exists(con, "{acl:k}|rls"), "{}", binary.name());
+    }
+}

@@ -20,7 +20,13 @@ pub(crate) async fn dispatch(
     let scripts = match remote.engine.uses_scripts() {
         Some(scripts) => scripts,
         None => {
-            let module = has_module(connection.clone()).await?;
+            let module = match has_module(connection.clone()).await {
+                Ok(module) => module,
+                Err(error) if error.is_io_error() || error.is_timeout() => return Err(error),
+                // The server refuses the question (an ACL without COMMAND, a proxy): the
+                // RL.* command itself tells, `unknown command` sending it to the scripts.
+                Err(_) => true,
+            };
             remote.engine.found_module(module, &remote.node_name());
             !module
         }
