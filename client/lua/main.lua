@@ -1,5 +1,5 @@
 -- Part 8: the operations. ARGV[1] names one, ARGV[2] is the time override, the rest
--- are its arguments (client/src/engine/translate.rs documents each layout).
+-- are its arguments (client/lua/README.md lists each layout).
 
 -- The live limiter in `stored` at now (nil when absent or idle): its algorithm's name,
 -- policy and state.

@@ -4,6 +4,7 @@
 
 mod dispatch;
 pub mod scripts;
+mod translate;
 mod verify;
 
 pub(crate) use dispatch::dispatch;
