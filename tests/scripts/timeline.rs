@@ -45,11 +45,18 @@ pub enum Family {
     Approx,
     Leases,
     All,
+    /// Token buckets with large numbers near the scripts' bounds (exactness of the
+    /// rescaling, of refills over long gaps).
+    TokenBucketLarge,
+    /// Approximate windows with large limits and windows.
+    ApproxLarge,
 }
 
 impl Family {
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 9] = [
         Family::TokenBucket,
+        Family::TokenBucketLarge,
+        Family::ApproxLarge,
         Family::Throttle,
         Family::Fixed,
         Family::Sliding,
@@ -100,6 +107,8 @@ impl Timeline {
         let kind = match self.family {
             Family::All => self.kinds[k],
             Family::TokenBucket => "TOKENBUCKET",
+            Family::TokenBucketLarge => "TOKENBUCKET-LARGE",
+            Family::ApproxLarge => "APPROX-LARGE",
             Family::Fixed => "FIXED",
             Family::Sliding => "SLIDING",
             Family::Approx => "APPROX",
@@ -112,6 +121,14 @@ impl Timeline {
                 r.range(1, 5),
                 r.pick(&[1, 7, 100, 1_000, any]),
             ],
+            // capacity * refill_ms stays under the scripts' 2^52 / 1000.
+            "TOKENBUCKET-LARGE" => vec![
+                r.range(1, 1_000_000),
+                r.range(1, 1_000_000_000),
+                r.range(1, 4_000_000),
+            ],
+            // limit * window_ms stays under 2^51.
+            "APPROX-LARGE" => vec![r.range(1, 1_000_000), r.range(1, 1_000_000_000)],
             "THROTTLE" => vec![r.range(0, 10), r.range(1, 50), r.pick(&[1, 3, 60])],
             "LEASES" => vec![r.range(1, 5), r.range(1, 5_000)],
             "FIXED" | "SLIDING" => vec![r.range(1, 20), r.pick(&[1, 10, 1_000, any])],
@@ -144,16 +161,25 @@ impl Timeline {
         let key = format!("{{diff:{:?}}}:{k}", self.family);
         let p = self.policies[k].clone();
         let r = &mut self.rng;
-        let cost = r.pick(&[0, 1, 1, 1, 1, 2, 3, 5, 25]);
+        let cost = match self.family {
+            Family::TokenBucketLarge | Family::ApproxLarge => {
+                let any = r.range(1, 2_000_000);
+                r.pick(&[0, 1, 1, 1_000, any, 999_999_999])
+            }
+            _ => r.pick(&[0, 1, 1, 1, 1, 2, 3, 5, 25]),
+        };
         let peek = r.chance(10);
         let mut cmd;
         match self.family {
-            Family::TokenBucket => {
+            Family::TokenBucket | Family::TokenBucketLarge => {
                 cmd = redis::cmd("RL.TOKENBUCKET");
                 cmd.arg(&key).arg(p[0]).arg(p[1]).arg(p[2]);
                 options(&mut cmd, cost, peek);
-                if r.chance(30) {
-                    cmd.arg("MAXWAIT").arg(r.pick(&[1, 50, 999, 3_000]));
+                let max_wait = r.pick(&[1, 50, 999, 3_000, 1_000_000]);
+                // Within the scripts' bound (beyond it they borrow less, documented).
+                let borrowing = p[0] * p[2] * 1_000 + max_wait * 1_000 * p[1];
+                if r.chance(30) && borrowing <= 1 << 52 {
+                    cmd.arg("MAXWAIT").arg(max_wait);
                 }
             }
             Family::Throttle => {
@@ -163,7 +189,7 @@ impl Timeline {
                     cmd.arg(cost);
                 }
             }
-            Family::Fixed | Family::Sliding | Family::Approx => {
+            Family::Fixed | Family::Sliding | Family::Approx | Family::ApproxLarge => {
                 cmd = redis::cmd(if self.family == Family::Fixed {
                     "RL.FIXED"
                 } else {
@@ -171,7 +197,7 @@ impl Timeline {
                 });
                 cmd.arg(&key).arg(p[0]).arg(p[1]);
                 options(&mut cmd, cost, peek);
-                if self.family == Family::Approx {
+                if matches!(self.family, Family::Approx | Family::ApproxLarge) {
                     cmd.arg("APPROX");
                 }
             }
