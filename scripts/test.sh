@@ -32,6 +32,12 @@ export REDLIMIT_MODULE="${CARGO_TARGET_DIR:-$PWD/target}/debug/libredlimit.so"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --doc --locked
+  # The client and middleware suites again on servers without the module, through the
+  # Lua script engine (ServerEngine::Scripts, then Auto): about a minute each.
+  for engine in scripts auto; do
+    echo "== client + middleware suites, REDLIMIT_TEST_ENGINE=$engine"
+    REDLIMIT_TEST_ENGINE=$engine cargo nextest run --locked --no-fail-fast --test client --test middleware
+  done
 else
   cargo test --workspace --locked --no-fail-fast
 fi

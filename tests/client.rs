@@ -23,6 +23,8 @@ mod cluster;
 mod decisions;
 #[path = "client/deny_cache.rs"]
 mod deny_cache;
+#[path = "client/engines.rs"]
+mod engines;
 #[path = "client/errors.rs"]
 mod errors;
 #[path = "client/leases.rs"]

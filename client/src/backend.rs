@@ -1,6 +1,7 @@
 //! Where limiter state lives: a Redis server (single, Sentinel-managed or Cluster) with
 //! the redlimit module, or this process's memory.
 
+use crate::engine::{EngineState, ServerEngine};
 use crate::error::{Error, Result};
 use crate::slot;
 use crate::verify::{self, Found, NodeInfo};
@@ -48,7 +49,7 @@ enum Connector {
 }
 
 #[derive(Clone)]
-enum Connection {
+pub(crate) enum Connection {
     Multiplexed(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -59,6 +60,8 @@ pub(crate) struct Remote {
     connection: Mutex<Option<Connection>>,
     /// Serializes connecting, so a burst of calls makes one connection.
     connecting: tokio::sync::Mutex<()>,
+    /// The module, the scripts, or whichever the server offers.
+    pub(crate) engine: EngineState,
 }
 
 impl Backend {
@@ -165,8 +168,19 @@ impl Backend {
                 connector,
                 connection: Mutex::new(connection),
                 connecting: tokio::sync::Mutex::new(()),
+                engine: EngineState::new(ServerEngine::Module),
             })),
         }
+    }
+
+    /// Decides with `engine` on the server: the module (the default), Lua scripts, or
+    /// whichever the server offers ([`ServerEngine`]). No effect on [`Backend::memory`].
+    #[must_use]
+    pub fn with_engine(mut self, engine: ServerEngine) -> Self {
+        if let Kind::Remote(remote) = &mut self.kind {
+            remote.engine = EngineState::new(engine);
+        }
+        self
     }
 
     /// True for a Redis Cluster.
@@ -191,7 +205,7 @@ impl Remote {
 
     /// The connection, made now if there is none (within `timeout`); true if it was
     /// made before this call.
-    async fn connect(&self, timeout: Duration) -> Result<(Connection, bool)> {
+    pub(crate) async fn connect(&self, timeout: Duration) -> Result<(Connection, bool)> {
         if let Some(connection) = self.current() {
             return Ok((connection, true));
         }
@@ -262,14 +276,18 @@ impl Remote {
         timeout: Duration,
     ) -> Result<Value> {
         let (connection, reused) = self.connect(timeout).await?;
-        let value = match send(connection, cmd, slot).await {
+        if !reused {
+            self.engine.forget();
+        }
+        let value = match crate::engine::dispatch(self, connection, cmd, slot).await {
             // A connection made earlier may have been closed while it sat idle (the
             // server restarted, its idle `timeout`, CLIENT KILL, a proxy): the server
             // may well be up, so make it again, once, within the caller's timeout.
             Err(error) if reused && error.is_connection_dropped() => {
                 self.disconnect();
+                self.engine.forget();
                 let (connection, _) = self.connect(timeout).await?;
-                send(connection, cmd, slot).await?
+                crate::engine::dispatch(self, connection, cmd, slot).await?
             }
             result => result?,
         };
@@ -337,7 +355,7 @@ impl Remote {
 }
 
 /// Where [`ask`] sends its commands.
-enum Asker {
+pub(crate) enum Asker {
     /// One server.
     One(MultiplexedConnection),
     /// Every primary of a cluster.
@@ -346,7 +364,7 @@ enum Asker {
 
 impl Asker {
     /// `cmd`'s reply: from the server, or a map of node address to reply.
-    async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+    pub(crate) async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
         match self {
             Self::One(connection) => connection.req_packed_command(cmd).await,
             Self::All(connection) => {
@@ -358,7 +376,7 @@ impl Asker {
 }
 
 /// `future` within `timeout`, as a redlimit result.
-async fn within<T>(
+pub(crate) async fn within<T>(
     timeout: Duration,
     future: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T> {
@@ -463,7 +481,11 @@ fn is_refusal(error: &Error) -> bool {
 }
 
 /// Sends `cmd` on `connection`; in a cluster, to the primary of `slot` when given.
-async fn send(connection: Connection, cmd: &Cmd, slot: Option<u16>) -> redis::RedisResult<Value> {
+pub(crate) async fn send(
+    connection: Connection,
+    cmd: &Cmd,
+    slot: Option<u16>,
+) -> redis::RedisResult<Value> {
     match connection {
         Connection::Multiplexed(mut connection) => connection.req_packed_command(cmd).await,
         Connection::Cluster(mut connection) => match slot {

@@ -62,6 +62,7 @@ mod backend;
 mod breaker;
 mod decision;
 mod deny_cache;
+mod engine;
 mod error;
 mod limiter;
 mod local;
@@ -77,6 +78,8 @@ pub mod http;
 pub use admit::{Admission, Permit};
 pub use backend::Backend;
 pub use decision::{AllDecision, Decision, Source, Status, StoredPolicy};
+pub use engine::ServerEngine;
+pub use engine::scripts;
 pub use error::{Error, ErrorKind, Result};
 pub use limiter::{Builder, FailurePolicy, RateLimiter};
 pub use redlimit_core::{

@@ -851,7 +851,9 @@ impl RateLimiter {
 
     /// Checks, now, that the limits can be decided: that every server this limiter
     /// decides on has the redlimit module loaded (the server; the primary Sentinel
-    /// names; every primary of a cluster). Call it at startup: a server without the
+    /// names; every primary of a cluster), or, with the script engine
+    /// ([`ServerEngine`](crate::ServerEngine)), that the script loads there; the answer
+    /// says which engine decides. Call it at startup: a server without the
     /// module answers `ERR unknown command 'RL.…'` to every decision, which the
     /// [`FailurePolicy`] then answers (closed: every request denied; open: every request
     /// allowed) until the module is loaded.
@@ -883,18 +885,17 @@ impl RateLimiter {
             });
         };
         let timeout = self.shared.timeout.max(Duration::from_secs(2));
-        let nodes = remote.verify(timeout).await.map_err(|error| {
-            if error.is_module_not_loaded() {
-                error
-            } else {
-                let node = remote.node_name();
-                error.context(&format!("checking the redlimit module on {node}"))
-            }
-        })?;
-        Ok(BackendInfo {
-            engine: Engine::Module,
-            nodes,
-        })
+        let (engine, nodes) = crate::engine::verify(remote, timeout)
+            .await
+            .map_err(|error| {
+                if error.is_module_not_loaded() {
+                    error
+                } else {
+                    let node = remote.node_name();
+                    error.context(&format!("checking the redlimit module on {node}"))
+                }
+            })?;
+        Ok(BackendInfo { engine, nodes })
     }
 }
 

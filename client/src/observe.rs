@@ -75,3 +75,20 @@ pub fn breaker(change: Change, cool_down: Duration) {
         Change::Closed => tracing::info!("redlimit circuit breaker closed: the server is back"),
     }
 }
+
+/// `ServerEngine::Auto` chose an engine for `node`.
+#[allow(unused_variables)]
+pub fn engine_chosen(module: bool, node: &str) {
+    #[cfg(feature = "tracing")]
+    if module {
+        tracing::info!(
+            node,
+            "redlimit: the redlimit module is loaded: RL.* commands decide"
+        );
+    } else {
+        tracing::info!(
+            node,
+            "redlimit: no redlimit module: Lua scripts decide (load the module for speed)"
+        );
+    }
+}

@@ -15,6 +15,9 @@ pub enum Engine {
     Module,
     /// This process's memory ([`Backend::memory`](crate::Backend::memory)).
     Memory,
+    /// The Lua scripts of [`ServerEngine::Scripts`](crate::ServerEngine::Scripts) (or
+    /// [`ServerEngine::Auto`](crate::ServerEngine::Auto) on servers without the module).
+    Scripts,
 }
 
 /// One server that [`verify`](crate::RateLimiter::verify) found ready.

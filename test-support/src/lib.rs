@@ -56,12 +56,15 @@
 //!   failing; `REDLIMIT_REQUIRE_ALL_SERVERS=1` forbids that.
 //! - `REDLIMIT_REDIS_7_0_BIN`, `REDLIMIT_REDIS_8_2_BIN`, `REDLIMIT_VALKEY_9_1_BIN` point at
 //!   a server binary elsewhere ([`Flavor::path_variable`]).
+//! - `REDLIMIT_TEST_ENGINE=scripts|auto` runs the client suites on servers without the
+//!   module, through the client's Lua scripts ([`test_engine`]).
 //! - `REDLIMIT_MODULE` points at another build of the module; without it [`module_path()`]
 //!   takes the newer of `target/debug` and `target/release`, and warns when that build is
 //!   older than the module's sources.
 
 mod binaries;
 mod cluster;
+mod engine;
 mod limiter;
 mod report;
 mod sentinel;
@@ -72,6 +75,7 @@ pub use binaries::{
     installed_servers, module_path, optimized_module_path, release_module_path, repo_root,
 };
 pub use cluster::{Cluster, ClusterBuilder, NodeInfo, SLOTS, SlotMigration, key_slot};
+pub use engine::{TestEngine, test_engine};
 pub use limiter::{
     CLOCK_OFFSET_CONFIG, KeySnapshot, Status, digest_value, info_value, set_clock_offset, snapshot,
     state_from_dump, status, stored_state,

@@ -166,8 +166,15 @@ fn text(value: &Value) -> Option<String> {
 ///
 /// If the command fails or replies something else than a status.
 pub fn status<K: ToRedisArgs>(con: &mut dyn ConnectionLike, key: K) -> Option<Status> {
-    let reply: Value = redis::cmd("RL.STATUS")
-        .arg(key)
+    let mut cmd = redis::cmd("RL.STATUS");
+    cmd.arg(key);
+    if !crate::test_engine().loads_module() {
+        // The same question to the client's scripts (REDLIMIT_TEST_ENGINE).
+        cmd = redlimit::scripts::translate(&cmd, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .eval();
+    }
+    let reply: Value = cmd
         .query(con)
         .unwrap_or_else(|e| panic!("RL.STATUS failed: {e}"));
     Status::from_reply(&reply)

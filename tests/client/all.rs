@@ -1,6 +1,6 @@
 //! `check_all` / `peek_all`: one `RL.ALL`, all or nothing, answered like the raw command.
 
-use crate::support::{Case, assert_like_raw, command, each_case, exists};
+use crate::support::{Case, assert_like_raw, each_case, exists};
 use redis::{Connection, Value};
 use redlimit::{Policy, Source};
 use redlimit_test_support::digest_value;
@@ -50,7 +50,7 @@ fn raw_all(con: &mut Connection, limits: &[(String, Policy)], cost: u64) -> (i64
     }
     args.extend(["COST".to_owned(), cost.to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let reply: Vec<Value> = command(&args).query(con).unwrap();
+    let reply: Vec<Value> = crate::support::raw_command(&args).query(con).unwrap();
     let overall: i64 = redis::from_redis_value(&reply[0]).unwrap();
     let decisions = reply[1..]
         .iter()

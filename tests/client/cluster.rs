@@ -8,14 +8,13 @@
 use crate::support::{PROTOCOLS, binaries, command};
 use redis::Connection;
 use redlimit::{Backend, Concurrency, FailurePolicy, Policy, RateLimiter, Source};
-use redlimit_test_support::{Server, ServerBuilder, module_path};
+use redlimit_test_support::{Server, ServerBuilder};
 use std::time::{Duration, Instant};
 
 /// A server with the module in cluster mode, given every slot; not ready for about
 /// 2 s (a new primary waits before it serves writes), see [`wait_until_ok`].
 fn one_node_cluster(binary: &redlimit_test_support::ServerBinary) -> Server {
-    let server = ServerBuilder::new(binary)
-        .module(module_path())
+    let server = crate::support::with_module(ServerBuilder::new(binary))
         .args([
             "--cluster-enabled",
             "yes",
@@ -53,11 +52,13 @@ async fn a_cluster_backend_routes_calls_and_refuses_cross_slot_checks() {
         let binary = server.binary();
         for protocol in PROTOCOLS {
             let name = format!("{} {}", binary.name(), protocol.name());
-            let limiter = RateLimiter::builder(Backend::cluster([protocol.url(server)]).unwrap())
-                .timeout(Duration::from_secs(5))
-                .on_failure(FailurePolicy::Error)
-                .build()
-                .unwrap();
+            let limiter = RateLimiter::builder(crate::support::with_engine(
+                Backend::cluster([protocol.url(server)]).unwrap(),
+            ))
+            .timeout(Duration::from_secs(5))
+            .on_failure(FailurePolicy::Error)
+            .build()
+            .unwrap();
             let key = |k: &str| format!("{}:{k}", protocol.name());
             let minute = Policy::sliding(2, 60_000).unwrap();
             let hour = Policy::fixed(10, 3_600_000).unwrap();

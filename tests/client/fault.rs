@@ -3,7 +3,7 @@
 
 use crate::support::{PROTOCOLS, Protocol, figures, start, timed};
 use redlimit::{Backend, Decision, FailurePolicy, Policy, RateLimiter, Result, Source};
-use redlimit_test_support::{Server, ServerBinary, ServerBuilder, TempDir, module_path};
+use redlimit_test_support::{Server, ServerBinary, ServerBuilder, TempDir};
 use std::time::{Duration, Instant};
 
 /// The decision timeout of the fault tests: the default.
@@ -39,7 +39,7 @@ pub fn limiter(url: &str, failure: FailurePolicy) -> RateLimiter {
 }
 
 pub fn builder(url: &str, failure: FailurePolicy) -> redlimit::Builder {
-    RateLimiter::builder(Backend::redis(url).unwrap())
+    RateLimiter::builder(crate::support::with_engine(Backend::redis(url).unwrap()))
         .timeout(TIMEOUT)
         .on_failure(failure)
         .circuit_breaker(THRESHOLD, COOL_DOWN)
@@ -98,8 +98,7 @@ impl Failing {
         match self.fault {
             Fault::Kill => {
                 let dir = self.dir.as_ref().expect("killed by fail()").path();
-                let server = ServerBuilder::new(&self.binary)
-                    .module(module_path())
+                let server = crate::support::with_module(ServerBuilder::new(&self.binary))
                     .dir(dir)
                     .port(self.port)
                     .start();

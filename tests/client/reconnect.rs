@@ -89,12 +89,14 @@ async fn a_given_connection_is_never_remade_but_never_panics() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let limiter = redlimit::RateLimiter::builder(redlimit::Backend::connection(connection))
-        .timeout(Duration::from_secs(2))
-        .on_failure(FailurePolicy::Error)
-        .circuit_breaker(100, Duration::from_millis(1))
-        .build()
-        .unwrap();
+    let limiter = redlimit::RateLimiter::builder(crate::support::with_engine(
+        redlimit::Backend::connection(connection),
+    ))
+    .timeout(Duration::from_secs(2))
+    .on_failure(FailurePolicy::Error)
+    .circuit_breaker(100, Duration::from_millis(1))
+    .build()
+    .unwrap();
     let policy = Policy::fixed(10, 3_600_000).unwrap();
     let up = limiter.check("k", &policy).await.unwrap();
     assert_eq!(up.source, Source::Server);

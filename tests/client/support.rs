@@ -2,8 +2,10 @@
 //! RESP3, raw commands to compare with, and a stopwatch that prints what it measures.
 
 use redis::{Connection, cmd};
-use redlimit::{Backend, Builder, Decision, FailurePolicy, Policy, RateLimiter};
-use redlimit_test_support::{Server, ServerBinary, ServerBuilder, available_servers, module_path};
+use redlimit::{Backend, Builder, Decision, FailurePolicy, Policy, RateLimiter, ServerEngine};
+use redlimit_test_support::{
+    Server, ServerBinary, ServerBuilder, TestEngine, available_servers, module_path,
+};
 use std::time::{Duration, Instant};
 
 /// The two protocols every operation is checked over.
@@ -41,8 +43,41 @@ pub fn binaries() -> Vec<ServerBinary> {
     found
 }
 
-/// A server of `binary` with the redlimit module.
+/// The engine the suites run with: `REDLIMIT_TEST_ENGINE=scripts` or `auto` runs them
+/// on servers *without* the module, through the Lua scripts (raw `RL.*` comparison
+/// commands are sent as the same script calls); unset, the module as always.
+pub fn engine() -> ServerEngine {
+    match redlimit_test_support::test_engine() {
+        TestEngine::Module => ServerEngine::Module,
+        TestEngine::Scripts => ServerEngine::Scripts,
+        TestEngine::Auto => ServerEngine::Auto,
+    }
+}
+
+/// True when the suites run on the scripts, without the module.
+pub fn on_scripts() -> bool {
+    engine() != ServerEngine::Module
+}
+
+/// `builder` with the module, unless the suites run on the scripts.
+pub fn with_module(builder: ServerBuilder) -> ServerBuilder {
+    if on_scripts() {
+        builder
+    } else {
+        builder.module(module_path())
+    }
+}
+
+/// `backend` deciding with the engine the suites run with.
+pub fn with_engine(backend: Backend) -> Backend {
+    backend.with_engine(engine())
+}
+
+/// A server of `binary` with the redlimit module (without it under the script engine).
 pub fn start(binary: &ServerBinary) -> Server {
+    if on_scripts() {
+        return ServerBuilder::new(binary).start();
+    }
     ServerBuilder::new(binary).module(module_path()).start()
 }
 
@@ -120,7 +155,7 @@ impl Case {
 
     /// The settings of [`limiter`](Self::limiter), to change some.
     pub fn builder(&self) -> Builder {
-        RateLimiter::builder(Backend::redis(&self.url()).unwrap())
+        RateLimiter::builder(Backend::redis(&self.url()).unwrap().with_engine(engine()))
             .timeout(Duration::from_secs(5))
             .on_failure(FailurePolicy::Error)
     }
@@ -138,9 +173,19 @@ pub fn command(args: &[&str]) -> redis::Cmd {
     command
 }
 
+/// `args` as one command, or as the script call deciding the same under the script
+/// engine.
+pub fn raw_command(args: &[&str]) -> redis::Cmd {
+    let command = command(args);
+    if on_scripts() {
+        return redlimit::scripts::translate(&command, None).unwrap().eval();
+    }
+    command
+}
+
 /// A raw decision reply (RESP2: five integers).
 pub fn raw_decision(con: &mut Connection, args: &[&str]) -> [i64; 5] {
-    let reply: Vec<i64> = command(args)
+    let reply: Vec<i64> = raw_command(args)
         .query(con)
         .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     reply
@@ -251,16 +296,38 @@ pub fn assert_like_raw(decision: &Decision, raw: [i64; 5], slack_ms: i64, contex
 }
 
 /// `INFO redlimit` field `name` (e.g. `redlimit_fixed_calls`) as a number.
+/// Under the script engine, every decision is a script call: the count of `EVALSHA`
+/// and `EVAL` calls that did not fail (whatever `name` says).
 pub fn info_count(con: &mut Connection, name: &str) -> u64 {
+    if on_scripts() {
+        // A script call refused with NOSCRIPT (then sent as EVAL) is one call.
+        return ["cmdstat_evalsha", "cmdstat_eval"]
+            .iter()
+            .filter_map(|stat| redlimit_test_support::info_value(con, "commandstats", stat))
+            .map(|line| {
+                let field = |name: &str| {
+                    line.split(',')
+                        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                        .map_or(0, |n| n.parse::<u64>().unwrap())
+                };
+                field("calls") - field("failed_calls")
+            })
+            .sum();
+    }
     redlimit_test_support::info_value(con, "redlimit", name)
         .unwrap_or_else(|| panic!("INFO redlimit has no {name}"))
         .parse()
         .unwrap()
 }
 
-/// `EXISTS key`.
+/// `EXISTS key` (under the script engine, the name the scripts keep `key` under).
 pub fn exists(con: &mut Connection, key: &str) -> bool {
-    cmd("EXISTS").arg(key).query::<i64>(con).unwrap() == 1
+    let name = if on_scripts() {
+        redlimit::scripts::script_key(key.as_bytes())
+    } else {
+        key.as_bytes().to_vec()
+    };
+    cmd("EXISTS").arg(name).query::<i64>(con).unwrap() == 1
 }
 
 /// Waits, if need be, until the current epoch-aligned window of `window_ms` has at

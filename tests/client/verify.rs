@@ -3,10 +3,16 @@
 //! server without it named in the error; `COMMAND INFO` when `MODULE LIST` is refused;
 //! an unreachable server; the memory engine.
 
-use crate::support::{PROTOCOLS, binaries, command, start};
+use crate::support::{PROTOCOLS, binaries, command};
 use redlimit::{Backend, Engine, FailurePolicy, RateLimiter};
 use redlimit_test_support::{ClusterBuilder, SentinelBuilder, ServerBuilder, module_path};
 use std::time::Duration;
+
+/// A server with the module, whatever engine the other suites run with: these tests
+/// are about finding it.
+fn start(binary: &redlimit_test_support::ServerBinary) -> redlimit_test_support::Server {
+    ServerBuilder::new(binary).module(module_path()).start()
+}
 
 fn limiter(backend: Backend) -> RateLimiter {
     RateLimiter::builder(backend)

@@ -110,11 +110,13 @@ async fn under_load(binary: &redlimit_test_support::ServerBinary, outage: Outage
     println!("== {} {outage:?}", binary.name());
     let server = start(binary);
     // The limiter's own policy is Error: each rule's policy is the one answering.
-    let limiter = RateLimiter::builder(Backend::redis(&server.url()).unwrap())
-        .timeout(TIMEOUT)
-        .on_failure(FailurePolicy::Error)
-        .build()
-        .unwrap();
+    let limiter = RateLimiter::builder(crate::support::with_engine(
+        Backend::redis(&server.url()).unwrap(),
+    ))
+    .timeout(TIMEOUT)
+    .on_failure(FailurePolicy::Error)
+    .build()
+    .unwrap();
     let layer = RateLimitLayer::from_config(limiter, &Config::from_toml(RULES).unwrap()).unwrap();
     let metrics = layer.metrics();
     let app = app(layer);

@@ -227,10 +227,7 @@ async fn bytes_a_client_writes_in_forwarded_headers_do_not_hide_the_address_the_
             "{name}: {} counts for 198.51.100.7, not the exempt proxy",
             String::from_utf8_lossy(value)
         );
-        let _: () = redis::cmd("DEL")
-            .arg(ip_key("api", "198.51.100.7", "burst"))
-            .query(&mut server.connection())
-            .unwrap();
+        crate::support::delete(&server, &ip_key("api", "198.51.100.7", "burst"));
     }
 }
 

@@ -9,8 +9,10 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use redlimit::http::{Config, RateLimitLayer};
-use redlimit::{Backend, FailurePolicy, RateLimiter};
-use redlimit_test_support::{Server, ServerBinary, ServerBuilder, available_servers, module_path};
+use redlimit::{Backend, FailurePolicy, RateLimiter, ServerEngine};
+use redlimit_test_support::{
+    Server, ServerBinary, ServerBuilder, TestEngine, available_servers, module_path, test_engine,
+};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,9 +39,22 @@ pub fn binary() -> Option<ServerBinary> {
     chosen
 }
 
-/// A server of `binary` with the redlimit module.
+/// A server of `binary` with the redlimit module (without it when `REDLIMIT_TEST_ENGINE`
+/// asks for the scripts).
 pub fn start(binary: &ServerBinary) -> Server {
+    if !test_engine().loads_module() {
+        return ServerBuilder::new(binary).start();
+    }
     ServerBuilder::new(binary).module(module_path()).start()
+}
+
+/// `backend` with the engine `REDLIMIT_TEST_ENGINE` names.
+pub fn with_engine(backend: Backend) -> Backend {
+    backend.with_engine(match test_engine() {
+        TestEngine::Module => ServerEngine::Module,
+        TestEngine::Scripts => ServerEngine::Scripts,
+        TestEngine::Auto => ServerEngine::Auto,
+    })
 }
 
 /// A server with the module on the preferred binary (`None`: no server installed).
@@ -51,7 +66,7 @@ pub fn server() -> Option<Server> {
 /// instead of answering for the server: a backend failure shows as a response without
 /// rate-limit headers, which the tests notice.
 pub fn limiter(server: &Server) -> RateLimiter {
-    RateLimiter::builder(Backend::redis(&server.url()).unwrap())
+    RateLimiter::builder(with_engine(Backend::redis(&server.url()).unwrap()))
         .timeout(Duration::from_secs(5))
         .on_failure(FailurePolicy::Error)
         .build()
@@ -272,12 +287,44 @@ pub fn remaining(server: &Server, key: &str) -> Option<i64> {
         .map(|s| s.number("remaining") + s.number("allowed"))
 }
 
-/// Every key on the server.
+/// Deletes the limiter `key` (the script engine's name for it, under the scripts).
+pub fn delete(server: &Server, key: &str) {
+    let name = if test_engine().loads_module() {
+        key.as_bytes().to_vec()
+    } else {
+        redlimit::scripts::script_key(key.as_bytes())
+    };
+    let _: () = redis::cmd("DEL")
+        .arg(name)
+        .query(&mut server.connection())
+        .unwrap();
+}
+
+/// Every key on the server, by the limiter names the layer used (the script engine's
+/// names read back as those).
 pub fn keys(server: &Server) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query(&mut server.connection())
         .unwrap();
+    if !test_engine().loads_module() {
+        keys = keys
+            .into_iter()
+            .map(|key| {
+                let key = key.strip_suffix("|rls").unwrap_or(&key).to_owned();
+                match key.strip_prefix('{').and_then(|k| k.strip_suffix('}')) {
+                    // `{name}` is how the scripts keep a name without a hash tag.
+                    Some(inner)
+                        if redlimit::scripts::script_key(inner.as_bytes())
+                            == format!("{key}|rls").into_bytes() =>
+                    {
+                        inner.to_owned()
+                    }
+                    _ => key,
+                }
+            })
+            .collect();
+    }
     keys.sort();
     keys
 }

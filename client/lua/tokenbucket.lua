@@ -1,0 +1,99 @@
+-- Part 2: token bucket (redlimit-core token_bucket.rs). One token is refill_ms * 1000
+-- units, every microsecond adds refill_tokens units; the state is the deficit (units
+-- missing from a full bucket) and when it was measured. Script bound: a full bucket
+-- plus the borrowing of MAXWAIT spans at most 2^52 units (capacity * refill_ms at most
+-- 4503599627370: 1,250,000 tokens at refill_ms = 1 hour), so every sum stays below 2^53.
+
+local TB_BOUND = 4503599627370496 -- 2^52
+
+local function same_policy(a, b)
+  for i = 1, #a do
+    if a[i] ~= b[i] then return false end
+  end
+  return true
+end
+
+local TB = { fields = { 'capacity', 'refill_tokens', 'refill_ms' } }
+
+function TB.check(p)
+  local capacity, refill_tokens, refill_ms = p[1], p[2], p[3]
+  at_most(refill_ms, 10000000000000, 'refill_ms')
+  local unit = refill_ms * 1000
+  at_most(capacity, idiv(TB_BOUND, unit), 'capacity',
+    ' when refill_ms is ' .. string.format('%.0f', refill_ms) .. ' on the script engine')
+  return p
+end
+
+local function tb_unit(p) return p[3] * 1000 end
+local function tb_full(p) return p[1] * p[3] * 1000 end
+
+-- The deepest deficit a request may leave: a full bucket plus max_wait_ms of refill.
+-- A MAXWAIT whose borrowing would pass the script bound borrows up to the bound: such a
+-- request may be denied where the module would admit it, never the reverse (the client
+-- asks for the longest wait it can when told to wait without limit).
+local function tb_floor(p, max_wait_ms)
+  local full = tb_full(p)
+  max_wait_ms = min(max_wait_ms, idiv(idiv(TB_BOUND - full, p[2]), 1000))
+  return full + max_wait_ms * 1000 * p[2]
+end
+
+function TB.idle(p, s)
+  return s[2] + cdiv(s[1], p[2])
+end
+
+-- units counted in `from`-sized tokens, re-counted in `to`-sized ones, rounded up, and
+-- capped at `cap` (a full bucket of the new policy).
+local function rescale(units, from, to, cap)
+  if from == to then return min(units, cap) end
+  local whole = idiv(units, from)
+  if whole * to >= cap then return cap end
+  local q, rem = muldiv(units - whole * from, to, from)
+  if rem > 0 then q = q + 1 end
+  return min(whole * to + q, cap)
+end
+
+function TB.decide(p, old, s, now, req)
+  local unit, full, rt = tb_unit(p), tb_full(p), p[2]
+  local floor = tb_floor(p, req.max_wait)
+  local deficit, at = 0, now
+  if old then
+    deficit = s[1]
+    if not same_policy(old, p) then
+      deficit = rescale(deficit, tb_unit(old), unit, full)
+    end
+    local elapsed = sub0(now, s[2])
+    if elapsed >= cdiv(deficit, rt) then
+      deficit = 0
+    else
+      deficit = deficit - elapsed * rt
+    end
+    at = max(now, s[2])
+  end
+  local behind = sub0(at, now)
+  local function wait(units) return behind + cdiv(units, rt) end
+  local function decision(allowed, d, retry, reset)
+    return {
+      allowed = allowed,
+      limit = p[1],
+      remaining = idiv(sub0(full, d), unit),
+      retry = retry,
+      reset = (d == 0) and 0 or ceil_ms(reset),
+    }
+  end
+  -- need = cost * unit, computed only when it fits under the floor.
+  local need
+  if req.cost <= idiv(floor, unit) then need = req.cost * unit end
+  if not need or deficit + need > floor then
+    local retry = -1
+    if need then retry = ceil_ms(wait(deficit + need - floor)) end
+    return decision(false, deficit, retry, wait(deficit)), nil
+  end
+  local after = deficit + need
+  local retry = 0
+  if after > full then retry = ceil_ms(wait(after - full)) end
+  local d = decision(true, after, retry, wait(after))
+  if req.read_only then return d, nil end
+  return d, { after, at }
+end
+
+ALGORITHMS.tokenbucket = TB

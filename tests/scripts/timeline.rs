@@ -1,0 +1,259 @@
+//! Random timelines of `RL.*` calls for the differential test: a few keys per
+//! algorithm, policies that change now and then (tier changes), costs, peeks, waits,
+//! time that stands still, creeps, jumps past windows and now and then steps back.
+
+use redis::Cmd;
+
+/// splitmix64: small, seedable, good enough to pick test cases.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `low..=high`.
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low + 1)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// The command families compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    TokenBucket,
+    Throttle,
+    Fixed,
+    Sliding,
+    Approx,
+    Leases,
+    All,
+    /// Token buckets with large numbers near the scripts' bounds (exactness of the
+    /// rescaling, of refills over long gaps).
+    TokenBucketLarge,
+    /// Approximate windows with large limits and windows.
+    ApproxLarge,
+}
+
+impl Family {
+    pub const ALL: [Family; 9] = [
+        Family::TokenBucket,
+        Family::TokenBucketLarge,
+        Family::ApproxLarge,
+        Family::Throttle,
+        Family::Fixed,
+        Family::Sliding,
+        Family::Approx,
+        Family::Leases,
+        Family::All,
+    ];
+}
+
+/// One call at one instant.
+pub struct Step {
+    pub at_us: u64,
+    pub cmd: Cmd,
+}
+
+pub struct Timeline {
+    family: Family,
+    rng: Rng,
+    now_us: u64,
+    /// Per key, the policy numbers it is called with (changed now and then).
+    policies: Vec<Vec<u64>>,
+    /// Per key of `All`, its algorithm.
+    kinds: Vec<&'static str>,
+}
+
+const KEYS: usize = 4;
+
+impl Timeline {
+    pub fn new(family: Family, mut rng: Rng, start_us: u64) -> Self {
+        let kinds = (0..KEYS)
+            .map(|_| rng.pick(&["TOKENBUCKET", "FIXED", "SLIDING", "APPROX"]))
+            .collect::<Vec<_>>();
+        let mut timeline = Self {
+            family,
+            rng,
+            now_us: start_us,
+            policies: Vec::new(),
+            kinds,
+        };
+        timeline.policies = (0..KEYS).map(|k| timeline.policy(k)).collect();
+        timeline
+    }
+
+    /// Random policy numbers for key `k`.
+    fn policy(&mut self, k: usize) -> Vec<u64> {
+        let r = &mut self.rng;
+        let any = r.range(1, 5_000);
+        let kind = match self.family {
+            Family::All => self.kinds[k],
+            Family::TokenBucket => "TOKENBUCKET",
+            Family::TokenBucketLarge => "TOKENBUCKET-LARGE",
+            Family::ApproxLarge => "APPROX-LARGE",
+            Family::Fixed => "FIXED",
+            Family::Sliding => "SLIDING",
+            Family::Approx => "APPROX",
+            Family::Throttle => "THROTTLE",
+            Family::Leases => "LEASES",
+        };
+        match kind {
+            "TOKENBUCKET" => vec![
+                r.range(1, 20),
+                r.range(1, 5),
+                r.pick(&[1, 7, 100, 1_000, any]),
+            ],
+            // capacity * refill_ms stays under the scripts' 2^52 / 1000.
+            "TOKENBUCKET-LARGE" => vec![
+                r.range(1, 1_000_000),
+                r.range(1, 1_000_000_000),
+                r.range(1, 4_000_000),
+            ],
+            // limit * window_ms stays under 2^51.
+            "APPROX-LARGE" => vec![r.range(1, 1_000_000), r.range(1, 1_000_000_000)],
+            "THROTTLE" => vec![r.range(0, 10), r.range(1, 50), r.pick(&[1, 3, 60])],
+            "LEASES" => vec![r.range(1, 5), r.range(1, 5_000)],
+            "FIXED" | "SLIDING" => vec![r.range(1, 20), r.pick(&[1, 10, 1_000, any])],
+            _ => vec![r.range(1, 50), r.pick(&[1, 10, 1_000, any])],
+        }
+    }
+
+    fn advance(&mut self) {
+        let r = &mut self.rng;
+        let step = match r.next() % 100 {
+            0..=24 => 0,
+            25..=59 => r.range(1, 999),
+            60..=89 => r.range(1_000, 500_000),
+            90..=97 => r.range(500_000, 10_000_000),
+            _ => {
+                // The clock steps back a little (an NTP step, a failover).
+                self.now_us -= r.range(1, 50_000);
+                return;
+            }
+        };
+        self.now_us += step;
+    }
+
+    pub fn step(&mut self) -> Step {
+        self.advance();
+        let k = (self.rng.next() % KEYS as u64) as usize;
+        if self.rng.chance(3) {
+            self.policies[k] = self.policy(k);
+        }
+        let key = format!("{{diff:{:?}}}:{k}", self.family);
+        let p = self.policies[k].clone();
+        let r = &mut self.rng;
+        let cost = match self.family {
+            Family::TokenBucketLarge | Family::ApproxLarge => {
+                let any = r.range(1, 2_000_000);
+                r.pick(&[0, 1, 1, 1_000, any, 999_999_999])
+            }
+            _ => r.pick(&[0, 1, 1, 1, 1, 2, 3, 5, 25]),
+        };
+        let peek = r.chance(10);
+        let mut cmd;
+        match self.family {
+            Family::TokenBucket | Family::TokenBucketLarge => {
+                cmd = redis::cmd("RL.TOKENBUCKET");
+                cmd.arg(&key).arg(p[0]).arg(p[1]).arg(p[2]);
+                options(&mut cmd, cost, peek);
+                let max_wait = r.pick(&[1, 50, 999, 3_000, 1_000_000]);
+                // Within the scripts' bound (beyond it they borrow less, documented).
+                let borrowing = p[0] * p[2] * 1_000 + max_wait * 1_000 * p[1];
+                if r.chance(30) && borrowing <= 1 << 52 {
+                    cmd.arg("MAXWAIT").arg(max_wait);
+                }
+            }
+            Family::Throttle => {
+                cmd = redis::cmd("RL.THROTTLE");
+                cmd.arg(&key).arg(p[0]).arg(p[1]).arg(p[2]);
+                if cost != 1 || r.chance(50) {
+                    cmd.arg(cost);
+                }
+            }
+            Family::Fixed | Family::Sliding | Family::Approx | Family::ApproxLarge => {
+                cmd = redis::cmd(if self.family == Family::Fixed {
+                    "RL.FIXED"
+                } else {
+                    "RL.SLIDING"
+                });
+                cmd.arg(&key).arg(p[0]).arg(p[1]);
+                options(&mut cmd, cost, peek);
+                if matches!(self.family, Family::Approx | Family::ApproxLarge) {
+                    cmd.arg("APPROX");
+                }
+            }
+            Family::Leases => {
+                let id = format!("job-{}", r.range(0, 6));
+                if r.chance(30) {
+                    cmd = redis::cmd("RL.RELEASE");
+                    cmd.arg(&key).arg(id);
+                } else {
+                    cmd = redis::cmd("RL.ACQUIRE");
+                    cmd.arg(&key).arg(p[0]).arg(p[1]).arg(id);
+                }
+            }
+            Family::All => {
+                let n = r.range(1, 3) as usize;
+                let picked: Vec<usize> =
+                    (0..n).map(|_| (r.next() % KEYS as u64) as usize).collect();
+                cmd = redis::cmd("RL.ALL");
+                cmd.arg(n);
+                for &k in &picked {
+                    cmd.arg(format!("{{diff:all}}:{k}"));
+                }
+                for &k in &picked {
+                    let p = &self.policies[k];
+                    match self.kinds[k] {
+                        "TOKENBUCKET" => cmd.arg("TOKENBUCKET").arg(p[0]).arg(p[1]).arg(p[2]),
+                        "APPROX" => cmd.arg("SLIDING").arg(p[0]).arg(p[1]).arg("APPROX"),
+                        kind => cmd.arg(kind).arg(p[0]).arg(p[1]),
+                    };
+                }
+                options(&mut cmd, cost, peek);
+            }
+        }
+        Step {
+            at_us: self.now_us,
+            cmd,
+        }
+    }
+}
+
+fn options(cmd: &mut Cmd, cost: u64, peek: bool) {
+    if cost != 1 {
+        cmd.arg("COST").arg(cost);
+    }
+    if peek {
+        cmd.arg("PEEK");
+    }
+}
+
+/// The command as text, for failure messages.
+pub fn describe(cmd: &Cmd) -> String {
+    cmd.args_iter()
+        .filter_map(|arg| match arg {
+            redis::Arg::Simple(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            redis::Arg::Cursor => None,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
