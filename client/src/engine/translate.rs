@@ -122,7 +122,8 @@ pub fn translate(cmd: &Cmd, now_us: Option<u64>) -> Result<ScriptCall, String> {
     Ok(call)
 }
 
-/// `RL.ALL numkeys key... policy... [COST n] [PEEK]` as the script's `all`.
+/// `RL.ALL numkeys key... policy... [COST n] [PEEK] [MAXWAIT 0]` as the script's `all`
+/// (`COSTS` and a `MAXWAIT` above 0 are refused: the scripts do not have them yet).
 fn translate_all(rest: &[&[u8]], mut args: Vec<Vec<u8>>) -> Result<ScriptCall, String> {
     let (numkeys, rest) = rest.split_first().ok_or("RL.ALL needs numkeys")?;
     let numkeys: usize = std::str::from_utf8(numkeys)
@@ -164,6 +165,14 @@ fn translate_all(rest: &[&[u8]], mut args: Vec<Vec<u8>>) -> Result<ScriptCall, S
         }
     }
     let options = Options::parse(rest)?;
+    if options
+        .max_wait
+        .is_some_and(|ms| ms.iter().any(|&digit| digit != b'0'))
+    {
+        // A reservation across limits is the module's alone so far: never decide it as
+        // a plain check.
+        return Err("the script engine has no MAXWAIT in RL.ALL (a reservation across limits needs the module)".into());
+    }
     let [cost, peek, _] = options.request();
     args.push(cost);
     args.push(peek);
@@ -219,6 +228,31 @@ impl<'a> Options<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the scripts cannot decide yet is refused by name, never decided as something
+    /// else: a reservation across limits, a cost per key, an adjustment.
+    #[test]
+    fn module_only_features_are_refused_by_name() {
+        let all = |options: &[&str]| {
+            let mut cmd = redis::cmd("RL.ALL");
+            cmd.arg(2).arg("{p}:rpm").arg("{p}:tpm");
+            cmd.arg("TOKENBUCKET").arg(3).arg(3).arg(60_000);
+            cmd.arg("TOKENBUCKET").arg(1_000).arg(1_000).arg(60_000);
+            for option in options {
+                cmd.arg(*option);
+            }
+            translate(&cmd, None)
+        };
+        let error = all(&["MAXWAIT", "5000"]).err().unwrap();
+        assert!(error.contains("no MAXWAIT in RL.ALL"), "{error}");
+        assert!(all(&["MAXWAIT", "0"]).is_ok());
+        let error = all(&["COSTS", "1", "900"]).err().unwrap();
+        assert_eq!(error, "unknown option COSTS");
+        let mut adjust = redis::cmd("RL.ADJUST");
+        adjust.arg("k").arg(-5);
+        let error = translate(&adjust, None).err().unwrap();
+        assert_eq!(error, "the script engine has no RL.ADJUST");
+    }
 
     #[test]
     fn commands_become_script_calls() {
