@@ -33,7 +33,12 @@
 
 mod caller;
 mod config;
+mod decision;
+mod future;
 mod headers;
+#[cfg(feature = "jwt")]
+mod jwt;
+mod layer;
 mod metrics;
 mod rejection;
 mod reload;
@@ -45,9 +50,11 @@ pub use config::{
     Config, ConfigError, ENV_PREFIX, ExemptConfig, FailureConfig, HeaderStyleConfig,
     IdentityConfig, JwtConfig, LimitConfig, RuleConfig, Settings, TierConfig,
 };
+pub use future::ResponseFuture;
 pub use headers::HeaderStyle;
+pub use layer::{CostFn, RateLimitLayer};
 pub use metrics::Metrics;
 pub use rejection::{Limited, QUOTA_EXCEEDED, RejectionFn, TEMPORARY_REDUCED_CAPACITY, problem};
 pub use reload::Reloader;
 pub use rules::NamedLimit;
-pub use service::{CostFn, RateLimit, RateLimitLayer, ResponseFuture};
+pub use service::RateLimit;

@@ -1,0 +1,186 @@
+//! One decision: the round trip to Redis (`RL.ALL` for several limits), the failure
+//! policy, metrics and logs, and the verdict: serve with headers, or answer 429.
+
+use super::config::Settings;
+use super::headers::{self, HeaderStyle};
+use super::layer::Shared;
+use super::metrics::Outcome;
+use super::rejection::{self, Limited};
+use super::rules::{NamedLimit, Rule};
+use crate::{Decision, Policy, RateLimiter, Source};
+use axum::body::Body;
+use http::{HeaderMap, Response};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the decision says to do with the request.
+pub(crate) enum Verdict {
+    /// Serve it, adding these headers to the response.
+    Serve(Option<HeaderMap>),
+    /// Answer this instead.
+    Answer(Response<Body>),
+}
+
+/// Everything a decision needs, owned so that its future is `'static`.
+pub(crate) struct Decide {
+    pub(crate) rule: usize,
+    pub(crate) tier: Option<usize>,
+    pub(crate) keys: Vec<String>,
+    pub(crate) cost: u64,
+}
+
+impl Decide {
+    pub(crate) async fn run(self, shared: Arc<Shared>, settings: Arc<Settings>) -> Verdict {
+        let Some(rule) = settings.rules.get(self.rule) else {
+            return Verdict::Serve(None);
+        };
+        let limits = rule.limits_at(self.tier);
+        let limiter = match rule.failure {
+            Some(policy) => shared.limiter.with_failure_policy(policy),
+            None => shared.limiter.clone(),
+        };
+        let started = Instant::now();
+        let decisions = match decide_afresh(&limiter, &self.keys, limits, self.cost).await {
+            Ok(decisions) => decisions,
+            Err(error) => {
+                // Never turn our trouble into the caller's error: serve, and say so
+                // (once while the same error lasts: the metrics count every request).
+                shared.metrics.backend_error(&rule.name);
+                shared.failed(&rule.name, &error);
+                return Verdict::Serve(None);
+            }
+        };
+        shared.decided();
+        let latency = started.elapsed();
+        let allowed = decisions.iter().all(|d| d.allowed);
+        let shadow = settings.shadow || rule.shadow;
+        let backend_error = decisions.iter().any(|d| {
+            matches!(
+                d.source,
+                Source::Fallback | Source::FailedOpen | Source::FailedClosed
+            )
+        });
+        let outcome = match (allowed, shadow) {
+            (true, _) => Outcome::Allowed,
+            (false, false) => Outcome::Denied,
+            (false, true) => Outcome::ShadowDenied,
+        };
+        shared
+            .metrics
+            .decision(&rule.name, outcome, backend_error, latency);
+        if shadow {
+            if !allowed {
+                tracing::info!(rule = %rule.name, shadow = true, "redlimit: over the limit (shadow mode: served)");
+            }
+            return Verdict::Serve(None);
+        }
+        // Fail-open and fail-closed answers know no real numbers: no rate-limit headers
+        // (a fail-closed 429 still says when to retry).
+        let guessed = decisions
+            .iter()
+            .any(|d| matches!(d.source, Source::FailedOpen | Source::FailedClosed));
+        let mut headers = HeaderMap::new();
+        if settings.headers != HeaderStyle::None && !guessed {
+            headers::write(&mut headers, settings.headers, limits, &decisions);
+        }
+        if allowed {
+            return Verdict::Serve(Some(headers));
+        }
+        let limited = limited(rule, limits, &decisions);
+        let retry_after_ms = limited
+            .retry_after
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if limited.unavailable {
+            tracing::debug!(rule = %rule.name, retry_after_ms, "redlimit: request refused: the limits cannot be checked (fail closed)");
+        } else {
+            tracing::info!(
+                rule = %rule.name,
+                violated = ?limited.violated_policies,
+                retry_after_ms,
+                "redlimit: request refused (429)"
+            );
+        }
+        let mut response = (shared.rejection)(&limited);
+        response.headers_mut().extend(headers);
+        rejection::retry_after(&mut response, &limited);
+        Verdict::Answer(response)
+    }
+}
+
+/// [`decide`], and once more after deleting the caller's limiters of this rule if one
+/// of them was stored by another algorithm: a limit whose algorithm changed under the
+/// same name (a reload or a restart with a new configuration) starts afresh, as a
+/// renamed one does, instead of failing (and serving unlimited) until the old key
+/// expires. `RL.RESET` deletes only limiters: a key of another Redis type stays, and
+/// so does the error.
+async fn decide_afresh(
+    limiter: &RateLimiter,
+    keys: &[String],
+    limits: &[NamedLimit],
+    cost: u64,
+) -> crate::Result<Vec<Decision>> {
+    match decide(limiter, keys, limits, cost).await {
+        Err(error) if error.is_wrong_type() => {
+            if limiter.reset(keys).await.is_err() {
+                return Err(error);
+            }
+            tracing::info!(
+                "redlimit: a limit's algorithm changed: the caller's counters of its rule start afresh"
+            );
+            decide(limiter, keys, limits, cost).await
+        }
+        result => result,
+    }
+}
+
+async fn decide(
+    limiter: &RateLimiter,
+    keys: &[String],
+    limits: &[NamedLimit],
+    cost: u64,
+) -> crate::Result<Vec<Decision>> {
+    match (keys, limits) {
+        ([key], [limit]) => Ok(vec![limiter.check_cost(key, &limit.policy, cost).await?]),
+        _ => {
+            let pairs: Vec<(&str, Policy)> = keys
+                .iter()
+                .zip(limits)
+                .map(|(key, limit)| (key.as_str(), limit.policy))
+                .collect();
+            let all = limiter.check_all(&pairs, cost).await?;
+            let mut decisions = all.decisions;
+            if !all.allowed {
+                // Each decision is "as if decided alone": a limit that would allow
+                // reports what it would have left after counting this request, but
+                // nothing was counted anywhere. Report what it has.
+                for decision in decisions.iter_mut().filter(|d| d.allowed) {
+                    decision.remaining =
+                        decision.remaining.saturating_add(cost).min(decision.limit);
+                }
+            }
+            Ok(decisions)
+        }
+    }
+}
+
+fn limited(rule: &Rule, limits: &[NamedLimit], decisions: &[Decision]) -> Limited {
+    let denied: Vec<(&NamedLimit, &Decision)> = limits
+        .iter()
+        .zip(decisions)
+        .filter(|(_, d)| !d.allowed)
+        .collect();
+    let retry_after = denied.iter().try_fold(Duration::ZERO, |longest, (_, d)| {
+        d.retry_after.map(|w| longest.max(w))
+    });
+    // A fail-closed refusal violated nothing: the limits could not be checked.
+    Limited {
+        rule: rule.name.clone(),
+        violated_policies: denied
+            .iter()
+            .filter(|(_, d)| d.source != Source::FailedClosed)
+            .map(|(l, _)| l.name.clone())
+            .collect(),
+        retry_after,
+        unavailable: denied.iter().any(|(_, d)| d.source == Source::FailedClosed),
+    }
+}
