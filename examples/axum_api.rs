@@ -38,11 +38,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen: SocketAddr = env_or("LISTEN", "127.0.0.1:3000").parse()?;
     let config_path = PathBuf::from(env_or("REDLIMIT_CONFIG", "examples/axum_api.toml"));
 
-    // Checked at start: a bad field stops the program with its name.
-    let config = match Config::load(&config_path).and_then(|c| c.compile().map(|_| c)) {
+    // Checked at start: a bad field stops the program with its name
+    // (`examples/axum_api.toml: rules[0].limits[0].capacity: ...`).
+    let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{}: {error}", config_path.display());
+            eprintln!("{error}");
             std::process::exit(2);
         }
     };

@@ -47,15 +47,20 @@ pub trait Identify: Send + Sync + 'static {
     fn identify(&self, request: &Parts, caller: &Caller) -> Option<Identity>;
 }
 
-/// Which forwarding header the trusted proxies write.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum ForwardedHeader {
+/// Which forwarding header the trusted proxies write (`forwarded_header` in the
+/// configuration: `x-forwarded-for`, `forwarded` or `either`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
     /// `Forwarded` when the request has one, else `X-Forwarded-For`.
+    #[serde(rename = "either", alias = "Either")]
     Either,
     /// Only `X-Forwarded-For` (what most proxies and load balancers write).
     #[default]
+    #[serde(rename = "x-forwarded-for", alias = "X-Forwarded-For")]
     XForwardedFor,
     /// Only RFC 7239 `Forwarded`.
+    #[serde(rename = "forwarded", alias = "Forwarded")]
     Forwarded,
 }
 

@@ -45,10 +45,10 @@ mod reload;
 mod rules;
 mod service;
 
-pub use caller::{Caller, Identify, Identity};
+pub use caller::{Caller, ForwardedHeader, Identify, Identity};
 pub use config::{
     Config, ConfigError, ENV_PREFIX, ExemptConfig, FailureConfig, HeaderStyleConfig,
-    IdentityConfig, JwtConfig, LimitConfig, RuleConfig, Settings, TierConfig,
+    IdentityConfig, JwtConfig, LimitAlgorithm, LimitConfig, RuleConfig, Settings, TierConfig,
 };
 pub use future::ResponseFuture;
 pub use headers::HeaderStyle;
@@ -56,5 +56,5 @@ pub use layer::{CostFn, RateLimitLayer};
 pub use metrics::Metrics;
 pub use rejection::{Limited, QUOTA_EXCEEDED, RejectionFn, TEMPORARY_REDUCED_CAPACITY, problem};
 pub use reload::Reloader;
-pub use rules::NamedLimit;
+pub use rules::{KeyKind, NamedLimit};
 pub use service::RateLimit;

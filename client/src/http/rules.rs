@@ -83,10 +83,12 @@ impl PathPattern {
     }
 }
 
-/// Whose requests count together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Whose requests count together (`key` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KeyKind {
     /// The client IP (IPv6 grouped by prefix).
+    #[default]
     Ip,
     /// The API key header, else the client IP.
     ApiKey,

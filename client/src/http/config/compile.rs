@@ -1,7 +1,10 @@
 //! Checks a [`Config`] and compiles its rules and limits into [`Settings`].
 
 use super::identity::{compile_exempt, compile_identity};
-use super::schema::{Config, FailureConfig, HeaderStyleConfig, LimitConfig, RuleConfig};
+use super::rate::{self, Rate};
+use super::schema::{
+    Config, FailureConfig, HeaderStyleConfig, LimitAlgorithm, LimitConfig, RuleConfig,
+};
 use super::{ConfigError, Settings, error};
 use crate::http::headers::HeaderStyle;
 use crate::http::rules::{KeyKind, NamedLimit, PathPattern, Rule, RuleSet};
@@ -53,7 +56,7 @@ impl Config {
                         .iter()
                         .map(|rule| ("default.key".to_owned(), rule)),
                 )
-                .find(|(_, rule)| rule.key.as_deref() == Some("user"));
+                .find(|(_, rule)| rule.key == Some(KeyKind::User));
             if let Some((field, _)) = by_user {
                 return Err(error(field, "`user` needs [identity.jwt] to verify tokens"));
             }
@@ -68,7 +71,7 @@ impl Config {
                         .iter()
                         .map(|rule| ("default.tiers".to_owned(), rule)),
                 )
-                .find(|(_, rule)| !rule.tiers.is_empty() && rule.key.as_deref() != Some("custom"));
+                .find(|(_, rule)| !rule.tiers.is_empty() && rule.key != Some(KeyKind::Custom));
             if let Some((field, _)) = tiered {
                 return Err(error(
                     field,
@@ -148,18 +151,7 @@ fn compile_rule(
             })
         })
         .collect::<Result<_, _>>()?;
-    let key = match rule.key.as_deref().unwrap_or("ip") {
-        "ip" => KeyKind::Ip,
-        "api_key" => KeyKind::ApiKey,
-        "user" => KeyKind::User,
-        "custom" => KeyKind::Custom,
-        other => {
-            return Err(error(
-                format!("{field}.key"),
-                format!("`{other}` is not one of ip, api_key, user, custom"),
-            ));
-        }
-    };
+    let key = rule.key.unwrap_or_default();
     let default_limits = compile_limits(&format!("{field}.limits"), &rule.limits)?;
     let mut tiers = Vec::with_capacity(rule.tiers.len());
     for (tier, config) in &rule.tiers {
@@ -222,7 +214,7 @@ fn compile_limits(field: &str, limits: &[LimitConfig]) -> Result<Vec<NamedLimit>
     let mut compiled: Vec<NamedLimit> = Vec::with_capacity(limits.len());
     for (i, limit) in limits.iter().enumerate() {
         let field = format!("{field}[{i}]");
-        let policy = compile_policy(&field, limit)?;
+        let (policy, default_name) = compile_policy(&field, limit)?;
         if limits.len() > 1 && matches!(policy, Policy::Throttle(_)) {
             return Err(error(
                 format!("{field}.algorithm"),
@@ -230,10 +222,8 @@ fn compile_limits(field: &str, limits: &[LimitConfig]) -> Result<Vec<NamedLimit>
                  sliding, sliding_approx and fixed)",
             ));
         }
-        let name = limit
-            .name
-            .clone()
-            .unwrap_or_else(|| limit.algorithm.clone());
+        let name = limit.name.clone().unwrap_or(default_name);
+        untagged(&format!("{field}.name"), &name)?;
         if compiled.iter().any(|l| l.name == name) {
             return Err(error(
                 format!("{field}.name"),
@@ -245,12 +235,50 @@ fn compile_limits(field: &str, limits: &[LimitConfig]) -> Result<Vec<NamedLimit>
     Ok(compiled)
 }
 
-fn compile_policy(field: &str, limit: &LimitConfig) -> Result<Policy, ConfigError> {
+/// The policy of one limit, and its default name.
+fn compile_policy(field: &str, limit: &LimitConfig) -> Result<(Policy, String), ConfigError> {
+    let given = [
+        ("capacity", limit.capacity),
+        ("refill_tokens", limit.refill_tokens),
+        ("refill_ms", limit.refill_ms),
+        ("limit", limit.limit),
+        ("window_ms", limit.window_ms),
+        ("max_burst", limit.max_burst),
+        ("count_per_period", limit.count_per_period),
+        ("period_s", limit.period_s),
+    ];
+    let algorithm = limit.algorithm.map(LimitAlgorithm::as_str);
+    if let Some(text) = &limit.rate {
+        if let Some((name, _)) = given.iter().find(|(_, value)| value.is_some()) {
+            return Err(error(
+                format!("{field}.{name}"),
+                "does not go with `rate`: give the rate or the numbers",
+            ));
+        }
+        let rates: Vec<&str> = rate::split(text).collect();
+        let [one] = rates.as_slice() else {
+            return Err(error(
+                format!("{field}.rate"),
+                "holds one rate: write several as `limits = \"5/minute; 100/hour\"`",
+            ));
+        };
+        let rate = Rate::parse(one).map_err(|m| error(format!("{field}.rate"), m))?;
+        let policy = rate
+            .policy(algorithm)
+            .map_err(|(argument, m)| error(format!("{field}.{argument}"), m))?;
+        return Ok((policy, rate.name()));
+    }
+    let Some(algorithm) = algorithm else {
+        return Err(error(
+            format!("{field}.algorithm"),
+            "is required unless the limit has a `rate`",
+        ));
+    };
     let need = |name: &str, value: Option<u64>| {
         value.ok_or_else(|| {
             error(
                 format!("{field}.{name}"),
-                format!("is required by {}", limit.algorithm),
+                format!("is required by {algorithm} (or give a `rate`)"),
             )
         })
     };
@@ -263,28 +291,18 @@ fn compile_policy(field: &str, limit: &LimitConfig) -> Result<Policy, ConfigErro
         error(format!("{field}.{argument}"), e)
     };
     let extra = |allowed: &[&str]| -> Result<(), ConfigError> {
-        let given = [
-            ("capacity", limit.capacity),
-            ("refill_tokens", limit.refill_tokens),
-            ("refill_ms", limit.refill_ms),
-            ("limit", limit.limit),
-            ("window_ms", limit.window_ms),
-            ("max_burst", limit.max_burst),
-            ("count_per_period", limit.count_per_period),
-            ("period_s", limit.period_s),
-        ];
         match given
             .iter()
             .find(|(name, value)| value.is_some() && !allowed.contains(name))
         {
             Some((name, _)) => Err(error(
                 format!("{field}.{name}"),
-                format!("does not apply to {}", limit.algorithm),
+                format!("does not apply to {algorithm}"),
             )),
             None => Ok(()),
         }
     };
-    match limit.algorithm.as_str() {
+    let policy = match algorithm {
         "token_bucket" => {
             extra(&["capacity", "refill_tokens", "refill_ms"])?;
             Policy::token_bucket(
@@ -292,7 +310,6 @@ fn compile_policy(field: &str, limit: &LimitConfig) -> Result<Policy, ConfigErro
                 need("refill_tokens", limit.refill_tokens)?,
                 need("refill_ms", limit.refill_ms)?,
             )
-            .map_err(named)
         }
         "throttle" => {
             extra(&["max_burst", "count_per_period", "period_s"])?;
@@ -301,9 +318,8 @@ fn compile_policy(field: &str, limit: &LimitConfig) -> Result<Policy, ConfigErro
                 need("count_per_period", limit.count_per_period)?,
                 need("period_s", limit.period_s)?,
             )
-            .map_err(named)
         }
-        algorithm @ ("sliding" | "sliding_approx" | "fixed") => {
+        _ => {
             extra(&["limit", "window_ms"])?;
             let (limit_n, window) = (
                 need("limit", limit.limit)?,
@@ -314,15 +330,10 @@ fn compile_policy(field: &str, limit: &LimitConfig) -> Result<Policy, ConfigErro
                 "sliding_approx" => Policy::sliding_approx(limit_n, window),
                 _ => Policy::fixed(limit_n, window),
             }
-            .map_err(named)
         }
-        other => Err(error(
-            format!("{field}.algorithm"),
-            format!(
-                "`{other}` is not one of token_bucket, sliding, sliding_approx, fixed, throttle"
-            ),
-        )),
     }
+    .map_err(named)?;
+    Ok((policy, algorithm.to_owned()))
 }
 
 #[cfg(all(test, feature = "config"))]

@@ -2,7 +2,7 @@
 
 use super::schema::{ExemptConfig, IdentityConfig};
 use super::{ConfigError, error};
-use crate::http::caller::{CallerResolver, ForwardedHeader};
+use crate::http::caller::CallerResolver;
 use crate::http::rules::{Exemptions, PathPattern};
 
 pub(super) fn compile_identity(config: &IdentityConfig) -> Result<CallerResolver, ConfigError> {
@@ -42,20 +42,7 @@ pub(super) fn compile_identity(config: &IdentityConfig) -> Result<CallerResolver
             }
         }
     }
-    let forwarded = match config.forwarded_header.as_deref() {
-        None => ForwardedHeader::XForwardedFor,
-        Some(name) if name.eq_ignore_ascii_case("x-forwarded-for") => {
-            ForwardedHeader::XForwardedFor
-        }
-        Some(name) if name.eq_ignore_ascii_case("either") => ForwardedHeader::Either,
-        Some(name) if name.eq_ignore_ascii_case("forwarded") => ForwardedHeader::Forwarded,
-        Some(name) => {
-            return Err(error(
-                "identity.forwarded_header",
-                format!("`{name}` is not one of x-forwarded-for, forwarded, either"),
-            ));
-        }
-    };
+    let forwarded = config.forwarded_header.unwrap_or_default();
     let api_key_header = header(
         "identity.api_key_header",
         config.api_key_header.as_deref().unwrap_or("x-api-key"),

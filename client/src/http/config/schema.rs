@@ -1,7 +1,11 @@
 //! The configuration file's shape: what serde reads from TOML (or what code builds).
 
-use serde::Deserialize;
+use crate::http::caller::ForwardedHeader;
+use crate::http::rules::KeyKind;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, de::value::MapAccessDeserializer};
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -72,7 +76,7 @@ pub struct IdentityConfig {
     /// slip its own through a proxy that does not write it. `either` reads `Forwarded`
     /// when a request has one, else `X-Forwarded-For`: only for proxies that strip or
     /// rewrite both.
-    pub forwarded_header: Option<String>,
+    pub forwarded_header: Option<ForwardedHeader>,
     /// IPv6 clients count per prefix of this length (default 64).
     pub ipv6_prefix: Option<u8>,
     /// The header carrying API keys (default `x-api-key`).
@@ -148,7 +152,7 @@ pub struct RuleConfig {
     #[serde(default)]
     pub methods: Vec<String>,
     /// `ip` (default), `api_key`, `user` or `custom`.
-    pub key: Option<String>,
+    pub key: Option<KeyKind>,
     /// Units each request costs (default 1).
     pub cost: Option<u64>,
     /// Report, never refuse.
@@ -156,8 +160,9 @@ pub struct RuleConfig {
     pub shadow: bool,
     /// This rule's failure policy.
     pub failure: Option<FailureConfig>,
-    /// The limits for callers without a listed tier.
-    #[serde(default)]
+    /// The limits for callers without a listed tier: tables, rate strings, or one
+    /// string of rates separated by `;` (`"5/minute; 100/hour"`).
+    #[serde(default, deserialize_with = "limits")]
     pub limits: Vec<LimitConfig>,
     /// Limits per tier name (`free`, `pro`, ...).
     #[serde(default)]
@@ -168,19 +173,25 @@ pub struct RuleConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierConfig {
-    /// The tier's limits.
+    /// The tier's limits (as a rule's).
+    #[serde(deserialize_with = "limits")]
     pub limits: Vec<LimitConfig>,
 }
 
-/// One limit: a name, an algorithm and its numbers (durations in milliseconds).
+/// One limit: a name, an algorithm and a rate or its numbers (durations in
+/// milliseconds). In TOML, a bare string is a limit given by its rate
+/// (`limits = ["100/hour"]`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct LimitConfig {
-    /// Its name in headers and bodies (default the algorithm).
+    /// Its name in headers, bodies and Redis keys (default: the rate as written
+    /// canonically, `5/minute`, else the algorithm).
     pub name: Option<String>,
-    /// `token_bucket`, `sliding`, `sliding_approx`, `fixed` or `throttle`.
-    pub algorithm: String,
+    /// The algorithm (default: `sliding`, or `token_bucket` for a rate with `burst`).
+    pub algorithm: Option<LimitAlgorithm>,
+    /// `"100/hour"`, `"5 per minute"`, `"10/second burst 20"`: instead of the numbers.
+    pub rate: Option<String>,
     pub capacity: Option<u64>,
     pub refill_tokens: Option<u64>,
     pub refill_ms: Option<u64>,
@@ -189,4 +200,100 @@ pub struct LimitConfig {
     pub max_burst: Option<u64>,
     pub count_per_period: Option<u64>,
     pub period_s: Option<u64>,
+}
+
+/// The algorithms a limit can use.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LimitAlgorithm {
+    /// `capacity`, `refill_tokens`, `refill_ms`.
+    TokenBucket,
+    /// Exact sliding window: `limit`, `window_ms`.
+    Sliding,
+    /// Approximate sliding window: `limit`, `window_ms`.
+    SlidingApprox,
+    /// Epoch-aligned fixed window: `limit`, `window_ms`.
+    Fixed,
+    /// GCRA (redis-cell): `max_burst`, `count_per_period`, `period_s`.
+    Throttle,
+}
+
+impl LimitAlgorithm {
+    /// Its name in the file.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenBucket => "token_bucket",
+            Self::Sliding => "sliding",
+            Self::SlidingApprox => "sliding_approx",
+            Self::Fixed => "fixed",
+            Self::Throttle => "throttle",
+        }
+    }
+}
+
+impl LimitConfig {
+    /// A limit given by its rate (`"100/hour"`), checked when compiled.
+    #[must_use]
+    pub fn rate(rate: impl Into<String>) -> Self {
+        Self {
+            rate: Some(rate.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A limit: a table, or a string holding its rate.
+struct LimitVisitor;
+
+impl<'de> Visitor<'de> for LimitVisitor {
+    type Value = LimitConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a rate string (\"100/hour\") or a table")
+    }
+
+    fn visit_str<E: de::Error>(self, rate: &str) -> Result<LimitConfig, E> {
+        Ok(LimitConfig::rate(rate))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<LimitConfig, A::Error> {
+        LimitConfig::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+/// A list of limits, or one string of rates separated by `;`.
+struct LimitsVisitor;
+
+impl<'de> Visitor<'de> for LimitsVisitor {
+    type Value = Vec<LimitConfig>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of limits or a string of rates (\"5/minute; 100/hour\")")
+    }
+
+    fn visit_str<E: de::Error>(self, rates: &str) -> Result<Vec<LimitConfig>, E> {
+        Ok(super::rate::split(rates).map(LimitConfig::rate).collect())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<LimitConfig>, A::Error> {
+        let mut limits = Vec::new();
+        while let Some(limit) = seq.next_element::<OneLimit>()? {
+            limits.push(limit.0);
+        }
+        Ok(limits)
+    }
+}
+
+struct OneLimit(LimitConfig);
+
+impl<'de> Deserialize<'de> for OneLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LimitVisitor).map(OneLimit)
+    }
+}
+
+fn limits<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<LimitConfig>, D::Error> {
+    deserializer.deserialize_any(LimitsVisitor)
 }
