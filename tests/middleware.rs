@@ -29,6 +29,8 @@ mod reload;
 mod responses;
 #[path = "middleware/rules.rs"]
 mod rules;
+#[path = "middleware/several.rs"]
+mod several;
 #[path = "middleware/shadow.rs"]
 mod shadow;
 #[path = "middleware/tcp.rs"]

@@ -1,13 +1,14 @@
 //! One decision: the round trip to Redis (`RL.ALL` for several limits), the failure
 //! policy, metrics and logs, and the verdict: serve with headers, or answer 429.
 
+use super::check::Request;
 use super::config::Settings;
 use super::headers::{self, HeaderStyle};
 use super::layer::Shared;
 use super::metrics::Outcome;
 use super::rejection::{self, Limited};
 use super::rules::{NamedLimit, Rule};
-use crate::{Decision, Policy, RateLimiter, Source};
+use crate::{Decision, Source};
 use axum::body::Body;
 use http::{HeaderMap, Response};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub(crate) struct Decide {
     pub(crate) tier: Option<usize>,
     pub(crate) keys: Vec<String>,
     pub(crate) cost: u64,
+    /// Whether the keys name several callers (several hash tags).
+    pub(crate) spread: bool,
 }
 
 impl Decide {
@@ -40,7 +43,13 @@ impl Decide {
             None => shared.limiter.clone(),
         };
         let started = Instant::now();
-        let decisions = match decide_afresh(&limiter, &self.keys, limits, self.cost).await {
+        let request = Request {
+            keys: &self.keys,
+            limits,
+            cost: self.cost,
+            spread: self.spread,
+        };
+        let decisions = match request.decide_afresh(&limiter, &shared.cluster).await {
             Ok(decisions) => decisions,
             Err(error) => {
                 // Never turn our trouble into the caller's error: serve, and say so
@@ -104,62 +113,6 @@ impl Decide {
         response.headers_mut().extend(headers);
         rejection::retry_after(&mut response, &limited);
         Verdict::Answer(response)
-    }
-}
-
-/// [`decide`], and once more after deleting the caller's limiters of this rule if one
-/// of them was stored by another algorithm: a limit whose algorithm changed under the
-/// same name (a reload or a restart with a new configuration) starts afresh, as a
-/// renamed one does, instead of failing (and serving unlimited) until the old key
-/// expires. `RL.RESET` deletes only limiters: a key of another Redis type stays, and
-/// so does the error.
-async fn decide_afresh(
-    limiter: &RateLimiter,
-    keys: &[String],
-    limits: &[NamedLimit],
-    cost: u64,
-) -> crate::Result<Vec<Decision>> {
-    match decide(limiter, keys, limits, cost).await {
-        Err(error) if error.is_wrong_type() => {
-            if limiter.reset(keys).await.is_err() {
-                return Err(error);
-            }
-            tracing::info!(
-                "redlimit: a limit's algorithm changed: the caller's counters of its rule start afresh"
-            );
-            decide(limiter, keys, limits, cost).await
-        }
-        result => result,
-    }
-}
-
-async fn decide(
-    limiter: &RateLimiter,
-    keys: &[String],
-    limits: &[NamedLimit],
-    cost: u64,
-) -> crate::Result<Vec<Decision>> {
-    match (keys, limits) {
-        ([key], [limit]) => Ok(vec![limiter.check_cost(key, &limit.policy, cost).await?]),
-        _ => {
-            let pairs: Vec<(&str, Policy)> = keys
-                .iter()
-                .zip(limits)
-                .map(|(key, limit)| (key.as_str(), limit.policy))
-                .collect();
-            let all = limiter.check_all(&pairs, cost).await?;
-            let mut decisions = all.decisions;
-            if !all.allowed {
-                // Each decision is "as if decided alone": a limit that would allow
-                // reports what it would have left after counting this request, but
-                // nothing was counted anywhere. Report what it has.
-                for decision in decisions.iter_mut().filter(|d| d.allowed) {
-                    decision.remaining =
-                        decision.remaining.saturating_add(cost).min(decision.limit);
-                }
-            }
-            Ok(decisions)
-        }
     }
 }
 

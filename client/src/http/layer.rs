@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     pub(crate) failing: Mutex<Option<ErrorKind>>,
     /// Whether `failing` may be set (read on every decision without the lock).
     pub(crate) any_failing: AtomicBool,
+    /// Whether the limiter turned out to be a Redis Cluster (limits of several callers
+    /// are then decided slot by slot).
+    pub(crate) cluster: AtomicBool,
 }
 
 impl std::fmt::Debug for RateLimitLayer {
@@ -60,6 +63,7 @@ impl RateLimitLayer {
                 warned_no_peer: AtomicBool::new(false),
                 failing: Mutex::new(None),
                 any_failing: AtomicBool::new(false),
+                cluster: AtomicBool::new(false),
             }),
         }
     }
@@ -86,6 +90,7 @@ impl RateLimitLayer {
                 warned_no_peer: AtomicBool::new(false),
                 failing: Mutex::new(None),
                 any_failing: AtomicBool::new(false),
+                cluster: AtomicBool::new(old.cluster.load(Ordering::Relaxed)),
             });
         }
         match Arc::get_mut(&mut self.shared) {

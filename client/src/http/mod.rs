@@ -32,6 +32,7 @@
 //! The guide is `docs/middleware.md`.
 
 mod caller;
+mod check;
 mod config;
 mod decision;
 mod future;

@@ -105,6 +105,8 @@ pub struct NamedLimit {
     pub name: String,
     /// Its policy.
     pub policy: Policy,
+    /// Whose requests it counts, when not the rule's `key`.
+    pub(crate) key: Option<KeyKind>,
 }
 
 /// One rule.

@@ -6,7 +6,7 @@ use super::config::Settings;
 use super::decision::Decide;
 use super::future::ResponseFuture;
 use super::layer::Shared;
-use super::rules::{KeyKind, Rule, redis_key};
+use super::rules::{KeyKind, redis_key};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::request::Parts;
@@ -118,7 +118,7 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts) -> Plan {
     if settings.exempt.caller(&caller) {
         return Plan::Pass;
     }
-    let identity = identity(shared, settings, rule, parts, &caller, peer);
+    let identity = identity(shared, settings, rule.key, parts, &caller, peer);
     let tier = rule.tier_index(identity.tier.as_deref());
     let limits = rule.limits_at(tier);
     if limits.is_empty() {
@@ -133,15 +133,26 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts) -> Plan {
         .and_then(|cost| cost(parts, &rule.name))
         .unwrap_or(rule.cost)
         .min(redlimit_core::MAX_COUNT);
+    // Each limit counts its own caller (the rule's by default): limits of one caller
+    // share a hash tag; several callers make the decision spread over several.
+    let mut spread = false;
     let keys = limits
         .iter()
-        .map(|limit| redis_key(&settings.prefix, &rule.name, &identity, &limit.name))
+        .map(|limit| match limit.key {
+            Some(kind) if kind != rule.key => {
+                let own = self::identity(shared, settings, kind, parts, &caller, peer);
+                spread |= own.key != identity.key;
+                redis_key(&settings.prefix, &rule.name, &own, &limit.name)
+            }
+            _ => redis_key(&settings.prefix, &rule.name, &identity, &limit.name),
+        })
         .collect();
     Plan::Decide(Decide {
         rule: index,
         tier,
         keys,
         cost,
+        spread,
     })
 }
 
@@ -150,7 +161,7 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts) -> Plan {
 fn identity(
     shared: &Shared,
     settings: &Settings,
-    rule: &Rule,
+    kind: KeyKind,
     parts: &Parts,
     caller: &Caller,
     peer: IpAddr,
@@ -159,7 +170,7 @@ fn identity(
         key: settings.resolver.ip_key(caller.ip.unwrap_or(peer)),
         tier: caller.tier.clone(),
     };
-    match rule.key {
+    match kind {
         KeyKind::Ip => by_ip(),
         KeyKind::ApiKey => caller.api_key.as_ref().map_or_else(by_ip, |key| Identity {
             key: digest("key", key),

@@ -41,9 +41,15 @@ fn shape(path: &[&str]) -> Shape {
             ..,
             "limits",
             "*",
-            "name" | "algorithm" | "rate",
+            "name" | "algorithm" | "rate" | "key",
         ]
-        | ["default", .., "limits", "*", "name" | "algorithm" | "rate"] => Shape::Text,
+        | [
+            "default",
+            ..,
+            "limits",
+            "*",
+            "name" | "algorithm" | "rate" | "key",
+        ] => Shape::Text,
         ["rules", "*", field] | ["default", field] => rule_shape(field),
         _ => Shape::Other,
     }

@@ -6,6 +6,7 @@ mod compile;
 #[cfg(feature = "config")]
 mod env;
 mod identity;
+mod limits;
 mod rate;
 mod schema;
 

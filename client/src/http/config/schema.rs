@@ -192,6 +192,9 @@ pub struct LimitConfig {
     pub algorithm: Option<LimitAlgorithm>,
     /// `"100/hour"`, `"5 per minute"`, `"10/second burst 20"`: instead of the numbers.
     pub rate: Option<String>,
+    /// Whose requests this limit counts (default: the rule's `key`): a rule can limit
+    /// per IP and per user at once.
+    pub key: Option<KeyKind>,
     pub capacity: Option<u64>,
     pub refill_tokens: Option<u64>,
     pub refill_ms: Option<u64>,
