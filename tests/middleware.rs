@@ -27,6 +27,8 @@ mod metrics;
 mod reload;
 #[path = "middleware/responses.rs"]
 mod responses;
+#[path = "middleware/routes.rs"]
+mod routes;
 #[path = "middleware/rules.rs"]
 mod rules;
 #[path = "middleware/several.rs"]

@@ -22,9 +22,16 @@ pub(crate) enum Verdict {
     Answer(Response<Body>),
 }
 
+/// The rule of a decision: one of the settings' (by index: a reload replaces them
+/// whole), or a limit attached to a route in code.
+pub(crate) enum RuleRef {
+    Index(usize),
+    Own(Arc<Rule>),
+}
+
 /// Everything a decision needs, owned so that its future is `'static`.
 pub(crate) struct Decide {
-    pub(crate) rule: usize,
+    pub(crate) rule: RuleRef,
     pub(crate) tier: Option<usize>,
     pub(crate) keys: Vec<String>,
     pub(crate) cost: u64,
@@ -34,7 +41,11 @@ pub(crate) struct Decide {
 
 impl Decide {
     pub(crate) async fn run(self, shared: Arc<Shared>, settings: Arc<Settings>) -> Verdict {
-        let Some(rule) = settings.rules.get(self.rule) else {
+        let rule = match &self.rule {
+            RuleRef::Index(index) => settings.rules.get(*index),
+            RuleRef::Own(rule) => Some(&**rule),
+        };
+        let Some(rule) = rule else {
             return Verdict::Serve(None);
         };
         let limits = rule.limits_at(self.tier);

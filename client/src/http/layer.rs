@@ -99,6 +99,10 @@ impl RateLimitLayer {
         }
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Names callers of `key = "custom"` rules.
     #[must_use]
     pub fn identify(mut self, identify: impl Identify) -> Self {
@@ -144,7 +148,7 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, Arc::clone(&self.shared))
+        RateLimit::new(inner, Arc::clone(&self.shared), None)
     }
 }
 

@@ -43,6 +43,7 @@ mod layer;
 mod metrics;
 mod rejection;
 mod reload;
+mod route;
 mod rules;
 mod service;
 
@@ -57,5 +58,6 @@ pub use layer::{CostFn, RateLimitLayer};
 pub use metrics::Metrics;
 pub use rejection::{Limited, QUOTA_EXCEEDED, RejectionFn, TEMPORARY_REDUCED_CAPACITY, problem};
 pub use reload::Reloader;
+pub use route::RouteLimit;
 pub use rules::{KeyKind, NamedLimit};
 pub use service::RateLimit;

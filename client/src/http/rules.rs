@@ -126,6 +126,21 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule written in code: every route it is attached to, per IP, cost 1.
+    pub(crate) fn in_code(name: &str, limits: Vec<NamedLimit>) -> Self {
+        Self {
+            name: name.to_owned(),
+            methods: Vec::new(),
+            path: None,
+            key: KeyKind::Ip,
+            cost: 1,
+            shadow: false,
+            failure: None,
+            tiers: Vec::new(),
+            default_limits: limits,
+        }
+    }
+
     fn covers(&self, method: &Method, path: &str) -> bool {
         self.covers_method(method) && self.path.as_ref().is_none_or(|p| p.matches(path))
     }
@@ -192,6 +207,14 @@ impl RuleSet {
     #[cfg(test)]
     pub(crate) fn find(&self, method: &Method, path: &str) -> Option<&Rule> {
         self.find_indexed(method, path).map(|(_, rule)| rule)
+    }
+
+    /// The names of the rules, the default rule's included.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .chain(self.default.as_ref())
+            .map(|rule| rule.name.as_str())
     }
 
     /// [`find`](Self::find) with the rule's index for [`get`](Self::get).

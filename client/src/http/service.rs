@@ -4,9 +4,10 @@
 use super::caller::{Caller, Identity, digest};
 use super::config::Settings;
 use super::decision::Decide;
+use super::decision::RuleRef;
 use super::future::ResponseFuture;
 use super::layer::Shared;
-use super::rules::{KeyKind, redis_key};
+use super::rules::{KeyKind, Rule, redis_key};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::request::Parts;
@@ -23,6 +24,8 @@ use tower_service::Service;
 pub struct RateLimit<S> {
     inner: S,
     shared: Arc<Shared>,
+    /// The rule of a limit attached to a route in code; else the settings' rules.
+    own: Option<Arc<Rule>>,
 }
 
 impl<S> std::fmt::Debug for RateLimit<S> {
@@ -32,8 +35,8 @@ impl<S> std::fmt::Debug for RateLimit<S> {
 }
 
 impl<S> RateLimit<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        Self { inner, shared }
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, own: Option<Arc<Rule>>) -> Self {
+        Self { inner, shared, own }
     }
 }
 
@@ -63,7 +66,7 @@ where
                 .unwrap_or_else(PoisonError::into_inner),
         );
         let (parts, body) = request.into_parts();
-        match plan(&self.shared, &settings, &parts) {
+        match plan(&self.shared, &settings, &parts, self.own.as_ref()) {
             Plan::Pass => {
                 let future = inner.call(Request::from_parts(parts, body));
                 ResponseFuture::calling(future, None)
@@ -93,7 +96,7 @@ fn peer(parts: &Parts) -> Option<IpAddr> {
 }
 
 /// Decides synchronously what a request needs.
-fn plan(shared: &Shared, settings: &Settings, parts: &Parts) -> Plan {
+fn plan(shared: &Shared, settings: &Settings, parts: &Parts, own: Option<&Arc<Rule>>) -> Plan {
     // Inside `Router::nest` the URI is stripped of the prefix; rules name full paths.
     let path = parts
         .extensions
@@ -102,8 +105,12 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts) -> Plan {
     if settings.exempt.path(path) {
         return Plan::Pass;
     }
-    let Some((index, rule)) = settings.rules.find_indexed(&parts.method, path) else {
-        return Plan::Pass;
+    let (rule_ref, rule) = match own {
+        Some(rule) => (RuleRef::Own(Arc::clone(rule)), &**rule),
+        None => match settings.rules.find_indexed(&parts.method, path) {
+            Some((index, rule)) => (RuleRef::Index(index), rule),
+            None => return Plan::Pass,
+        },
     };
     let Some(peer) = peer(parts) else {
         if !shared.warned_no_peer.swap(true, Ordering::Relaxed) {
@@ -148,7 +155,7 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts) -> Plan {
         })
         .collect();
     Plan::Decide(Decide {
-        rule: index,
+        rule: rule_ref,
         tier,
         keys,
         cost,

@@ -130,7 +130,7 @@ impl Config {
 /// A non-empty name without braces: it goes into Redis keys before or inside their
 /// hash tag (`{prefix}:{rule:caller}:{limit}`), where a brace would move the tag and put
 /// every caller of a rule in one Cluster slot.
-pub(super) fn untagged<'s>(field: &str, value: &'s str) -> Result<&'s str, ConfigError> {
+pub(crate) fn untagged<'s>(field: &str, value: &'s str) -> Result<&'s str, ConfigError> {
     if value.contains(['{', '}']) {
         return Err(error(field, "must not contain `{` or `}`"));
     }

@@ -171,3 +171,12 @@ fn compile_policy(field: &str, limit: &LimitConfig) -> Result<(Policy, String), 
     .map_err(named)?;
     Ok((policy, algorithm.to_owned()))
 }
+
+/// The limits of a rate string (`"5/minute; 100/hour"`), for limits written in code.
+pub(crate) fn from_rates(field: &str, rates: &str) -> Result<Vec<NamedLimit>, ConfigError> {
+    let limits: Vec<LimitConfig> = rate::split(rates).map(LimitConfig::rate).collect();
+    if limits.is_empty() {
+        return Err(error(field, format!("`{rates}` holds no rate")));
+    }
+    compile_limits(field, &limits)
+}

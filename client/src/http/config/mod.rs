@@ -7,6 +7,9 @@ mod compile;
 mod env;
 mod identity;
 mod limits;
+
+pub(crate) use compile::untagged;
+pub(crate) use limits::from_rates;
 mod rate;
 mod schema;
 

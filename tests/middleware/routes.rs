@@ -1,0 +1,77 @@
+//! Limits attached to routes in code (`route_layer(layer.limit(..)?.per_ip())`): they
+//! share the app-wide layer's limiter, metrics and callers, and compose with its
+//! configured rules.
+
+use crate::support::{get, layer, post};
+use axum::Router;
+use axum::routing::{get as get_route, post as post_route};
+
+const GLOBAL: &str = r#"
+[[rules]]
+name = "global"
+path = "/**"
+limits = "100/minute"
+"#;
+
+#[tokio::test]
+async fn a_route_limit_composes_with_the_configured_rules() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let layer = layer(&server, GLOBAL);
+    let metrics = layer.metrics();
+    let login = layer.limit("login", "3/minute; 10/hour").unwrap().per_ip();
+    let app = Router::new()
+        .route("/login", post_route(|| async { "welcome" }))
+        .route_layer(login)
+        .route("/other", get_route(|| async { "other" }))
+        .layer(layer.clone());
+
+    let mut replies = Vec::new();
+    for _ in 0..4 {
+        replies.push(post("/login").send(&app).await);
+    }
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    // The route's limits and the global rule's, in one list (the inner layer's first).
+    assert_eq!(
+        replies[0].must("ratelimit-policy"),
+        r#""3/minute";q=3;w=60, "10/hour";q=10;w=3600, "100/minute";q=100;w=60"#
+    );
+    assert_eq!(
+        replies[3].json()["violated-policies"],
+        serde_json::json!(["3/minute"])
+    );
+    // The global rule counted the four (the outer layer decides first), the route's
+    // own limits the three it served.
+    assert_eq!(replies[3].remaining("100/minute"), 96, "{:?}", replies[3]);
+    assert_eq!(replies[3].remaining("10/hour"), 7, "{:?}", replies[3]);
+    // Another route: the global rule only; another caller: its own counters.
+    let other = get("/other").send(&app).await;
+    assert_eq!(other.policy_names(), ["100/minute"]);
+    assert_eq!(
+        post("/login").from("192.0.2.2").send(&app).await.status,
+        200
+    );
+    // One metrics handle for both.
+    let text = metrics.render();
+    let sample = |what: &str, rule: &str| crate::support::sample(&text, what, rule);
+    assert_eq!(sample("redlimit_http_denied_total", "login"), 1.0);
+    assert_eq!(sample("redlimit_http_allowed_total", "login"), 4.0);
+    assert_eq!(sample("redlimit_http_allowed_total", "global"), 6.0);
+    let keys = crate::support::keys(&server);
+    assert!(
+        keys.contains(&"rl:{login:ip:192.0.2.1}:3/minute".to_owned()),
+        "{keys:?}"
+    );
+
+    // Bad limits are named; a configured rule's name is refused (shared counters).
+    let error = layer.limit("global", "1/second").unwrap_err();
+    assert_eq!(error.field, r#"limit("global").name"#, "{error}");
+    let error = layer.limit("x", "5 per fortnight").unwrap_err();
+    assert_eq!(error.field, r#"limit("x").rates[0].rate"#, "{error}");
+    let error = layer.limit("x", " ; ").unwrap_err();
+    assert_eq!(error.field, r#"limit("x").rates"#, "{error}");
+    let error = layer.limit("a{b", "1/second").unwrap_err();
+    assert_eq!(error.field, r#"limit("a{b").name"#, "{error}");
+}
