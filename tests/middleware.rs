@@ -17,6 +17,8 @@ mod callers;
 mod config;
 #[path = "middleware/exemptions.rs"]
 mod exemptions;
+#[path = "middleware/extensions.rs"]
+mod extensions;
 #[path = "middleware/failure.rs"]
 mod failure;
 #[path = "middleware/identity.rs"]

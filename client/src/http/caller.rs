@@ -19,6 +19,21 @@ pub struct Caller {
     pub user: Option<String>,
     /// The verified JWT's tier.
     pub tier: Option<String>,
+    /// The decisions the layers took on this request, in the order they took them
+    /// (an outer layer's first): what a handler sees in its request's `Caller`.
+    pub decisions: Vec<LimitDecision>,
+}
+
+/// One limit's decision on a request, as a handler sees it in [`Caller::decisions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitDecision {
+    /// The rule (or route limit) it belongs to.
+    pub rule: String,
+    /// The limit's name.
+    pub limit: String,
+    /// What it decided (numbers as in the headers).
+    pub decision: crate::Decision,
 }
 
 /// The key a request counts under, and the tier picking its limits.
@@ -100,6 +115,7 @@ impl CallerResolver {
                 .map(str::to_owned),
             user,
             tier,
+            decisions: Vec::new(),
         }
     }
 

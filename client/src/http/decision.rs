@@ -1,6 +1,7 @@
 //! One decision: the round trip to Redis (`RL.ALL` for several limits), the failure
 //! policy, metrics and logs, and the verdict: serve with headers, or answer 429.
 
+use super::caller::LimitDecision;
 use super::check::Request;
 use super::config::Settings;
 use super::headers::{self, HeaderStyle};
@@ -16,8 +17,9 @@ use std::time::{Duration, Instant};
 
 /// What the decision says to do with the request.
 pub(crate) enum Verdict {
-    /// Serve it, adding these headers to the response.
-    Serve(Option<HeaderMap>),
+    /// Serve it, adding these headers to the response and these decisions to the
+    /// request's [`Caller`](super::Caller).
+    Serve(Option<HeaderMap>, Vec<LimitDecision>),
     /// Answer this instead.
     Answer(Response<Body>),
 }
@@ -46,7 +48,7 @@ impl Decide {
             RuleRef::Own(rule) => Some(&**rule),
         };
         let Some(rule) = rule else {
-            return Verdict::Serve(None);
+            return Verdict::Serve(None, Vec::new());
         };
         let limits = rule.limits_at(self.tier);
         let limiter = match rule.failure {
@@ -67,7 +69,7 @@ impl Decide {
                 // (once while the same error lasts: the metrics count every request).
                 shared.metrics.backend_error(&rule.name);
                 shared.failed(&rule.name, &error);
-                return Verdict::Serve(None);
+                return Verdict::Serve(None, Vec::new());
             }
         };
         shared.decided();
@@ -92,7 +94,7 @@ impl Decide {
             if !allowed {
                 tracing::info!(rule = %rule.name, shadow = true, "redlimit: over the limit (shadow mode: served)");
             }
-            return Verdict::Serve(None);
+            return Verdict::Serve(None, taken(rule, limits, &decisions));
         }
         // Fail-open and fail-closed answers know no real numbers: no rate-limit headers
         // (a fail-closed 429 still says when to retry).
@@ -104,7 +106,7 @@ impl Decide {
             headers::write(&mut headers, settings.headers, limits, &decisions);
         }
         if allowed {
-            return Verdict::Serve(Some(headers));
+            return Verdict::Serve(Some(headers), taken(rule, limits, &decisions));
         }
         let limited = limited(rule, limits, &decisions);
         let retry_after_ms = limited
@@ -125,6 +127,19 @@ impl Decide {
         rejection::retry_after(&mut response, &limited);
         Verdict::Answer(response)
     }
+}
+
+/// The decisions of `rule`'s `limits`, for the handler.
+fn taken(rule: &Rule, limits: &[NamedLimit], decisions: &[Decision]) -> Vec<LimitDecision> {
+    limits
+        .iter()
+        .zip(decisions)
+        .map(|(limit, decision)| LimitDecision {
+            rule: rule.name.clone(),
+            limit: limit.name.clone(),
+            decision: *decision,
+        })
+        .collect()
 }
 
 fn limited(rule: &Rule, limits: &[NamedLimit], decisions: &[Decision]) -> Limited {

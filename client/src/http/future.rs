@@ -1,5 +1,6 @@
 //! The named response future of [`RateLimit`](super::RateLimit).
 
+use super::caller::Caller;
 use super::decision::Verdict;
 use super::headers;
 use axum::body::Body;
@@ -95,7 +96,10 @@ where
                         Poll::Pending => return Poll::Pending,
                     };
                     match (verdict, service.take(), request.take()) {
-                        (Verdict::Serve(headers), Some(mut service), Some(request)) => {
+                        (Verdict::Serve(headers, taken), Some(mut service), Some(mut request)) => {
+                            if let Some(caller) = request.extensions_mut().get_mut::<Caller>() {
+                                caller.decisions.extend(taken);
+                            }
                             let future = service.call(request);
                             state.set(State::Calling { future, headers });
                         }

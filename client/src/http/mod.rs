@@ -47,7 +47,7 @@ mod route;
 mod rules;
 mod service;
 
-pub use caller::{Caller, ForwardedHeader, Identify, Identity};
+pub use caller::{Caller, ForwardedHeader, Identify, Identity, LimitDecision};
 pub use config::{
     Config, ConfigError, ENV_PREFIX, ExemptConfig, FailureConfig, HeaderStyleConfig,
     IdentityConfig, JwtConfig, LimitAlgorithm, LimitConfig, RuleConfig, Settings, TierConfig,

@@ -65,14 +65,20 @@ where
                 .read()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         match plan(&self.shared, &settings, &parts, self.own.as_ref()) {
             Plan::Pass => {
                 let future = inner.call(Request::from_parts(parts, body));
                 ResponseFuture::calling(future, None)
             }
+            Plan::Exempt(caller) => {
+                share(&mut parts, caller);
+                let future = inner.call(Request::from_parts(parts, body));
+                ResponseFuture::calling(future, None)
+            }
             Plan::Answer(response) => ResponseFuture::answered(response),
-            Plan::Decide(decide) => {
+            Plan::Decide(caller, decide) => {
+                share(&mut parts, caller);
                 let deciding = Box::pin(decide.run(Arc::clone(&self.shared), settings));
                 ResponseFuture::deciding(deciding, inner, Request::from_parts(parts, body))
             }
@@ -80,10 +86,20 @@ where
     }
 }
 
+/// Puts the caller in the request's extensions for the handler, unless an outer
+/// layer did (its decisions stay; this layer's are added to them).
+fn share(parts: &mut Parts, caller: Caller) {
+    if parts.extensions.get::<Caller>().is_none() {
+        parts.extensions.insert(caller);
+    }
+}
+
 enum Plan {
     Pass,
+    /// An exempt caller: served, with the caller in the request's extensions.
+    Exempt(Caller),
     Answer(Response<Body>),
-    Decide(Decide),
+    Decide(Caller, Decide),
 }
 
 /// The peer address the server recorded (axum's `ConnectInfo`, or a bare `SocketAddr`).
@@ -123,7 +139,7 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts, own: Option<&Arc<Ru
     };
     let caller = settings.resolver.resolve(parts, Some(peer));
     if settings.exempt.caller(&caller) {
-        return Plan::Pass;
+        return Plan::Exempt(caller);
     }
     let identity = identity(shared, settings, rule.key, parts, &caller, peer);
     let tier = rule.tier_index(identity.tier.as_deref());
@@ -154,13 +170,16 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts, own: Option<&Arc<Ru
             _ => redis_key(&settings.prefix, &rule.name, &identity, &limit.name),
         })
         .collect();
-    Plan::Decide(Decide {
-        rule: rule_ref,
-        tier,
-        keys,
-        cost,
-        spread,
-    })
+    Plan::Decide(
+        caller,
+        Decide {
+            rule: rule_ref,
+            tier,
+            keys,
+            cost,
+            spread,
+        },
+    )
 }
 
 /// The key and tier a request counts under, by the rule's key kind; the client IP when
