@@ -35,6 +35,7 @@ mod caller;
 mod check;
 mod config;
 mod decision;
+mod exporter;
 mod future;
 mod headers;
 #[cfg(feature = "jwt")]
@@ -52,6 +53,7 @@ pub use config::{
     Config, ConfigError, ENV_PREFIX, ExemptConfig, FailureConfig, HeaderStyleConfig,
     IdentityConfig, JwtConfig, LimitAlgorithm, LimitConfig, RuleConfig, Settings, TierConfig,
 };
+pub use exporter::PrometheusExporter;
 pub use future::ResponseFuture;
 pub use headers::HeaderStyle;
 pub use layer::{CostFn, RateLimitLayer};
