@@ -75,3 +75,80 @@ async fn a_route_limit_composes_with_the_configured_rules() {
     let error = layer.limit("a{b", "1/second").unwrap_err();
     assert_eq!(error.field, r#"limit("a{b").name"#, "{error}");
 }
+
+/// A login route that counts failed logins only: peeked before, counted after a 401.
+#[tokio::test]
+async fn count_when_counts_failed_logins_only() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let layer = layer(&server, GLOBAL);
+    let failures = layer
+        .limit("login", "3/minute")
+        .unwrap()
+        .count_when(|status| status == axum::http::StatusCode::UNAUTHORIZED);
+    let app = Router::new()
+        .route(
+            "/login",
+            post_route(|headers: axum::http::HeaderMap| async move {
+                if headers.get("x-password").is_some_and(|p| p == "right") {
+                    (axum::http::StatusCode::OK, "welcome")
+                } else {
+                    (axum::http::StatusCode::UNAUTHORIZED, "no")
+                }
+            }),
+        )
+        .route_layer(failures)
+        .layer(layer);
+    let key = crate::support::ip_key("login", "192.0.2.1", "3/minute");
+    // Counted after the response, off its path: wait for the count to land.
+    let settled = |expected: i64| {
+        let server = &server;
+        let key = key.clone();
+        async move {
+            for _ in 0..200 {
+                if crate::support::remaining(server, &key).unwrap_or(3) == expected {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            panic!("{key} never reached {expected}");
+        }
+    };
+    // Successful logins: not counted; the headers say the quota is whole.
+    for _ in 0..5 {
+        let ok = post("/login")
+            .header("x-password", "right")
+            .send(&app)
+            .await;
+        assert_eq!(ok.status, 200);
+        assert_eq!(
+            (
+                ok.remaining("3/minute"),
+                ok.item("ratelimit", "3/minute", "t")
+            ),
+            (3, 0)
+        );
+    }
+    assert_eq!(
+        crate::support::remaining(&server, &key),
+        None,
+        "nothing counted"
+    );
+    // Failed logins: counted, and the headers count them.
+    for left in [2, 1, 0] {
+        let failed = post("/login").send(&app).await;
+        assert_eq!(failed.status, 401);
+        assert_eq!(failed.remaining("3/minute"), left as u64);
+        settled(left).await;
+    }
+    // Over the limit: refused before the handler, failed or not, and nothing counted.
+    let refused = post("/login").send(&app).await;
+    assert_eq!(refused.status, 429);
+    let refused = post("/login")
+        .header("x-password", "right")
+        .send(&app)
+        .await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(crate::support::remaining(&server, &key), Some(0));
+}

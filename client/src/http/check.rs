@@ -22,6 +22,8 @@ pub(crate) struct Request<'r> {
     pub(crate) cost: u64,
     /// Whether the keys name several callers (several hash tags).
     pub(crate) spread: bool,
+    /// Ask without counting (`count_when` rules count after the response).
+    pub(crate) peek: bool,
 }
 
 impl Request<'_> {
@@ -59,15 +61,23 @@ impl Request<'_> {
         cluster: &AtomicBool,
     ) -> crate::Result<Vec<Decision>> {
         if let ([key], [limit]) = (self.keys, self.limits) {
-            return Ok(vec![
-                limiter.check_cost(key, &limit.policy, self.cost).await?,
-            ]);
+            let decision = if self.peek {
+                limiter.peek(key, &limit.policy, self.cost).await?
+            } else {
+                limiter.check_cost(key, &limit.policy, self.cost).await?
+            };
+            return Ok(vec![decision]);
         }
         // One RL.ALL for all, unless this limiter is known to be a Cluster and the keys
         // name several callers (then the client refuses it before sending).
         if !(self.spread && cluster.load(Ordering::Relaxed)) {
             let pairs = self.pairs(0..self.keys.len());
-            match limiter.check_all(&pairs, self.cost).await {
+            let all = if self.peek {
+                limiter.peek_all(&pairs, self.cost).await
+            } else {
+                limiter.check_all(&pairs, self.cost).await
+            };
+            match all {
                 Ok(all) => return Ok(self.counted(all)),
                 Err(error) if self.spread && error.is_cross_slot() => {
                     cluster.store(true, Ordering::Relaxed);
@@ -119,7 +129,7 @@ impl Request<'_> {
         .into_iter()
         .collect::<crate::Result<Vec<AllDecision>>>()?;
         let refused = peeked.iter().any(|all| !all.allowed);
-        let answers = if refused {
+        let answers = if refused || self.peek {
             peeked
         } else {
             join_all(

@@ -2,14 +2,15 @@
 //! policy, metrics and logs, and the verdict: serve with headers, or answer 429.
 
 use super::caller::LimitDecision;
-use super::check::Request;
+use super::check::{Request, uncount};
 use super::config::Settings;
+use super::deferred::Deferred;
 use super::headers::{self, HeaderStyle};
 use super::layer::Shared;
 use super::metrics::Outcome;
 use super::rejection::{self, Limited};
 use super::rules::{NamedLimit, Rule};
-use crate::{Decision, Source};
+use crate::{Decision, RateLimiter, Source};
 use axum::body::Body;
 use http::{HeaderMap, Response};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 pub(crate) enum Verdict {
     /// Serve it, adding these headers to the response and these decisions to the
     /// request's [`Caller`](super::Caller).
-    Serve(Option<HeaderMap>, Vec<LimitDecision>),
+    Serve(Option<HeaderMap>, Vec<LimitDecision>, Option<Box<Deferred>>),
     /// Answer this instead.
     Answer(Response<Body>),
 }
@@ -48,7 +49,7 @@ impl Decide {
             RuleRef::Own(rule) => Some(&**rule),
         };
         let Some(rule) = rule else {
-            return Verdict::Serve(None, Vec::new());
+            return Verdict::Serve(None, Vec::new(), None);
         };
         let limits = rule.limits_at(self.tier);
         let limiter = match rule.failure {
@@ -61,6 +62,7 @@ impl Decide {
             limits,
             cost: self.cost,
             spread: self.spread,
+            peek: rule.count_when.is_some(),
         };
         let decisions = match request.decide_afresh(&limiter, &shared.cluster).await {
             Ok(decisions) => decisions,
@@ -69,7 +71,7 @@ impl Decide {
                 // (once while the same error lasts: the metrics count every request).
                 shared.metrics.backend_error(&rule.name);
                 shared.failed(&rule.name, &error);
-                return Verdict::Serve(None, Vec::new());
+                return Verdict::Serve(None, Vec::new(), None);
             }
         };
         shared.decided();
@@ -94,19 +96,23 @@ impl Decide {
             if !allowed {
                 tracing::info!(rule = %rule.name, shadow = true, "redlimit: over the limit (shadow mode: served)");
             }
-            return Verdict::Serve(None, taken(rule, limits, &decisions));
+            let deferred = self.deferred(rule, &shared, &limiter, limits, &decisions, None);
+            return Verdict::Serve(None, taken(rule, limits, &decisions), deferred);
         }
         // Fail-open and fail-closed answers know no real numbers: no rate-limit headers
         // (a fail-closed 429 still says when to retry).
         let guessed = decisions
             .iter()
             .any(|d| matches!(d.source, Source::FailedOpen | Source::FailedClosed));
+        let style = (settings.headers != HeaderStyle::None && !guessed).then_some(settings.headers);
         let mut headers = HeaderMap::new();
-        if settings.headers != HeaderStyle::None && !guessed {
-            headers::write(&mut headers, settings.headers, limits, &decisions);
+        if let Some(style) = style {
+            headers::write(&mut headers, style, limits, &decisions);
         }
         if allowed {
-            return Verdict::Serve(Some(headers), taken(rule, limits, &decisions));
+            let taken = taken(rule, limits, &decisions);
+            let deferred = self.deferred(rule, &shared, &limiter, limits, &decisions, style);
+            return Verdict::Serve(Some(headers), taken, deferred);
         }
         let limited = limited(rule, limits, &decisions);
         let retry_after_ms = limited
@@ -126,6 +132,55 @@ impl Decide {
         response.headers_mut().extend(headers);
         rejection::retry_after(&mut response, &limited);
         Verdict::Answer(response)
+    }
+}
+
+impl Decide {
+    /// For a `count_when` rule whose limits allowed (peeked): the headers of a
+    /// response that does not count, and the counting of one that does.
+    fn deferred(
+        &self,
+        rule: &Rule,
+        shared: &Arc<Shared>,
+        limiter: &RateLimiter,
+        limits: &[NamedLimit],
+        decisions: &[Decision],
+        style: Option<HeaderStyle>,
+    ) -> Option<Box<Deferred>> {
+        let when = rule.count_when.clone()?;
+        let uncounted = style.map(|style| {
+            let mut uncounted = decisions.to_vec();
+            for (decision, limit) in uncounted.iter_mut().zip(limits) {
+                uncount(decision, &limit.policy, self.cost);
+            }
+            let mut headers = HeaderMap::new();
+            headers::write(&mut headers, style, limits, &uncounted);
+            headers
+        });
+        let (shared, limiter, limits) = (Arc::clone(shared), limiter.clone(), limits.to_vec());
+        let name = rule.name.clone();
+        let (keys, cost, spread) = (self.keys.clone(), self.cost, self.spread);
+        let count = move || {
+            tokio::spawn(async move {
+                let request = Request {
+                    keys: &keys,
+                    limits: &limits,
+                    cost,
+                    spread,
+                    peek: false,
+                };
+                // Served already: a refusal here (a race since the peek) changes nothing.
+                if let Err(error) = request.decide_afresh(&limiter, &shared.cluster).await {
+                    shared.metrics.backend_error(&name);
+                    shared.failed(&name, &error);
+                }
+            });
+        };
+        Some(Box::new(Deferred {
+            when,
+            uncounted,
+            count: Box::new(count),
+        }))
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::caller::Caller;
 use super::decision::Verdict;
+use super::deferred::Deferred;
 use super::headers;
 use axum::body::Body;
 use http::{HeaderMap, Request, Response};
@@ -40,6 +41,7 @@ pin_project! {
             #[pin]
             future: S::Future,
             headers: Option<HeaderMap>,
+            deferred: Option<Box<Deferred>>,
         },
         Answered {
             response: Option<Response<Body>>,
@@ -63,7 +65,11 @@ where
 
     pub(crate) fn calling(future: S::Future, headers: Option<HeaderMap>) -> Self {
         Self {
-            state: State::Calling { future, headers },
+            state: State::Calling {
+                future,
+                headers,
+                deferred: None,
+            },
         }
     }
 
@@ -96,12 +102,20 @@ where
                         Poll::Pending => return Poll::Pending,
                     };
                     match (verdict, service.take(), request.take()) {
-                        (Verdict::Serve(headers, taken), Some(mut service), Some(mut request)) => {
+                        (
+                            Verdict::Serve(headers, taken, deferred),
+                            Some(mut service),
+                            Some(mut request),
+                        ) => {
                             if let Some(caller) = request.extensions_mut().get_mut::<Caller>() {
                                 caller.decisions.extend(taken);
                             }
                             let future = service.call(request);
-                            state.set(State::Calling { future, headers });
+                            state.set(State::Calling {
+                                future,
+                                headers,
+                                deferred,
+                            });
                         }
                         (Verdict::Answer(response), _, _) => {
                             state.set(State::Answered {
@@ -112,13 +126,21 @@ where
                         _ => return Poll::Pending,
                     }
                 }
-                StateProjection::Calling { future, headers } => {
+                StateProjection::Calling {
+                    future,
+                    headers,
+                    deferred,
+                } => {
                     let mut response = match future.poll(cx) {
                         Poll::Ready(Ok(response)) => response,
                         Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                         Poll::Pending => return Poll::Pending,
                     };
-                    if let Some(headers) = headers.take() {
+                    let headers = match deferred.take() {
+                        Some(deferred) => deferred.settle(response.status(), headers.take()),
+                        None => headers.take(),
+                    };
+                    if let Some(headers) = headers {
                         headers::merge(response.headers_mut(), &headers);
                     }
                     return Poll::Ready(Ok(response));

@@ -35,6 +35,7 @@ mod caller;
 mod check;
 mod config;
 mod decision;
+mod deferred;
 mod exporter;
 mod future;
 mod headers;

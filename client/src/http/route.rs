@@ -119,6 +119,20 @@ impl RouteLimit {
         self
     }
 
+    /// Count only the requests whose response `counts` by its status (Flask-Limiter's
+    /// `deduct_when`): e.g. failed logins only, `|status| status.is_client_error()`.
+    /// Before the handler, the limits are peeked: a caller over the limit is refused
+    /// (429) and nothing is counted; after it, a response that counts is counted
+    /// (without delaying the response), one that does not is not, and the headers say
+    /// which.
+    pub fn count_when(
+        mut self,
+        counts: impl Fn(http::StatusCode) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.rule().count_when = Some(super::deferred::CountWhen(Arc::new(counts)));
+        self
+    }
+
     /// Decide and report, never refuse ([shadow mode](super)).
     pub fn shadow(mut self) -> Self {
         self.rule().shadow = true;

@@ -123,6 +123,8 @@ pub struct Rule {
     /// Limits by tier name; the caller's tier picks, else `default_limits`.
     pub(crate) tiers: Vec<(String, Vec<NamedLimit>)>,
     pub(crate) default_limits: Vec<NamedLimit>,
+    /// Count only responses whose status it accepts (peek before, count after).
+    pub(crate) count_when: Option<super::deferred::CountWhen>,
 }
 
 impl Rule {
@@ -138,6 +140,7 @@ impl Rule {
             failure: None,
             tiers: Vec::new(),
             default_limits: limits,
+            count_when: None,
         }
     }
 

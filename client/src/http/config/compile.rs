@@ -201,6 +201,7 @@ fn compile_rule(
         failure: rule.failure.map(failure_policy).or(failure),
         tiers,
         default_limits,
+        count_when: None,
     })
 }
 
