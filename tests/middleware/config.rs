@@ -457,7 +457,10 @@ async fn the_example_configuration_limits_as_the_issue_says() {
     );
     let refused = hello.last().unwrap();
     assert_eq!(refused.status, 429);
-    assert_eq!(hello[0].must("ratelimit-policy"), r#""burst";q=10;w=10"#);
+    assert_eq!(
+        hello[0].must("ratelimit-policy"),
+        r#""burst";q=10;w=10, "per-user";q=1000;w=3600"#
+    );
     assert_eq!(refused.must("retry-after"), "1");
     assert_eq!(
         get("/api/hello").from("192.0.2.2").send(&app).await.status,
