@@ -21,6 +21,8 @@ mod exemptions;
 mod extensions;
 #[path = "middleware/failure.rs"]
 mod failure;
+#[path = "middleware/health.rs"]
+mod health;
 #[path = "middleware/identity.rs"]
 mod identity;
 #[path = "middleware/metrics.rs"]

@@ -59,6 +59,7 @@ mod breaker;
 mod decision;
 mod deny_cache;
 mod error;
+mod health;
 mod limiter;
 mod local;
 mod observe;
@@ -72,6 +73,7 @@ pub mod http;
 pub use backend::Backend;
 pub use decision::{AllDecision, Decision, Source, Status, StoredPolicy};
 pub use error::{Error, ErrorKind, Result};
+pub use health::Health;
 pub use limiter::{Builder, FailurePolicy, RateLimiter};
 pub use redlimit_core::{
     Algorithm, ArgumentError, Concurrency, FixedWindow, Policy, SlidingCounter, SlidingWindow,

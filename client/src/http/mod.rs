@@ -39,6 +39,7 @@ mod deferred;
 mod exporter;
 mod future;
 mod headers;
+mod health;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod layer;
@@ -57,6 +58,7 @@ pub use config::{
 pub use exporter::PrometheusExporter;
 pub use future::ResponseFuture;
 pub use headers::HeaderStyle;
+pub use health::HealthFuture;
 pub use layer::{CostFn, RateLimitLayer};
 pub use metrics::Metrics;
 pub use rejection::{Limited, QUOTA_EXCEEDED, RejectionFn, TEMPORARY_REDUCED_CAPACITY, problem};
