@@ -41,3 +41,5 @@ mod several;
 mod shadow;
 #[path = "middleware/tcp.rs"]
 mod tcp;
+#[path = "middleware/usage.rs"]
+mod usage;

@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     /// Whether the limiter turned out to be a Redis Cluster (limits of several callers
     /// are then decided slot by slot).
     pub(crate) cluster: AtomicBool,
+    /// The limits attached to routes in code, for the usage route.
+    pub(crate) routes: Mutex<Vec<Arc<super::rules::Rule>>>,
 }
 
 impl std::fmt::Debug for RateLimitLayer {
@@ -64,6 +66,7 @@ impl RateLimitLayer {
                 failing: Mutex::new(None),
                 any_failing: AtomicBool::new(false),
                 cluster: AtomicBool::new(false),
+                routes: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -80,6 +83,11 @@ impl RateLimitLayer {
         // Builder methods run before the layer is cloned; if it was, they copy it.
         if Arc::get_mut(&mut self.shared).is_none() {
             let old = &self.shared;
+            let routes = old
+                .routes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             self.shared = Arc::new(Shared {
                 limiter: old.limiter.clone(),
                 settings: Arc::clone(&old.settings),
@@ -91,6 +99,7 @@ impl RateLimitLayer {
                 failing: Mutex::new(None),
                 any_failing: AtomicBool::new(false),
                 cluster: AtomicBool::new(old.cluster.load(Ordering::Relaxed)),
+                routes: Mutex::new(routes),
             });
         }
         match Arc::get_mut(&mut self.shared) {

@@ -49,6 +49,7 @@ mod reload;
 mod route;
 mod rules;
 mod service;
+mod usage;
 
 pub use caller::{Caller, ForwardedHeader, Identify, Identity, LimitDecision};
 pub use config::{
@@ -66,3 +67,4 @@ pub use reload::Reloader;
 pub use route::RouteLimit;
 pub use rules::{KeyKind, NamedLimit};
 pub use service::RateLimit;
+pub use usage::UsageFuture;

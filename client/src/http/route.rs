@@ -144,6 +144,16 @@ impl<S> Layer<S> for RouteLimit {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // Known to the usage route from now on (once per name).
+        let mut routes = self
+            .shared
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !routes.iter().any(|rule| rule.name == self.rule.name) {
+            routes.push(Arc::clone(&self.rule));
+        }
+        drop(routes);
         RateLimit::new(
             inner,
             Arc::clone(&self.shared),

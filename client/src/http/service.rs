@@ -103,7 +103,7 @@ enum Plan {
 }
 
 /// The peer address the server recorded (axum's `ConnectInfo`, or a bare `SocketAddr`).
-fn peer(parts: &Parts) -> Option<IpAddr> {
+pub(crate) fn peer(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -184,7 +184,7 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts, own: Option<&Arc<Ru
 
 /// The key and tier a request counts under, by the rule's key kind; the client IP when
 /// the kind's own source is missing (no API key, no valid token, no custom answer).
-fn identity(
+pub(crate) fn identity(
     shared: &Shared,
     settings: &Settings,
     kind: KeyKind,
