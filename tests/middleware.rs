@@ -27,6 +27,8 @@ mod health;
 mod identity;
 #[path = "middleware/metrics.rs"]
 mod metrics;
+#[path = "middleware/penalty.rs"]
+mod penalty;
 #[path = "middleware/reload.rs"]
 mod reload;
 #[path = "middleware/responses.rs"]

@@ -40,6 +40,8 @@ pub(crate) struct Decide {
     pub(crate) cost: u64,
     /// Whether the keys name several callers (several hash tags).
     pub(crate) spread: bool,
+    /// The start of the caller's penalty keys, for rules with penalties.
+    pub(crate) penalty: Option<String>,
 }
 
 impl Decide {
@@ -57,6 +59,16 @@ impl Decide {
             None => shared.limiter.clone(),
         };
         let started = Instant::now();
+        let penalty = rule.penalty.zip(self.penalty.as_deref());
+        let shadow = settings.shadow || rule.shadow;
+        if let Some((penalty, base)) = penalty.filter(|_| !shadow) {
+            if let Some(wait) = penalty.blocked(&limiter, base).await {
+                shared
+                    .metrics
+                    .decision(&rule.name, Outcome::Denied, false, started.elapsed());
+                return Verdict::Answer(blocked(&shared, rule, wait));
+            }
+        }
         let request = Request {
             keys: &self.keys,
             limits,
@@ -77,7 +89,6 @@ impl Decide {
         shared.decided();
         let latency = started.elapsed();
         let allowed = decisions.iter().all(|d| d.allowed);
-        let shadow = settings.shadow || rule.shadow;
         let backend_error = decisions.iter().any(|d| {
             matches!(
                 d.source,
@@ -114,7 +125,12 @@ impl Decide {
             let deferred = self.deferred(rule, &shared, &limiter, limits, &decisions, style);
             return Verdict::Serve(Some(headers), taken, deferred);
         }
-        let limited = limited(rule, limits, &decisions);
+        let mut limited = limited(rule, limits, &decisions);
+        if let Some((penalty, base)) = penalty.filter(|_| !limited.unavailable) {
+            if let Some(block) = penalty.strike(&limiter, base).await {
+                limited.retry_after = limited.retry_after.map(|wait| wait.max(block));
+            }
+        }
         let retry_after_ms = limited
             .retry_after
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -182,6 +198,22 @@ impl Decide {
             count: Box::new(count),
         }))
     }
+}
+
+/// The answer to a caller blocked by a penalty: the rejection with the violated
+/// policy `penalty` and `Retry-After` at the block's end (no rate-limit headers: the
+/// limits were not asked).
+fn blocked(shared: &Shared, rule: &Rule, wait: Duration) -> Response<Body> {
+    let limited = Limited {
+        rule: rule.name.clone(),
+        violated_policies: vec!["penalty".to_owned()],
+        retry_after: Some(wait),
+        unavailable: false,
+    };
+    tracing::info!(rule = %rule.name, retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "redlimit: request refused (429): the caller is blocked by a penalty");
+    let mut response = (shared.rejection)(&limited);
+    rejection::retry_after(&mut response, &limited);
+    response
 }
 
 /// The decisions of `rule`'s `limits`, for the handler.

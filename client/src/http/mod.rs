@@ -44,6 +44,7 @@ mod health;
 mod jwt;
 mod layer;
 mod metrics;
+mod penalty;
 mod rejection;
 mod reload;
 mod route;
@@ -54,7 +55,8 @@ mod usage;
 pub use caller::{Caller, ForwardedHeader, Identify, Identity, LimitDecision};
 pub use config::{
     Config, ConfigError, ENV_PREFIX, ExemptConfig, FailureConfig, HeaderStyleConfig,
-    IdentityConfig, JwtConfig, LimitAlgorithm, LimitConfig, RuleConfig, Settings, TierConfig,
+    IdentityConfig, JwtConfig, LimitAlgorithm, LimitConfig, PenaltyConfig, RuleConfig, Settings,
+    TierConfig,
 };
 pub use exporter::PrometheusExporter;
 pub use future::ResponseFuture;

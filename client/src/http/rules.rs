@@ -125,6 +125,8 @@ pub struct Rule {
     pub(crate) default_limits: Vec<NamedLimit>,
     /// Count only responses whose status it accepts (peek before, count after).
     pub(crate) count_when: Option<super::deferred::CountWhen>,
+    /// Progressive penalties for repeat offenders.
+    pub(crate) penalty: Option<super::penalty::Penalty>,
 }
 
 impl Rule {
@@ -141,6 +143,7 @@ impl Rule {
             tiers: Vec::new(),
             default_limits: limits,
             count_when: None,
+            penalty: None,
         }
     }
 

@@ -178,6 +178,9 @@ fn plan(shared: &Shared, settings: &Settings, parts: &Parts, own: Option<&Arc<Ru
             keys,
             cost,
             spread,
+            penalty: rule
+                .penalty
+                .map(|_| redis_key(&settings.prefix, &rule.name, &identity, "")),
         },
     )
 }

@@ -202,7 +202,41 @@ fn compile_rule(
         tiers,
         default_limits,
         count_when: None,
+        penalty: match &rule.penalty {
+            Some(penalty) => Some(compile_penalty(&format!("{field}.penalty"), penalty)?),
+            None => None,
+        },
     })
+}
+
+fn compile_penalty(
+    field: &str,
+    config: &super::schema::PenaltyConfig,
+) -> Result<crate::http::penalty::Penalty, ConfigError> {
+    let penalty = crate::http::penalty::Penalty {
+        after: config.after,
+        window_ms: config.window_ms.unwrap_or(3_600_000),
+        block_ms: config.block_ms,
+        max_block_ms: config.max_block_ms.unwrap_or(3_600_000),
+    };
+    if penalty.after == 0 {
+        return Err(error(format!("{field}.after"), "must be at least 1"));
+    }
+    crate::Policy::fixed(penalty.after, penalty.window_ms)
+        .map_err(|e| error(format!("{field}.window_ms"), e))?;
+    for (name, ms) in [
+        ("block_ms", penalty.block_ms),
+        ("max_block_ms", penalty.max_block_ms),
+    ] {
+        crate::Policy::token_bucket(1, 1, ms).map_err(|e| error(format!("{field}.{name}"), e))?;
+    }
+    if penalty.max_block_ms < penalty.block_ms {
+        return Err(error(
+            format!("{field}.max_block_ms"),
+            "must be at least block_ms",
+        ));
+    }
+    Ok(penalty)
 }
 
 #[cfg(all(test, feature = "config"))]

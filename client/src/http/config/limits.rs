@@ -56,6 +56,12 @@ pub(super) fn compile_limits(
         }
         let name = limit.name.clone().unwrap_or(default_name);
         untagged(&format!("{field}.name"), &name)?;
+        if name.starts_with('!') {
+            return Err(error(
+                format!("{field}.name"),
+                "must not start with `!` (the penalty's keys do)",
+            ));
+        }
         if compiled.iter().any(|l| l.name == name) {
             return Err(error(
                 format!("{field}.name"),

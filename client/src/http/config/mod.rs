@@ -15,7 +15,7 @@ mod schema;
 
 pub use schema::{
     Config, ExemptConfig, FailureConfig, HeaderStyleConfig, IdentityConfig, JwtConfig,
-    LimitAlgorithm, LimitConfig, RuleConfig, TierConfig,
+    LimitAlgorithm, LimitConfig, PenaltyConfig, RuleConfig, TierConfig,
 };
 
 use super::caller::CallerResolver;

@@ -167,6 +167,23 @@ pub struct RuleConfig {
     /// Limits per tier name (`free`, `pro`, ...).
     #[serde(default)]
     pub tiers: BTreeMap<String, TierConfig>,
+    /// Progressive penalties for callers refused again and again (default none).
+    pub penalty: Option<PenaltyConfig>,
+}
+
+/// `[rules.penalty]`: after `after` refusals within `window_ms`, the caller is blocked
+/// for `block_ms`, doubled with every further refusal, at most `max_block_ms`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PenaltyConfig {
+    /// Refusals (429) before the first block.
+    pub after: u64,
+    /// The window refusals are counted in (default one hour; fixed, epoch-aligned).
+    pub window_ms: Option<u64>,
+    /// The first block.
+    pub block_ms: u64,
+    /// The longest block (default one hour).
+    pub max_block_ms: Option<u64>,
 }
 
 /// `[rules.tiers.<name>]`.
