@@ -152,3 +152,62 @@ async fn count_when_counts_failed_logins_only() {
     assert_eq!(refused.status, 429);
     assert_eq!(crate::support::remaining(&server, &key), Some(0));
 }
+
+/// `count_when` in the file: the same, for a configured rule.
+#[tokio::test]
+async fn count_when_in_the_file_counts_the_listed_statuses_only() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let layer = layer(
+        &server,
+        r#"
+        [[rules]]
+        name = "login"
+        path = "/login"
+        limits = "2/minute"
+        count_when = ["4xx", "503"]
+        "#,
+    );
+    let app = Router::new()
+        .route(
+            "/login",
+            post_route(|headers: axum::http::HeaderMap| async move {
+                if headers.get("x-password").is_some_and(|p| p == "right") {
+                    (axum::http::StatusCode::OK, "welcome")
+                } else {
+                    (axum::http::StatusCode::FORBIDDEN, "no")
+                }
+            }),
+        )
+        .layer(layer);
+    let key = crate::support::ip_key("login", "192.0.2.1", "2/minute");
+    for _ in 0..3 {
+        let ok = post("/login")
+            .header("x-password", "right")
+            .send(&app)
+            .await;
+        assert_eq!((ok.status.as_u16(), ok.remaining("2/minute")), (200, 2));
+    }
+    for left in [1, 0] {
+        let failed = post("/login").send(&app).await;
+        assert_eq!(
+            (failed.status.as_u16(), failed.remaining("2/minute")),
+            (403, left)
+        );
+        for _ in 0..200 {
+            if crate::support::remaining(&server, &key) == Some(left as i64) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(crate::support::remaining(&server, &key), Some(left as i64));
+    }
+    assert_eq!(post("/login").send(&app).await.status, 429);
+    // Bad statuses are named.
+    let error = redlimit::http::Config::from_toml(
+        "[[rules]]\nname = \"x\"\npath = \"/x\"\nlimits = \"1/second\"\ncount_when = [\"4xx\", \"600\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(error.field, "rules[0].count_when[1]", "{error}");
+}

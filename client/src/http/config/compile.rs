@@ -201,12 +201,59 @@ fn compile_rule(
         failure: rule.failure.map(failure_policy).or(failure),
         tiers,
         default_limits,
-        count_when: None,
+        count_when: match &rule.count_when {
+            Some(statuses) => Some(compile_statuses(&format!("{field}.count_when"), statuses)?),
+            None => None,
+        },
         penalty: match &rule.penalty {
             Some(penalty) => Some(compile_penalty(&format!("{field}.penalty"), penalty)?),
             None => None,
         },
     })
+}
+
+/// `count_when`: status codes (`"401"`) and classes (`"4xx"`).
+fn compile_statuses(
+    field: &str,
+    statuses: &[String],
+) -> Result<crate::http::deferred::CountWhen, ConfigError> {
+    let mut ranges: Vec<(u16, u16)> = Vec::with_capacity(statuses.len());
+    for (i, status) in statuses.iter().enumerate() {
+        let text = status.trim().to_ascii_lowercase();
+        let range = match text.strip_suffix("xx") {
+            Some(class) => class
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (1..=5).contains(c))
+                .map(|c| (c * 100, c * 100 + 99)),
+            None => text
+                .parse::<u16>()
+                .ok()
+                .filter(|code| (100..=599).contains(code))
+                .map(|code| (code, code)),
+        };
+        let Some(range) = range else {
+            return Err(error(
+                format!("{field}[{i}]"),
+                format!("`{status}` is not a status code (`401`) or class (`4xx`)"),
+            ));
+        };
+        ranges.push(range);
+    }
+    if ranges.is_empty() {
+        return Err(error(
+            field,
+            "names no status: remove it to count every request",
+        ));
+    }
+    Ok(crate::http::deferred::CountWhen(std::sync::Arc::new(
+        move |status: http::StatusCode| {
+            let code = status.as_u16();
+            ranges
+                .iter()
+                .any(|(low, high)| (*low..=*high).contains(&code))
+        },
+    )))
 }
 
 fn compile_penalty(

@@ -23,7 +23,7 @@ enum Shape {
 fn rule_shape(field: &str) -> Shape {
     match field {
         "name" | "path" | "key" | "failure" | "limits" => Shape::Text,
-        "methods" => Shape::List,
+        "methods" | "count_when" => Shape::List,
         _ => Shape::Other,
     }
 }

@@ -169,6 +169,9 @@ pub struct RuleConfig {
     pub tiers: BTreeMap<String, TierConfig>,
     /// Progressive penalties for callers refused again and again (default none).
     pub penalty: Option<PenaltyConfig>,
+    /// Count only requests answered with these statuses: codes (`"401"`) or classes
+    /// (`"4xx"`); peeked before the handler, counted after (default: count all).
+    pub count_when: Option<Vec<String>>,
 }
 
 /// `[rules.penalty]`: after `after` refusals within `window_ms`, the caller is blocked
