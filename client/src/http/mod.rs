@@ -1,6 +1,12 @@
 //! Tower/axum middleware (feature `axum`): per-IP, per-user, per-API-key, per-route and
-//! per-tier limits decided in Redis, with standard headers, exemptions, shadow mode,
-//! hot-reloadable TOML configuration and Prometheus metrics.
+//! per-tier limits decided in Redis (several callers in one rule, one `RL.ALL` per hash
+//! slot), with standard headers, exemptions, shadow mode, TOML configuration with
+//! environment overrides and hot reload (feature `config`), JWT users (feature `jwt`),
+//! limits next to routes ([`RateLimitLayer::limit`]) that may count only some outcomes
+//! ([`RouteLimit::count_when`]), progressive penalties, metrics through the `metrics`
+//! facade ([`PrometheusExporter`] for a ready-made `/metrics`), a `/health` handler
+//! ([`RateLimitLayer::health`]), a usage route ([`RateLimitLayer::usage`]) and the
+//! resolved [`Caller`] in request extensions.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
