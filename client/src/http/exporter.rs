@@ -67,6 +67,17 @@ enum Series {
     Histogram(Arc<Buckets>),
 }
 
+impl Series {
+    /// Another handle on the same values.
+    fn share(&self) -> Self {
+        match self {
+            Self::Counter(value) => Self::Counter(Arc::clone(value)),
+            Self::Gauge(value) => Self::Gauge(Arc::clone(value)),
+            Self::Histogram(buckets) => Self::Histogram(Arc::clone(buckets)),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Family {
     help: Option<String>,
@@ -165,6 +176,16 @@ impl PrometheusExporter {
             .labels()
             .map(|label| format!("{}=\"{}\",", label.key(), escape(label.value())))
             .collect();
+        // Registered already (a `counter!` in a handler runs on every request): a read.
+        {
+            let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(series) = families
+                .get(key.name())
+                .and_then(|family| family.series.get(&labels))
+            {
+                return series.share();
+            }
+        }
         let made = make();
         let mut families = self
             .families
@@ -181,12 +202,7 @@ impl PrometheusExporter {
         {
             return made;
         }
-        let series = family.series.entry(labels).or_insert(made);
-        match series {
-            Series::Counter(value) => Series::Counter(Arc::clone(value)),
-            Series::Gauge(value) => Series::Gauge(Arc::clone(value)),
-            Series::Histogram(buckets) => Series::Histogram(Arc::clone(buckets)),
-        }
+        family.series.entry(labels).or_insert(made).share()
     }
 
     fn describe(&self, key: &KeyName, description: &SharedString) {
