@@ -211,3 +211,58 @@ async fn count_when_in_the_file_counts_the_listed_statuses_only() {
     .unwrap_err();
     assert_eq!(error.field, "rules[0].count_when[1]", "{error}");
 }
+
+/// Route limits of several callers (`with`) and with penalties (`penalty`).
+#[tokio::test]
+async fn route_limits_of_several_callers_with_a_penalty() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let layer = layer(&server, GLOBAL);
+    let both = layer
+        .limit("both", "3/minute")
+        .unwrap()
+        .with("5/minute", redlimit::http::KeyKind::ApiKey)
+        .unwrap()
+        .penalty(
+            1,
+            std::time::Duration::from_secs(90),
+            std::time::Duration::from_secs(120),
+        );
+    assert!(
+        layer
+            .limit("x", "3/minute")
+            .unwrap()
+            .with("3 per minute", redlimit::http::KeyKind::User)
+            .is_err(),
+        "one name twice"
+    );
+    let app = Router::new()
+        .route("/both", get_route(|| async { "both" }))
+        .route_layer(both)
+        .layer(layer);
+    let call = || get("/both").header("x-api-key", "k-1");
+    let mut statuses = Vec::new();
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        let reply = call().send(&app).await;
+        statuses.push(reply.status.as_u16());
+        replies.push(reply);
+    }
+    // Three by the address's limit, then its refusal starts a 90 s block (longer than
+    // the limit's 60 s wait, so Retry-After says 90).
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(replies[0].remaining("5/minute"), 4, "{:?}", replies[0]);
+    assert_eq!(replies[3].must("retry-after"), "90", "{:?}", replies[3]);
+    assert_eq!(
+        replies[4].json()["violated-policies"],
+        serde_json::json!(["penalty"])
+    );
+    // The key's limit is its own: keyed by the API key, not the address.
+    let keys = crate::support::keys(&server);
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("rl:{both:key:") && k.ends_with(":5/minute")),
+        "{keys:?}"
+    );
+}

@@ -106,6 +106,54 @@ impl RouteLimit {
         self.keyed(KeyKind::Custom)
     }
 
+    /// Adds the limits of `rates`, counting `key`'s requests (the others count the
+    /// route limit's key, [`per_ip`](Self::per_ip) by default): per IP and per user in
+    /// one route limit,
+    /// `layer.limit("api", "300/minute")?.with("1000/hour", KeyKind::User)?`.
+    ///
+    /// # Errors
+    /// A bad rate, or a limit name already in this route limit.
+    pub fn with(mut self, rates: &str, key: KeyKind) -> Result<Self, ConfigError> {
+        let field = format!("limit(\"{}\").with", self.rule.name);
+        let added = from_rates(&format!("{field}.rates"), rates)?;
+        let rule = self.rule();
+        for mut limit in added {
+            if rule.default_limits.iter().any(|l| l.name == limit.name) {
+                return Err(error(
+                    format!("{field}.rates"),
+                    format!("`{}` is this route limit's already", limit.name),
+                ));
+            }
+            limit.key = Some(key);
+            rule.default_limits.push(limit);
+        }
+        Ok(self)
+    }
+
+    /// Progressive penalties ([the file's `penalty`](super)): after `after` refusals
+    /// within an hour, block the caller for `block`, doubled with every further
+    /// refusal, at most `max_block` (at least `block`; between 1 ms and a year).
+    pub fn penalty(
+        mut self,
+        after: u64,
+        block: std::time::Duration,
+        max_block: std::time::Duration,
+    ) -> Self {
+        let ms = |d: std::time::Duration| {
+            u64::try_from(d.as_millis())
+                .unwrap_or(u64::MAX)
+                .clamp(1, 365 * 86_400_000)
+        };
+        let block_ms = ms(block);
+        self.rule().penalty = Some(super::penalty::Penalty {
+            after: after.max(1),
+            window_ms: 3_600_000,
+            block_ms,
+            max_block_ms: ms(max_block).max(block_ms),
+        });
+        self
+    }
+
     /// Units each request takes (default 1; the layer's cost function, if any, is
     /// asked first, with this limit's name).
     pub fn cost(mut self, cost: u64) -> Self {
