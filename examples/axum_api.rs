@@ -33,7 +33,10 @@ fn env_or(name: &str, default: &str) -> String {
 
 /// Greets the caller the layer resolved (the verified JWT's user, else the client IP).
 async fn hello(caller: Option<Extension<Caller>>) -> String {
-    match caller.as_ref().and_then(|c| c.user.as_deref().map(str::to_owned)) {
+    match caller
+        .as_ref()
+        .and_then(|c| c.user.as_deref().map(str::to_owned))
+    {
         Some(user) => format!("hello, {user}\n"),
         None => "hello\n".to_owned(),
     }
