@@ -21,7 +21,7 @@ enum Segment {
 }
 
 impl PathPattern {
-    /// Parses `/api/*/items/**`.
+    /// Parses `/api/*/items/**`, or in axum's syntax `/api/{id}/items/{*rest}`.
     ///
     /// # Errors
     /// A pattern not starting with `/`, or `**` before the end.
@@ -40,7 +40,14 @@ impl PathPattern {
         }
         let mut segments = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
-            segments.push(match *part {
+            // axum's own syntax too: `{id}` is one segment, a final `{*rest}` any rest.
+            let capture = part.strip_prefix('{').and_then(|p| p.strip_suffix('}'));
+            let kind = match capture {
+                Some(name) if name.starts_with('*') => "**",
+                Some(_) => "*",
+                None => part,
+            };
+            segments.push(match kind {
                 "**" if i + 1 == parts.len() => Segment::Rest,
                 "**" => return Err(format!("`{pattern}`: `**` may only end a pattern")),
                 "*" => Segment::One,
@@ -270,6 +277,10 @@ mod tests {
         assert!(p("/api/hello/").matches("/api/hello/"));
         assert!(!p("/api/hello/").matches("/api/hello/x"));
         assert!(p("/**").matches("/anything/at/all"));
+        assert!(p("/api/items/{id}").matches("/api/items/7"));
+        assert!(!p("/api/items/{id}").matches("/api/items/7/x"));
+        assert!(p("/files/{*path}").matches("/files/a/b/c"));
+        assert!(PathPattern::parse("/{*path}/x").is_err());
         assert!(PathPattern::parse("api").is_err());
         assert!(PathPattern::parse("/a/**/b").is_err());
     }
