@@ -1,4 +1,11 @@
-//! An axum API behind the redlimit middleware.
+//! An axum API behind the redlimit middleware: one layer stack, one `/metrics`.
+//!
+//! - `GET /api/hello`: per client IP (a burst of 10, then 1 per second) and per
+//!   verified JWT user (1000 per hour), one rule of `examples/axum_api.toml`;
+//! - `POST /api/login`: per IP, 5 attempts per minute (the file), and, attached to the
+//!   route in code, 3 **failed** logins per minute and 10 per hour per IP (a 401 counts,
+//!   a successful login does not);
+//! - `/metrics`: the layer's, the client's and the app's series, one exporter.
 //!
 //! Reads `REDIS_URL` (default `redis://127.0.0.1:6379`), `LISTEN` (default
 //! `127.0.0.1:3000`) and `REDLIMIT_CONFIG` (default `examples/axum_api.toml`); reloads
@@ -7,11 +14,14 @@
 //! ```text
 //! cargo run --example axum_api
 //! curl -i http://127.0.0.1:3000/api/hello
+//! curl -i -X POST -H 'x-password: wrong' http://127.0.0.1:3000/api/login   # counts
+//! curl -i -X POST -H 'x-password: demo' http://127.0.0.1:3000/api/login    # does not
 //! ```
 
-use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use redlimit::http::{Config, RateLimitLayer};
+use axum::{Extension, Router};
+use redlimit::http::{Caller, Config, PrometheusExporter, RateLimitLayer};
 use redlimit::{Backend, RateLimiter};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,8 +31,32 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// Greets the caller the layer resolved (the verified JWT's user, else the client IP).
+async fn hello(caller: Option<Extension<Caller>>) -> String {
+    match caller
+        .as_ref()
+        .and_then(|c| c.user.as_deref().map(str::to_owned))
+    {
+        Some(user) => format!("hello, {user}\n"),
+        None => "hello\n".to_owned(),
+    }
+}
+
+/// A stand-in login: the password `demo` succeeds, anything else is a 401.
+async fn login(headers: HeaderMap) -> (StatusCode, &'static str) {
+    metrics::counter!("axum_api_login_attempts_total").increment(1);
+    if headers.get("x-password").is_some_and(|p| p == "demo") {
+        (StatusCode::OK, "welcome\n")
+    } else {
+        (StatusCode::UNAUTHORIZED, "wrong password\n")
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // One exporter for every `metrics` series of the process, installed before serving.
+    let exporter = PrometheusExporter::default();
+    exporter.install()?;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if env_or("LOG_FORMAT", "text") == "json" {
@@ -38,11 +72,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen: SocketAddr = env_or("LISTEN", "127.0.0.1:3000").parse()?;
     let config_path = PathBuf::from(env_or("REDLIMIT_CONFIG", "examples/axum_api.toml"));
 
-    // Checked at start: a bad field stops the program with its name.
-    let config = match Config::load(&config_path).and_then(|c| c.compile().map(|_| c)) {
+    // Checked at start: a bad field stops the program with its name
+    // (`examples/axum_api.toml: rules[0].limits[0].capacity: ...`).
+    let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{}: {error}", config_path.display());
+            eprintln!("{error}");
             std::process::exit(2);
         }
     };
@@ -66,13 +101,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _watch = layer
         .reloader()
         .watch(config_path.clone(), Duration::from_secs(1));
-    let metrics = layer.metrics();
+    // Next to the route, sharing the layer's limiter, callers and metrics: failed
+    // logins only (peeked before the handler, counted after a 401).
+    let failed_logins = layer
+        .limit("login-failures", "3/minute; 10/hour")?
+        .per_ip()
+        .count_when(|status| status == StatusCode::UNAUTHORIZED);
 
     let app = Router::new()
-        .route("/api/hello", get(|| async { "hello\n" }))
-        .route("/api/login", post(|| async { "welcome\n" }))
+        .route("/api/login", post(login))
+        .route_layer(failed_logins)
+        .route("/api/hello", get(hello))
         .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/metrics", get(exporter.handler()))
         .layer(layer);
 
     let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -17,19 +17,31 @@ mod callers;
 mod config;
 #[path = "middleware/exemptions.rs"]
 mod exemptions;
+#[path = "middleware/extensions.rs"]
+mod extensions;
 #[path = "middleware/failure.rs"]
 mod failure;
+#[path = "middleware/health.rs"]
+mod health;
 #[path = "middleware/identity.rs"]
 mod identity;
 #[path = "middleware/metrics.rs"]
 mod metrics;
+#[path = "middleware/penalty.rs"]
+mod penalty;
 #[path = "middleware/reload.rs"]
 mod reload;
 #[path = "middleware/responses.rs"]
 mod responses;
+#[path = "middleware/routes.rs"]
+mod routes;
 #[path = "middleware/rules.rs"]
 mod rules;
+#[path = "middleware/several.rs"]
+mod several;
 #[path = "middleware/shadow.rs"]
 mod shadow;
 #[path = "middleware/tcp.rs"]
 mod tcp;
+#[path = "middleware/usage.rs"]
+mod usage;

@@ -71,6 +71,11 @@ impl Breaker {
         }
     }
 
+    /// Whether calls made at `now` are skipped (open, within the cool-down).
+    pub fn is_open(&self, now: Instant) -> bool {
+        matches!(*self.state(), State::Open { until } if now < until)
+    }
+
     /// A call succeeded.
     pub fn success(&self) -> Option<Change> {
         let mut state = self.state();

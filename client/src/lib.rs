@@ -64,6 +64,7 @@ mod decision;
 mod deny_cache;
 mod engine;
 mod error;
+mod health;
 mod limiter;
 mod local;
 mod observe;
@@ -81,6 +82,7 @@ pub use decision::{AllDecision, Decision, Source, Status, StoredPolicy};
 pub use engine::ServerEngine;
 pub use engine::scripts;
 pub use error::{Error, ErrorKind, Result};
+pub use health::Health;
 pub use limiter::{Builder, FailurePolicy, RateLimiter};
 pub use redlimit_core::{
     Algorithm, ArgumentError, Concurrency, FixedWindow, Policy, SlidingCounter, SlidingWindow,

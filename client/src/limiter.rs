@@ -932,3 +932,11 @@ fn stored_policy(limiter: &Limiter) -> StoredPolicy {
         Limiter::Concurrency(p, _) => StoredPolicy::Concurrency(*p),
     }
 }
+
+impl RateLimiter {
+    /// Whether the circuit breaker is open now (the server left alone for a cool-down);
+    /// read by [`health`](Self::health).
+    pub(crate) fn breaker_open(&self) -> bool {
+        self.shared.breaker.is_open(Instant::now())
+    }
+}

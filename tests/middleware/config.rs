@@ -85,11 +85,16 @@ async fn a_toml_file_with_environment_overrides() {
     let mut env = Env(Vec::new());
     let secret = "a-secret-from-the-environment-7f3a";
     env.set(SECRET_VAR, secret);
-    env.set("REDLIMIT__RULES__0__LIMITS__0__CAPACITY", "4");
+    // Rules and limits by name: reordering the file moves no override.
+    env.set("REDLIMIT__RULES__api__LIMITS__burst__CAPACITY", "4");
     env.set("REDLIMIT__HEADERS", "legacy");
-    env.set("REDLIMIT__IDENTITY__TRUSTED_PROXIES", r#"["10.77.0.0/16"]"#);
-    // A string that reads as a number is quoted, as in TOML.
-    env.set("REDLIMIT__KEY_PREFIX", r#""20261123""#);
+    // Lists with commas.
+    env.set(
+        "REDLIMIT__IDENTITY__TRUSTED_PROXIES",
+        "10.77.0.0/16, 10.78.0.0/16",
+    );
+    // Text fields stay text, even when they read as numbers.
+    env.set("REDLIMIT__KEY_PREFIX", "20261123");
     let config = Config::load(&file.0).unwrap();
     let layer = RateLimitLayer::from_config(limiter(&server), &config).unwrap();
     let app = app(layer);
@@ -149,25 +154,73 @@ async fn a_toml_file_with_environment_overrides() {
         load_error(&mut env, "REDLIMIT__SHADOW", "maybe").field,
         "shadow"
     );
+    // Two variables for one field: which would win is no accident.
+    let twice = load_error(
+        &mut env,
+        "REDLIMIT__RULES__API__LIMITS__BURST__CAPACITY",
+        "5",
+    );
+    assert_eq!(twice.field, "REDLIMIT__RULES__api__LIMITS__burst__CAPACITY");
+    assert!(
+        twice.message.contains("rules[0].limits[0].capacity"),
+        "{twice}"
+    );
+    env.remove("REDLIMIT__RULES__api__LIMITS__burst__CAPACITY");
+    let capacity = load_error(
+        &mut env,
+        "REDLIMIT__RULES__API__LIMITS__BURST__CAPACITY",
+        "ten",
+    );
+    assert_eq!(capacity.field, "rules[0].limits[0].capacity");
+    // Displayed as `file: field: message`.
     assert_eq!(
-        load_error(&mut env, "REDLIMIT__RULES__0__LIMITS__0__CAPACITY", "ten").field,
+        capacity.to_string(),
+        format!(
+            "{}: rules[0].limits[0].capacity: {}",
+            file.0.display(),
+            capacity.message
+        )
+    );
+    // Checked in `load`, not later: a value the layer would refuse.
+    assert_eq!(
+        load_error(
+            &mut env,
+            "REDLIMIT__RULES__api__LIMITS__burst__CAPACITY",
+            "0"
+        )
+        .field,
         "rules[0].limits[0].capacity"
     );
-    // Unquoted, a number is a number, which a string field refuses, by name.
-    assert_eq!(
-        load_error(&mut env, "REDLIMIT__KEY_PREFIX", "7781").field,
-        "key_prefix"
-    );
-    assert_eq!(
-        load_error(&mut env, "REDLIMIT__RULES__5__NAME", "x").field,
-        "REDLIMIT__RULES__5__NAME"
+    // Positions are no names: the message lists the rules' names.
+    let by_position = load_error(&mut env, "REDLIMIT__RULES__0__FAILURE", "closed");
+    assert_eq!(by_position.field, "REDLIMIT__RULES__0__FAILURE");
+    assert!(
+        by_position.message.contains("(named: api)"),
+        "{by_position}"
     );
     // Checked at start: a secret variable that is not set.
     env.remove(SECRET_VAR);
-    let config = Config::load(&file.0).unwrap();
-    let error = RateLimitLayer::from_config(RateLimiter::memory(), &config).unwrap_err();
+    let error = Config::load(&file.0).unwrap_err();
     assert_eq!(error.field, "identity.jwt.secret_env");
     assert!(error.message.contains(SECRET_VAR), "{error}");
+    // The documented secret override replaces the file's `secret_env`.
+    env.set("REDLIMIT__IDENTITY__JWT__SECRET", secret);
+    let config = Config::load(&file.0).unwrap();
+    assert_eq!(config.identity.jwt.as_ref().unwrap().secret_env, None);
+    let app = crate::support::app(RateLimitLayer::from_config(limiter(&server), &config).unwrap());
+    let reply = get("/api/x")
+        .from("10.77.0.1")
+        .header("x-forwarded-for", "198.51.100.9")
+        .bearer(&erin)
+        .send(&app)
+        .await;
+    assert_eq!(reply.status, 200);
+    // Counted as erin (verified with the overriding secret), not by address.
+    let keys = crate::support::keys(&server);
+    assert!(
+        !keys.contains(&"20261123:{api:ip:198.51.100.9}:burst".to_owned()),
+        "{keys:?}"
+    );
 }
 
 const VALID: &str = r#"
@@ -260,6 +313,14 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
             "default.name",
             format!("{VALID}\n[default]\nname = \"login\"\nlimits = [{{ algorithm = \"fixed\", limit = 9, window_ms = 1000 }}]\n"),
         ),
+        // Rates: the text, an algorithm that takes no burst, numbers next to a rate,
+        // and several rates in one table.
+        ("rules[1].limits[0].rate", VALID.replace("algorithm = \"sliding\", limit = 5, window_ms = 60000", "rate = \"5 per fortnight\"")),
+        ("rules[1].limits[0].rate", VALID.replace("limit = 5, window_ms = 60000", "rate = \"5/minute burst 9\"")),
+        ("rules[1].limits[0].limit", VALID.replace("window_ms = 60000", "rate = \"5/minute\"")),
+        ("rules[1].limits[0].rate", VALID.replace("algorithm = \"sliding\", limit = 5, window_ms = 60000", "rate = \"5/minute; 9/hour\"")),
+        ("rules[1].limits[0].algorithm", VALID.replace("name = \"per-minute\", algorithm = \"sliding\", limit = 5, window_ms = 60000", "")),
+        ("rules[1].limits", VALID.replace("limits = [{ name = \"per-minute\", algorithm = \"sliding\", limit = 5, window_ms = 60000 }]", "limits = 5")),
         (
             "default.limits[0].limit",
             format!("{VALID}\n[default]\nname = \"rest\"\nlimits = [{{ algorithm = \"fixed\", window_ms = 1000 }}]\n"),
@@ -314,6 +375,59 @@ fn a_bad_configuration_is_refused_at_start_naming_the_field() {
 }
 
 #[tokio::test]
+async fn rate_strings_stand_for_the_documented_numbers() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let app = crate::support::app_for(
+        &server,
+        r#"
+        [[rules]]
+        name = "login"
+        path = "/login"
+        limits = "5 per minute; 100/hour"
+
+        [[rules]]
+        name = "burst"
+        path = "/burst"
+        limits = ["2/second burst 3"]
+
+        [[rules]]
+        name = "cell"
+        path = "/cell"
+        limits = [{ name = "gcra", algorithm = "throttle", rate = "1/minute burst 2" }]
+        "#,
+    );
+    // Two sliding windows, named by their rates.
+    let mut login = Vec::new();
+    for _ in 0..6 {
+        login.push(get("/login").send(&app).await);
+    }
+    assert_eq!(
+        login[0].must("ratelimit-policy"),
+        r#""5/minute";q=5;w=60, "100/hour";q=100;w=3600"#
+    );
+    let statuses: Vec<u16> = login.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    let body: serde_json::Value = serde_json::from_str(&login[5].body).unwrap();
+    assert_eq!(body["violated-policies"], serde_json::json!(["5/minute"]));
+    // `burst`: a token bucket of 3 refilled 2 per second (w = 3 / 2 s, rounded up).
+    let burst = get("/burst").send(&app).await;
+    assert_eq!(burst.must("ratelimit-policy"), r#""2/second";q=3;w=2"#);
+    // throttle: bursts of 2, one per minute after.
+    let mut cell = Vec::new();
+    for _ in 0..3 {
+        cell.push(get("/cell").send(&app).await.status.as_u16());
+    }
+    assert_eq!(cell, [200, 200, 429]);
+    let keys = keys(&server);
+    assert!(
+        keys.contains(&"rl:{login:ip:192.0.2.1}:5/minute".to_owned()),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_example_configuration_limits_as_the_issue_says() {
     let _environment = crate::support::ENVIRONMENT.lock().await;
     let Some(server) = crate::support::server() else {
@@ -343,7 +457,10 @@ async fn the_example_configuration_limits_as_the_issue_says() {
     );
     let refused = hello.last().unwrap();
     assert_eq!(refused.status, 429);
-    assert_eq!(hello[0].must("ratelimit-policy"), r#""burst";q=10;w=10"#);
+    assert_eq!(
+        hello[0].must("ratelimit-policy"),
+        r#""burst";q=10;w=10, "per-user";q=1000;w=3600"#
+    );
     assert_eq!(refused.must("retry-after"), "1");
     assert_eq!(
         get("/api/hello").from("192.0.2.2").send(&app).await.status,

@@ -121,3 +121,71 @@ async fn prometheus_text_has_every_counter_per_rule_and_the_latency_histogram() 
             || sample(&text, &format!("{histogram}_count"), "broken") == 0.0
     );
 }
+
+/// One exporter for everything: with `PrometheusExporter` installed as the `metrics`
+/// recorder, `/metrics` serves the app's own series, the client's and the layer's, each
+/// name described once (no duplicate `# HELP`/`# TYPE` blocks).
+#[tokio::test]
+async fn one_exporter_serves_the_apps_the_clients_and_the_layers_series() {
+    let Some(server) = crate::support::server() else {
+        return;
+    };
+    let exporter = redlimit::http::PrometheusExporter::default();
+    // Each test runs in its own process under nextest; under `cargo test` another
+    // test may not have installed one (none does).
+    exporter.install().unwrap();
+    let layer = crate::support::layer(
+        &server,
+        r#"
+        [[rules]]
+        name = "hello"
+        path = "/hello"
+        limits = "2/minute"
+        "#,
+    );
+    let app = axum::Router::new()
+        .route(
+            "/hello",
+            axum::routing::get(|| async {
+                metrics::counter!("app_greetings_total").increment(1);
+                "hello"
+            }),
+        )
+        .route("/metrics", axum::routing::get(exporter.handler()))
+        .layer(layer);
+    for _ in 0..3 {
+        get("/hello").send(&app).await;
+    }
+    let reply = get("/metrics").send(&app).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .must("content-type")
+            .starts_with("text/plain; version=0.0.4"),
+        "{reply:?}"
+    );
+    let text = reply.body;
+    println!("{text}");
+    assert!(text.contains("\napp_greetings_total 2\n"), "{text}");
+    assert_eq!(sample(&text, "redlimit_http_allowed_total", "hello"), 2.0);
+    assert_eq!(sample(&text, "redlimit_http_denied_total", "hello"), 1.0);
+    assert!(
+        text.contains("redlimit_http_decision_seconds_count{rule=\"hello\"} 3\n"),
+        "{text}"
+    );
+    // The client's own series (feature `metrics`), through the same recorder.
+    assert!(
+        text.contains(
+            "redlimit_decisions_total{operation=\"check\",outcome=\"allowed\",source=\"server\"} 2\n"
+        ),
+        "{text}"
+    );
+    for name in [
+        "redlimit_http_allowed_total",
+        "redlimit_http_decision_seconds",
+        "redlimit_decisions_total",
+    ] {
+        let typed = format!("# TYPE {name} ");
+        assert_eq!(text.matches(&typed).count(), 1, "{name}");
+    }
+}

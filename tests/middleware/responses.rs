@@ -323,7 +323,7 @@ async fn denials_are_logged_as_structured_events() {
         .text()
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
-        .filter(|event: &serde_json::Value| event["target"] == "redlimit::http::service")
+        .filter(|event: &serde_json::Value| event["target"] == "redlimit::http::decision")
         .collect();
     assert_eq!(events.len(), 1, "one denial, one event: {events:?}");
     let fields = &events[0]["fields"];

@@ -4,7 +4,6 @@
 use http::HeaderMap;
 use http::request::Parts;
 use ipnet::IpNet;
-use jsonwebtoken::{DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -20,6 +19,21 @@ pub struct Caller {
     pub user: Option<String>,
     /// The verified JWT's tier.
     pub tier: Option<String>,
+    /// The decisions the layers took on this request, in the order they took them
+    /// (an outer layer's first): what a handler sees in its request's `Caller`.
+    pub decisions: Vec<LimitDecision>,
+}
+
+/// One limit's decision on a request, as a handler sees it in [`Caller::decisions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitDecision {
+    /// The rule (or route limit) it belongs to.
+    pub rule: String,
+    /// The limit's name.
+    pub limit: String,
+    /// What it decided (numbers as in the headers).
+    pub decision: crate::Decision,
 }
 
 /// The key a request counts under, and the tier picking its limits.
@@ -48,33 +62,20 @@ pub trait Identify: Send + Sync + 'static {
     fn identify(&self, request: &Parts, caller: &Caller) -> Option<Identity>;
 }
 
-/// How to verify JWTs.
-#[derive(Clone)]
-pub struct JwtVerifier {
-    pub(crate) key: DecodingKey,
-    pub(crate) validation: Validation,
-    pub(crate) user_claim: String,
-    pub(crate) tier_claim: String,
-}
-
-impl std::fmt::Debug for JwtVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier")
-            .field("user_claim", &self.user_claim)
-            .field("tier_claim", &self.tier_claim)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Which forwarding header the trusted proxies write.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum ForwardedHeader {
+/// Which forwarding header the trusted proxies write (`forwarded_header` in the
+/// configuration: `x-forwarded-for`, `forwarded` or `either`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
     /// `Forwarded` when the request has one, else `X-Forwarded-For`.
+    #[serde(rename = "either", alias = "Either")]
     Either,
     /// Only `X-Forwarded-For` (what most proxies and load balancers write).
     #[default]
+    #[serde(rename = "x-forwarded-for", alias = "X-Forwarded-For")]
     XForwardedFor,
     /// Only RFC 7239 `Forwarded`.
+    #[serde(rename = "forwarded", alias = "Forwarded")]
     Forwarded,
 }
 
@@ -87,18 +88,22 @@ pub struct CallerResolver {
     pub(crate) forwarded: ForwardedHeader,
     pub(crate) ipv6_prefix: u8,
     pub(crate) api_key_header: Option<http::HeaderName>,
-    pub(crate) jwt: Option<JwtVerifier>,
+    #[cfg(feature = "jwt")]
+    pub(crate) jwt: Option<super::jwt::JwtVerifier>,
 }
 
 impl CallerResolver {
     /// The caller of a request that arrived from `peer`.
     pub(crate) fn resolve(&self, parts: &Parts, peer: Option<IpAddr>) -> Caller {
         let headers = &parts.headers;
+        #[cfg(feature = "jwt")]
         let (user, tier) = self
             .jwt
             .as_ref()
-            .and_then(|jwt| verify(jwt, headers))
+            .and_then(|jwt| jwt.verify(headers))
             .unwrap_or_default();
+        #[cfg(not(feature = "jwt"))]
+        let (user, tier) = (None, None);
         Caller {
             ip: peer.map(|peer| self.client_ip(headers, canonical(peer))),
             api_key: self
@@ -110,6 +115,7 @@ impl CallerResolver {
                 .map(str::to_owned),
             user,
             tier,
+            decisions: Vec::new(),
         }
     }
 
@@ -229,42 +235,6 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         }
     }
     hops
-}
-
-/// The verified token's user and tier claims.
-fn verify(jwt: &JwtVerifier, headers: &HeaderMap) -> Option<(Option<String>, Option<String>)> {
-    let (scheme, token) = headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim()
-        .split_once(' ')?;
-    // The scheme is case-insensitive (RFC 9110, section 11.1).
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let token = token.trim();
-    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-        token,
-        &jwt.key,
-        &jwt.validation,
-    )
-    .ok()?;
-    // jsonwebtoken checks `exp` and `nbf` only when they are numbers: a token whose
-    // times cannot be read is no token.
-    let unreadable_time = ["exp", "nbf"]
-        .iter()
-        .any(|name| data.claims.get(*name).is_some_and(|v| !v.is_number()));
-    if unreadable_time {
-        return None;
-    }
-    // An empty (or blank) claim names nobody: it would make every such token one user.
-    let claim = |name: &str| match data.claims.get(name)? {
-        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
-    Some((claim(&jwt.user_claim), claim(&jwt.tier_claim)))
 }
 
 /// A secret or unbounded value made fit for a Redis key: a hash, never the value.

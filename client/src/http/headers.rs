@@ -184,10 +184,12 @@ mod tests {
             NamedLimit {
                 name: "burst".into(),
                 policy: Policy::token_bucket(100, 10, 1_000).unwrap(),
+                key: None,
             },
             NamedLimit {
                 name: "hourly".into(),
                 policy: Policy::sliding(1_000, 3_600_000).unwrap(),
+                key: None,
             },
         ];
         let mut headers = HeaderMap::new();

@@ -1,5 +1,8 @@
-//! Per-rule counters and a decision-latency histogram, rendered in the Prometheus text
-//! exposition format.
+//! Per-rule counters and a decision-latency histogram: recorded through the `metrics`
+//! facade (so that one exporter serves the app's, the client's and the layer's series,
+//! e.g. [`PrometheusExporter`](super::PrometheusExporter)), and kept per layer too
+//! ([`Metrics::render`]: this layer's series only). The facade's handles are registered
+//! once per rule, on its first decision: install the recorder before serving.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,10 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 10] = [
-    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-];
+use super::exporter::{BUCKETS, escape};
 
 /// Reads one counter of a rule's series.
 type Counter = fn(&RuleSeries) -> &AtomicU64;
@@ -23,8 +23,46 @@ pub(crate) enum Outcome {
     ShadowDenied,
 }
 
-#[derive(Debug, Default)]
+/// The facade's handles of one rule's series.
+#[derive(Debug)]
+struct Facade {
+    allowed: metrics::Counter,
+    denied: metrics::Counter,
+    shadow_denied: metrics::Counter,
+    backend_errors: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl Facade {
+    fn register(rule: &str) -> Self {
+        let counter = |name: &'static str, help: &'static str| {
+            metrics::describe_counter!(name, help);
+            metrics::counter!(name, "rule" => rule.to_owned())
+        };
+        metrics::describe_histogram!(
+            "redlimit_http_decision_seconds",
+            metrics::Unit::Seconds,
+            "Time to decide a request."
+        );
+        Self {
+            allowed: counter("redlimit_http_allowed_total", "Requests allowed."),
+            denied: counter("redlimit_http_denied_total", "Requests refused with 429."),
+            shadow_denied: counter(
+                "redlimit_http_shadow_denied_total",
+                "Requests over the limit let through by shadow mode.",
+            ),
+            backend_errors: counter(
+                "redlimit_http_backend_errors_total",
+                "Decisions the server could not make (answered by the failure policy).",
+            ),
+            latency: metrics::histogram!("redlimit_http_decision_seconds", "rule" => rule.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug)]
 struct RuleSeries {
+    facade: Facade,
     allowed: AtomicU64,
     denied: AtomicU64,
     shadow_denied: AtomicU64,
@@ -32,6 +70,21 @@ struct RuleSeries {
     latency: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
+}
+
+impl RuleSeries {
+    fn new(rule: &str) -> Self {
+        Self {
+            facade: Facade::register(rule),
+            allowed: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            shadow_denied: AtomicU64::new(0),
+            backend_errors: AtomicU64::new(0),
+            latency: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_ns: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The middleware's metrics; clone the handle from the layer and serve
@@ -52,7 +105,11 @@ impl Metrics {
             .map(Arc::clone);
         known.unwrap_or_else(|| {
             let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(rules.entry(rule.to_owned()).or_default())
+            Arc::clone(
+                rules
+                    .entry(rule.to_owned())
+                    .or_insert_with(|| Arc::new(RuleSeries::new(rule))),
+            )
         })
     }
 
@@ -65,15 +122,18 @@ impl Metrics {
         latency: Duration,
     ) {
         let series = self.series(rule);
-        let counter = match outcome {
-            Outcome::Allowed => &series.allowed,
-            Outcome::Denied => &series.denied,
-            Outcome::ShadowDenied => &series.shadow_denied,
+        let (counter, facade) = match outcome {
+            Outcome::Allowed => (&series.allowed, &series.facade.allowed),
+            Outcome::Denied => (&series.denied, &series.facade.denied),
+            Outcome::ShadowDenied => (&series.shadow_denied, &series.facade.shadow_denied),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        facade.increment(1);
         if backend_error {
             series.backend_errors.fetch_add(1, Ordering::Relaxed);
+            series.facade.backend_errors.increment(1);
         }
+        series.facade.latency.record(latency.as_secs_f64());
         let secs = latency.as_secs_f64();
         for (bound, bucket) in BUCKETS.iter().zip(&series.latency) {
             if secs <= *bound {
@@ -87,9 +147,9 @@ impl Metrics {
 
     /// Counts a backend error that left no decision (the request was let through).
     pub(crate) fn backend_error(&self, rule: &str) {
-        self.series(rule)
-            .backend_errors
-            .fetch_add(1, Ordering::Relaxed);
+        let series = self.series(rule);
+        series.backend_errors.fetch_add(1, Ordering::Relaxed);
+        series.facade.backend_errors.increment(1);
     }
 
     /// Every series in the Prometheus text format (version 0.0.4).
@@ -152,13 +212,6 @@ impl Metrics {
         }
         out
     }
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -1,6 +1,12 @@
 //! Tower/axum middleware (feature `axum`): per-IP, per-user, per-API-key, per-route and
-//! per-tier limits decided in Redis, with standard headers, exemptions, shadow mode,
-//! hot-reloadable TOML configuration and Prometheus metrics.
+//! per-tier limits decided in Redis (several callers in one rule, one `RL.ALL` per hash
+//! slot), with standard headers, exemptions, shadow mode, TOML configuration with
+//! environment overrides and hot reload (feature `config`), JWT users (feature `jwt`),
+//! limits next to routes ([`RateLimitLayer::limit`]) that may count only some outcomes
+//! ([`RouteLimit::count_when`]), progressive penalties, metrics through the `metrics`
+//! facade ([`PrometheusExporter`] for a ready-made `/metrics`), a `/health` handler
+//! ([`RateLimitLayer::health`]), a usage route ([`RateLimitLayer::usage`]) and the
+//! resolved [`Caller`] in request extensions.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -32,22 +38,41 @@
 //! The guide is `docs/middleware.md`.
 
 mod caller;
+mod check;
 mod config;
+mod decision;
+mod deferred;
+mod exporter;
+mod future;
 mod headers;
+mod health;
+#[cfg(feature = "jwt")]
+mod jwt;
+mod layer;
 mod metrics;
+mod penalty;
 mod rejection;
 mod reload;
+mod route;
 mod rules;
 mod service;
+mod usage;
 
-pub use caller::{Caller, Identify, Identity};
+pub use caller::{Caller, ForwardedHeader, Identify, Identity, LimitDecision};
 pub use config::{
     Config, ConfigError, ENV_PREFIX, ExemptConfig, FailureConfig, HeaderStyleConfig,
-    IdentityConfig, JwtConfig, LimitConfig, RuleConfig, Settings, TierConfig,
+    IdentityConfig, JwtConfig, LimitAlgorithm, LimitConfig, PenaltyConfig, RuleConfig, Settings,
+    TierConfig,
 };
+pub use exporter::PrometheusExporter;
+pub use future::ResponseFuture;
 pub use headers::HeaderStyle;
+pub use health::HealthFuture;
+pub use layer::{CostFn, RateLimitLayer};
 pub use metrics::Metrics;
 pub use rejection::{Limited, QUOTA_EXCEEDED, RejectionFn, TEMPORARY_REDUCED_CAPACITY, problem};
 pub use reload::Reloader;
-pub use rules::NamedLimit;
-pub use service::{CostFn, RateLimit, RateLimitLayer, ResponseFuture};
+pub use route::RouteLimit;
+pub use rules::{KeyKind, NamedLimit};
+pub use service::RateLimit;
+pub use usage::UsageFuture;

@@ -2,11 +2,8 @@
 //! live in Redis under names made of the rule and limit names, so a reload that keeps
 //! those names keeps every counter, and no request is dropped.
 
-use super::config::{Config, ConfigError, Settings};
-use super::service::SharedSettings;
-use std::path::PathBuf;
+use super::config::{Settings, SharedSettings};
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
 /// Swaps the settings of a [`RateLimitLayer`](super::RateLimitLayer).
 #[derive(Clone, Debug)]
@@ -27,17 +24,19 @@ impl Reloader {
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(settings);
     }
 
+    #[cfg(feature = "config")]
     /// Reads, checks and puts in force the configuration at `path` (with the
     /// `REDLIMIT__*` environment overrides). On error the old settings stay.
     ///
     /// # Errors
     /// The configuration's first problem, named.
-    pub fn reload(&self, path: &std::path::Path) -> Result<(), ConfigError> {
-        let settings = Config::load(path)?.compile()?;
+    pub fn reload(&self, path: &std::path::Path) -> Result<(), super::ConfigError> {
+        let settings = super::Config::load(path)?.compile()?;
         self.replace(settings);
         Ok(())
     }
 
+    #[cfg(feature = "config")]
     /// Spawns a task reloading `path` on SIGHUP and whenever its contents change
     /// (checked every `poll`). Errors are logged and the old settings stay.
     /// Needs a Tokio runtime; the task ends with the runtime.
@@ -45,11 +44,15 @@ impl Reloader {
     /// The SIGHUP handler is installed and the file read before this returns: a signal
     /// or a change that comes right after is not missed (nor does the signal's default
     /// action end the process).
-    pub fn watch(self, path: impl Into<PathBuf>, poll: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn watch(
+        self,
+        path: impl Into<std::path::PathBuf>,
+        poll: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let path = path.into();
         // The contents, not the modification time: an edit within the clock's
         // granularity, or a copy that keeps the time (`cp -p`), changes only them.
-        let contents = |path: &PathBuf| std::fs::read(path).ok();
+        let contents = |path: &std::path::PathBuf| std::fs::read(path).ok();
         let mut seen: Option<Vec<u8>> = contents(&path);
         #[cfg(unix)]
         let mut hangup =

@@ -21,7 +21,7 @@ enum Segment {
 }
 
 impl PathPattern {
-    /// Parses `/api/*/items/**`.
+    /// Parses `/api/*/items/**`, or in axum's syntax `/api/{id}/items/{*rest}`.
     ///
     /// # Errors
     /// A pattern not starting with `/`, or `**` before the end.
@@ -40,7 +40,14 @@ impl PathPattern {
         }
         let mut segments = Vec::with_capacity(parts.len());
         for (i, part) in parts.iter().enumerate() {
-            segments.push(match *part {
+            // axum's own syntax too: `{id}` is one segment, a final `{*rest}` any rest.
+            let capture = part.strip_prefix('{').and_then(|p| p.strip_suffix('}'));
+            let kind = match capture {
+                Some(name) if name.starts_with('*') => "**",
+                Some(_) => "*",
+                None => part,
+            };
+            segments.push(match kind {
                 "**" if i + 1 == parts.len() => Segment::Rest,
                 "**" => return Err(format!("`{pattern}`: `**` may only end a pattern")),
                 "*" => Segment::One,
@@ -83,10 +90,12 @@ impl PathPattern {
     }
 }
 
-/// Whose requests count together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Whose requests count together (`key` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KeyKind {
     /// The client IP (IPv6 grouped by prefix).
+    #[default]
     Ip,
     /// The API key header, else the client IP.
     ApiKey,
@@ -103,6 +112,8 @@ pub struct NamedLimit {
     pub name: String,
     /// Its policy.
     pub policy: Policy,
+    /// Whose requests it counts, when not the rule's `key`.
+    pub(crate) key: Option<KeyKind>,
 }
 
 /// One rule.
@@ -119,9 +130,30 @@ pub struct Rule {
     /// Limits by tier name; the caller's tier picks, else `default_limits`.
     pub(crate) tiers: Vec<(String, Vec<NamedLimit>)>,
     pub(crate) default_limits: Vec<NamedLimit>,
+    /// Count only responses whose status it accepts (peek before, count after).
+    pub(crate) count_when: Option<super::deferred::CountWhen>,
+    /// Progressive penalties for repeat offenders.
+    pub(crate) penalty: Option<super::penalty::Penalty>,
 }
 
 impl Rule {
+    /// A rule written in code: every route it is attached to, per IP, cost 1.
+    pub(crate) fn in_code(name: &str, limits: Vec<NamedLimit>) -> Self {
+        Self {
+            name: name.to_owned(),
+            methods: Vec::new(),
+            path: None,
+            key: KeyKind::Ip,
+            cost: 1,
+            shadow: false,
+            failure: None,
+            tiers: Vec::new(),
+            default_limits: limits,
+            count_when: None,
+            penalty: None,
+        }
+    }
+
     fn covers(&self, method: &Method, path: &str) -> bool {
         self.covers_method(method) && self.path.as_ref().is_none_or(|p| p.matches(path))
     }
@@ -190,6 +222,14 @@ impl RuleSet {
         self.find_indexed(method, path).map(|(_, rule)| rule)
     }
 
+    /// The names of the rules, the default rule's included.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .chain(self.default.as_ref())
+            .map(|rule| rule.name.as_str())
+    }
+
     /// [`find`](Self::find) with the rule's index for [`get`](Self::get).
     pub(crate) fn find_indexed(&self, method: &Method, path: &str) -> Option<(usize, &Rule)> {
         self.rules
@@ -237,6 +277,10 @@ mod tests {
         assert!(p("/api/hello/").matches("/api/hello/"));
         assert!(!p("/api/hello/").matches("/api/hello/x"));
         assert!(p("/**").matches("/anything/at/all"));
+        assert!(p("/api/items/{id}").matches("/api/items/7"));
+        assert!(!p("/api/items/{id}").matches("/api/items/7/x"));
+        assert!(p("/files/{*path}").matches("/files/a/b/c"));
+        assert!(PathPattern::parse("/{*path}/x").is_err());
         assert!(PathPattern::parse("api").is_err());
         assert!(PathPattern::parse("/a/**/b").is_err());
     }
