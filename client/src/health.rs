@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Health {
     /// The server answered (always true for the memory engine).
     pub reachable: bool,
-    /// The module is loaded on every server checked (true for the memory engine).
+    /// The module is loaded on every server checked (true for the memory engine; false
+    /// where the Lua scripts decide instead).
     pub module_loaded: bool,
     /// The module's version on the first server, when known.
     pub module_version: Option<i64>,
@@ -26,11 +27,13 @@ pub struct Health {
 }
 
 impl Health {
-    /// Reachable, the module loaded, and the breaker closed: decisions are the
-    /// server's.
+    /// Reachable, the module loaded (or the Lua scripts deciding in its place), and the
+    /// breaker closed: decisions are the server's.
     #[must_use]
     pub fn is_healthy(&self) -> bool {
-        self.reachable && self.module_loaded && !self.breaker_open
+        self.reachable
+            && (self.module_loaded || self.engine == Engine::Scripts)
+            && !self.breaker_open
     }
 }
 
@@ -45,7 +48,7 @@ impl RateLimiter {
         match verified {
             Ok(info) => Health {
                 reachable: true,
-                module_loaded: true,
+                module_loaded: info.engine != Engine::Scripts,
                 module_version: info.module_version(),
                 engine: info.engine,
                 latency,

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::routing::get as get_route;
 use redlimit::http::{RateLimitLayer, Settings};
 use redlimit::{Backend, FailurePolicy, Policy, RateLimiter};
-use redlimit_test_support::{ServerBuilder, available_servers};
+use redlimit_test_support::{ServerBuilder, available_servers, test_engine};
 use std::time::Duration;
 
 fn app(limiter: RateLimiter) -> Router {
@@ -17,7 +17,7 @@ fn app(limiter: RateLimiter) -> Router {
 }
 
 fn limiter(url: &str) -> RateLimiter {
-    RateLimiter::builder(Backend::redis(url).unwrap())
+    RateLimiter::builder(crate::support::with_engine(Backend::redis(url).unwrap()))
         .timeout(Duration::from_millis(500))
         .circuit_breaker(1, Duration::from_secs(60))
         .on_failure(FailurePolicy::Open)
@@ -31,7 +31,9 @@ async fn health_reports_redis_the_module_and_the_breaker_on_every_server() {
     assert!(!binaries.is_empty(), "no server found");
     for binary in binaries {
         println!("== {}", binary.name());
-        // With the module: 200.
+        // The module, or under `REDLIMIT_TEST_ENGINE=scripts|auto` the Lua scripts on a
+        // server without it: 200 either way, and the body says which decides.
+        let module = test_engine().loads_module();
         let server = crate::support::start(&binary);
         let reply = get("/health").send(&app(limiter(&server.url()))).await;
         println!("{}", reply.body);
@@ -40,18 +42,30 @@ async fn health_reports_redis_the_module_and_the_breaker_on_every_server() {
         let body = reply.json();
         assert_eq!(body["status"], "ok");
         assert_eq!(body["redis"]["reachable"], true);
-        assert_eq!(body["redis"]["module_loaded"], true);
+        assert_eq!(body["redis"]["module_loaded"], module);
+        assert_eq!(
+            body["redis"]["engine"],
+            if module { "module" } else { "scripts" }
+        );
         assert_eq!(body["redis"]["breaker"], "closed");
-        assert!(
-            body["redis"]["module_version"].as_i64().unwrap() > 0,
+        assert_eq!(
+            body["redis"]["module_version"]
+                .as_i64()
+                .is_some_and(|v| v > 0),
+            module,
             "{body}"
         );
         let latency = body["redis"]["latency_ms"].as_f64().unwrap();
         assert!(latency > 0.0 && latency < 5_000.0, "{latency}");
 
-        // Without the module: reachable, 503, the error names the module.
+        // Without the module, the module engine cannot decide: reachable, 503, the error
+        // names the module.
         let bare = ServerBuilder::new(&binary).start();
-        let reply = get("/health").send(&app(limiter(&bare.url()))).await;
+        let module_only = RateLimiter::builder(Backend::redis(&bare.url()).unwrap())
+            .on_failure(FailurePolicy::Open)
+            .build()
+            .unwrap();
+        let reply = get("/health").send(&app(module_only)).await;
         assert_eq!(reply.status, 503, "{reply:?}");
         let body = reply.json();
         assert_eq!(

@@ -41,6 +41,7 @@ fn answer(health: &Health) -> Response<Body> {
             "engine": match health.engine {
                 Engine::Module => "module",
                 Engine::Memory => "memory",
+                Engine::Scripts => "scripts",
             },
             "reachable": health.reachable,
             "latency_ms": health.latency.as_secs_f64() * 1_000.0,
