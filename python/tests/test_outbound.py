@@ -41,14 +41,16 @@ def test_all_costs(limiter: RateLimiter, key: str) -> None:
         (True, 20_000, 16_500, 0),
     ]
     assert [x.reset_after_ms for x in d.decisions] == [3000, 10_500]
-    # A zero cost only asks; the old one-cost call stays valid.
-    d = limiter.all(limits, costs=[0, 16_501])
+    # A zero cost only asks; the old one-cost call stays valid. (A token refills every
+    # 3 ms: counts of the token bucket may grow by a few between calls.)
+    d = limiter.all(limits, costs=[0, 16_600])
     assert not d.allowed and [x.allowed for x in d.decisions] == [True, False]
     assert left(limiter, f"{{{key}}}:rpm", RPM) == 19
     d = limiter.all(limits)
-    assert d.allowed and [x.remaining for x in d.decisions] == [18, 16_499]
+    assert d.allowed and d.decisions[0].remaining == 18
+    assert 16_499 <= d.decisions[1].remaining <= 16_530
     assert limiter.all(limits, costs=[1, 1], peek=True).allowed
-    assert left(limiter, f"{{{key}}}:tpm", TPM) == 16_499
+    assert 16_499 <= left(limiter, f"{{{key}}}:tpm", TPM) <= 16_540
     with pytest.raises(ValueError, match="one cost per key"):
         limiter.all(limits, costs=[1])
     with pytest.raises(ValueError, match="cost and costs together"):
@@ -154,7 +156,9 @@ def test_admit_settle_refund_is_reused(limiter: RateLimiter, key: str) -> None:
         again.settle([1])
     again.cancel()  # never made: all back
     assert 17_940 <= left(limiter, tpm, TPM) <= 18_000
-    assert left(limiter, rpm, RPM) == 19  # the first call stays counted
+    # The first call stays counted; the refund of the second loses the refill a
+    # bucket charged less could not have held since (SINCE): a fraction of a token.
+    assert left(limiter, rpm, RPM) in (18, 19)
 
 
 def test_admit_waits_for_the_reserved_instant(limiter: RateLimiter, key: str) -> None:
@@ -193,7 +197,7 @@ def test_context_manager_cancels_on_error(limiter: RateLimiter, key: str) -> Non
     def call_provider() -> None:
         with limiter.admit(call) as permit:
             held.append(permit)
-            assert left(limiter, f"{{{key}}}:tpm", TPM) == 15_000
+            assert 15_000 <= left(limiter, f"{{{key}}}:tpm", TPM) <= 15_010
             raise ConnectionResetError("the provider was never reached")
 
     with pytest.raises(ConnectionResetError):
@@ -204,4 +208,4 @@ def test_context_manager_cancels_on_error(limiter: RateLimiter, key: str) -> Non
     assert left(limiter, f"{{{key}}}:rpm", RPM) in (19, 20)
     with limiter.admit(call) as kept:  # no error, not settled: the charges stay
         pass
-    assert not kept.done and 14_990 <= left(limiter, f"{{{key}}}:tpm", TPM) <= 15_000
+    assert not kept.done and 14_990 <= left(limiter, f"{{{key}}}:tpm", TPM) <= 15_010
