@@ -209,7 +209,7 @@ class AsyncRateLimiter:
         raises before settling. The reservation's wait is an ``asyncio.sleep``; a task
         cancelled during it gives the reservation back in the background, where the
         server allows (not on a bucket in debt: others queue behind it)."""
-        return Admitting(lambda: self._admit(limits, max_wait, failure))
+        return Admitting(self._admit(limits, max_wait, failure))
 
     async def _admit(
         self,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine, Generator, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from . import _protocol as p
 from ._protocol import Key
@@ -321,21 +321,32 @@ class AsyncPermit(_PermitState):
                 log.warning("redlimit: the permit could not be cancelled: %s", error)
 
 
-class Admitting:
-    """What :meth:`AsyncRateLimiter.admit` returns: ``await`` it for the permit, or use
-    it as ``async with limiter.admit(...) as permit:`` (cancelled if the block raises
-    before settling)."""
+class Admitting(Coroutine[Any, Any, AsyncPermit]):
+    """What :meth:`AsyncRateLimiter.admit` returns: a coroutine (``await`` it,
+    ``asyncio.create_task`` it) of the permit, and an async context manager
+    (``async with limiter.admit(...) as permit:``) that cancels the permit when the
+    block raises before settling."""
 
-    def __init__(self, admit: Callable[[], Coroutine[Any, Any, AsyncPermit]]) -> None:
+    def __init__(self, admit: Coroutine[Any, Any, AsyncPermit]) -> None:
         self._admit = admit
         self._permit: Optional[AsyncPermit] = None
 
+    def send(self, value: Any) -> Any:
+        return self._admit.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._admit.throw(typ)
+        return self._admit.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._admit.close()
+
     def __await__(self) -> Generator[Any, None, AsyncPermit]:
-        permit: AsyncPermit = yield from self._admit().__await__()
-        return permit
+        return self._admit.__await__()
 
     async def __aenter__(self) -> AsyncPermit:
-        self._permit = await self._admit()
+        self._permit = await self._admit
         return self._permit
 
     async def __aexit__(
