@@ -222,8 +222,17 @@ class Permit(_PermitState):
     when it may have reached the provider).
     """
 
-    def __init__(self, limiter: RateLimiter, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        limits: Sequence[Charge],
+        decision: AllDecision,
+        source: Source,
+        failure: AdmitFailure,
+        sent_at: float,
+        act_wait_ms: int,
+    ) -> None:
+        super().__init__(limits, decision, source, failure, sent_at, act_wait_ms)
         self._limiter = limiter
 
     def settle(self, actual: Sequence[int]) -> None:
@@ -272,8 +281,17 @@ class AsyncPermit(_PermitState):
     """:class:`Permit` for :class:`AsyncRateLimiter`: ``await permit.settle(actual)``,
     ``await permit.cancel()``; ``async with`` cancels it when the block raises first."""
 
-    def __init__(self, limiter: AsyncRateLimiter, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(
+        self,
+        limiter: AsyncRateLimiter,
+        limits: Sequence[Charge],
+        decision: AllDecision,
+        source: Source,
+        failure: AdmitFailure,
+        sent_at: float,
+        act_wait_ms: int,
+    ) -> None:
+        super().__init__(limits, decision, source, failure, sent_at, act_wait_ms)
         self._limiter = limiter
 
     async def settle(self, actual: Sequence[int]) -> None:
