@@ -160,6 +160,36 @@ def test_lease_context_manager(rc: redis.RedisCluster, key: str) -> None:
             pass
 
 
+def test_admit_and_settle_on_a_cluster(cluster: Cluster, protocol: int, key: str) -> None:
+    rpm, tpm = f"{{{key}}}:rpm", f"{{{key}}}:tpm"
+    requests, tokens = TokenBucket(20, 20, 60_000), TokenBucket(20_000, 20_000, 60_000)
+    rc = cluster.client(protocol)
+    limiter = RateLimiter(rc)
+    permit = limiter.admit([(rpm, requests, 1), (tpm, tokens, 5000)], max_wait=1)
+    assert [d.remaining for d in permit.decision.decisions] == [19, 15_000]
+    permit.settle([1, 1000])  # RL.ADJUST routed to the keys' owner
+    # Refunded 4000 (a token refills every 3 ms meanwhile: no upper bound asserted).
+    assert limiter.check(tpm, tokens, cost=0).remaining >= 18_990
+    a, b = spread_keys(rc, key)[:2]
+    with pytest.raises(CommandError, match=r"^CROSSSLOT "):  # not an outage: raised
+        limiter.admit([(a, requests, 1), (b, tokens, 1)], failure="open")
+    rc.close()
+
+    async def scenario() -> None:
+        client = redis.asyncio.RedisCluster(
+            host="127.0.0.1", port=cluster.nodes[0].port, protocol=protocol
+        )
+        aio = AsyncRateLimiter(client)
+        try:
+            async with aio.admit([(rpm, requests, 1), (tpm, tokens, 2000)]) as permit:
+                await permit.settle([1, 500])
+            assert (await aio.check(tpm, tokens, cost=0)).remaining >= 18_490
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_asyncio_cluster(cluster: Cluster, protocol: int, key: str) -> None:
     stats = Stats(cluster)
 

@@ -13,21 +13,28 @@ from .errors import (
     CommandError,
     LimitExceeded,
     ModuleNotLoadedError,
+    NotAdmitted,
     RateLimitError,
     UnavailableError,
     UnexpectedReplyError,
     WrongTypeError,
 )
+from .permit import AdmitFailure, Admitting, AsyncPermit, Permit
 
 __all__ = [
+    "AdmitFailure",
+    "Admitting",
     "AllDecision",
     "ArgumentError",
+    "AsyncPermit",
     "AsyncRateLimiter",
     "CommandError",
     "Decision",
     "Fixed",
     "LimitExceeded",
     "ModuleNotLoadedError",
+    "NotAdmitted",
+    "Permit",
     "Policy",
     "RateLimitError",
     "RateLimiter",

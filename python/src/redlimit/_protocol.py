@@ -41,6 +41,12 @@ Command = tuple[Arg, ...]
 MAX_ALL_KEYS = 32
 """``RL.ALL`` takes at most 32 keys (the module's ``numkeys`` bound)."""
 
+MAX_COUNT = 1 << 62
+"""The largest count (cost, delta) a command takes."""
+
+MAX_DURATION_MS = 10**13
+"""The longest duration (``MAXWAIT``, ``SINCE``) a command takes, in ms."""
+
 
 def _options(cost: int, peek: bool) -> list[Arg]:
     out: list[Arg] = []
@@ -84,7 +90,14 @@ def throttle(
     return ("RL.THROTTLE", key, max_burst, count_per_period, period_s, quantity)
 
 
-def all_of(limits: Sequence[tuple[Key, AllPolicy]], cost: int, peek: bool) -> Command:
+def all_of(
+    limits: Sequence[tuple[Key, AllPolicy]],
+    cost: int,
+    peek: bool,
+    costs: Optional[Sequence[int]] = None,
+    max_wait_ms: Optional[int] = None,
+) -> Command:
+    """``RL.ALL``; ``costs`` (one per key) sends ``COSTS`` instead of ``COST``."""
     if not limits:
         raise ValueError("RL.ALL needs at least one (key, policy)")
     if len(limits) > MAX_ALL_KEYS:
@@ -95,7 +108,32 @@ def all_of(limits: Sequence[tuple[Key, AllPolicy]], cost: int, peek: bool) -> Co
         if not isinstance(policy, (TokenBucket, Sliding, Fixed)):
             raise TypeError(f"RL.ALL takes TokenBucket, Sliding or Fixed, not {policy!r}")
         args += policy.args()
-    args += _options(cost, peek)
+    if costs is None:
+        args += _options(cost, peek)
+    else:
+        if cost != 1:
+            raise ValueError("cost and costs together (costs gives each key its own cost)")
+        if len(costs) != len(limits):
+            raise ValueError(
+                f"costs needs one cost per key ({len(limits)} keys, {len(costs)} costs)"
+            )
+        args += ["COSTS", *costs]
+        if peek:
+            args.append("PEEK")
+    if max_wait_ms is not None:
+        args += ["MAXWAIT", max_wait_ms]
+    return tuple(args)
+
+
+def adjust(key: Key, delta: int, policy: Optional[Policy], since_ms: Optional[int]) -> Command:
+    """``RL.ADJUST key delta [policy] [SINCE ms]``."""
+    args: list[Arg] = ["RL.ADJUST", key, delta]
+    if policy is not None:
+        if not isinstance(policy, (TokenBucket, Sliding, Fixed, Throttle)):
+            raise TypeError(f"not a policy: {policy!r}")
+        args += policy.args()
+    if since_ms is not None:
+        args += ["SINCE", since_ms]
     return tuple(args)
 
 
@@ -194,6 +232,12 @@ def all_decision(reply: Any, expected: int) -> AllDecision:
     if allowed not in (0, 1):
         raise UnexpectedReplyError(f"RL.ALL: allowed must be 0 or 1, got {allowed}")
     return AllDecision(allowed == 1, tuple(decision(d) for d in reply[1:]))
+
+
+def adjusted(reply: Any) -> Optional[Decision]:
+    """``RL.ADJUST``: nil (an absent or idle key and no policy: nothing changed) or the
+    decision a ``PEEK`` of cost 1 would answer after the adjustment."""
+    return None if reply is None else decision(reply)
 
 
 _DECISION_FIELDS = ("allowed", "limit", "remaining", "retry_after_ms", "reset_after_ms")

@@ -140,6 +140,10 @@ class Throttle:
     count_per_period: int
     period_s: int
 
+    def args(self) -> list[Union[str, int]]:
+        """The policy as ``RL.ADJUST`` takes it (``RL.THROTTLE`` itself has no keyword)."""
+        return ["THROTTLE", self.max_burst, self.count_per_period, self.period_s]
+
     @property
     def quota(self) -> int:
         return self.max_burst + 1

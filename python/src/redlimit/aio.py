@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import redis.asyncio
 import redis.exceptions
 
 from . import _protocol as p
+from . import permit as a
 from ._protocol import Key
 from ._types import AllDecision, AllPolicy, Decision, Policy, Status
 from .client import REDIS_ERRORS, _with_acks
-from .errors import LimitExceeded, RateLimitError
+from .errors import LimitExceeded, NotAdmitted, RateLimitError
+from .permit import AdmitFailure, Admitting, AsyncPermit, MaxWait
 
 T = TypeVar("T")
 
@@ -167,11 +172,84 @@ class AsyncRateLimiter:
         *,
         cost: int = 1,
         peek: bool = False,
+        costs: Optional[Sequence[int]] = None,
+        max_wait_ms: Optional[int] = None,
     ) -> AllDecision:
         """``RL.ALL``: counted against every key iff every key allows. In a cluster the
-        keys must share a hash tag (``{user:42}:m``, ``{user:42}:h``)."""
-        cmd = p.all_of(limits, cost, peek)
+        keys must share a hash tag (``{user:42}:m``, ``{user:42}:h``).
+
+        ``costs`` gives each key its own cost (``COSTS``, instead of one ``cost`` for
+        all). ``max_wait_ms`` (token buckets only) makes it one reservation across all
+        the limits: admitted if every bucket can take its cost within that time, each
+        decision's ``retry_after_ms`` then says when to act (see :meth:`admit`)."""
+        cmd = p.all_of(limits, cost, peek, costs, max_wait_ms)
         return await self._call(limits[0][0], cmd, lambda r: p.all_decision(r, len(limits)))
+
+    async def adjust(
+        self,
+        key: Key,
+        delta: int,
+        policy: Optional[Policy] = None,
+        *,
+        since_ms: Optional[int] = None,
+    ) -> Optional[Decision]:
+        """``RL.ADJUST`` (see :meth:`RateLimiter.adjust`)."""
+        return await self._call(key, p.adjust(key, delta, policy, since_ms), p.adjusted)
+
+    def admit(
+        self,
+        limits: Sequence[tuple[Key, AllPolicy, int]],
+        max_wait: MaxWait = 0.0,
+        *,
+        failure: AdmitFailure = "error",
+    ) -> Admitting:
+        """:meth:`RateLimiter.admit` for asyncio: ``await limiter.admit(...)`` returns an
+        :class:`AsyncPermit` (or raises :class:`NotAdmitted`), or
+        ``async with limiter.admit(...) as permit:`` cancels the permit when the block
+        raises before settling. The reservation's wait is an ``asyncio.sleep``; a task
+        cancelled during it gives the reservation back in the background, where the
+        server allows (not on a bucket in debt: others queue behind it)."""
+        return Admitting(self._admit(limits, max_wait, failure))
+
+    async def _admit(
+        self,
+        limits: Sequence[tuple[Key, AllPolicy, int]],
+        max_wait: MaxWait,
+        failure: AdmitFailure,
+    ) -> AsyncPermit:
+        charged = a.charges(limits)
+        wait_ms = a.max_wait_ms(max_wait)
+        pairs = [(key, policy) for key, policy, _ in charged]
+        costs = [cost for _, _, cost in charged]
+        reserve = a.reserves(charged)
+        started = time.monotonic()
+        while True:
+            sent_at = time.monotonic()
+            try:
+                decision = await self.all(
+                    pairs, costs=costs, max_wait_ms=wait_ms if reserve and wait_ms else None
+                )
+            except RateLimitError as error:
+                a.on_failure(charged, failure, error)
+                opened = a.admitted_open(charged)
+                return AsyncPermit(self, charged, opened, "failed_open", failure, sent_at, 0)
+            if decision.allowed:
+                break
+            retry = a.retry_ms(decision)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            if reserve or retry is None or elapsed_ms + retry > wait_ms:
+                raise NotAdmitted(decision, retry)
+            await asyncio.sleep(max(retry, 1) / 1000)
+        act_ms = a.act_wait_ms(decision) if reserve else 0
+        permit = AsyncPermit(self, charged, decision, "server", failure, sent_at, act_ms)
+        if act_ms:
+            try:
+                await asyncio.sleep(act_ms / 1000)
+            except asyncio.CancelledError:
+                permit._abandon()
+                raise
+        permit._waited = timedelta(seconds=time.monotonic() - started)
+        return permit
 
     async def acquire(self, key: Key, limit: int, lease_ms: int, lease_id: Key) -> Decision:
         """``RL.ACQUIRE``: take (or renew) the lease ``lease_id``."""

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import redis
 import redis.exceptions
 
 from . import _protocol as p
+from . import permit as a
 from ._protocol import Key
 from ._types import AllDecision, AllPolicy, Decision, Policy, Status
-from .errors import LimitExceeded, RateLimitError
+from .errors import LimitExceeded, NotAdmitted, RateLimitError
+from .permit import AdmitFailure, MaxWait, Permit
 
 T = TypeVar("T")
 
@@ -144,11 +148,91 @@ class RateLimiter:
         *,
         cost: int = 1,
         peek: bool = False,
+        costs: Optional[Sequence[int]] = None,
+        max_wait_ms: Optional[int] = None,
     ) -> AllDecision:
         """``RL.ALL``: counted against every key iff every key allows. In a cluster the
-        keys must share a hash tag (``{user:42}:m``, ``{user:42}:h``)."""
-        cmd = p.all_of(limits, cost, peek)
+        keys must share a hash tag (``{user:42}:m``, ``{user:42}:h``).
+
+        ``costs`` gives each key its own cost (``COSTS``, instead of one ``cost`` for
+        all). ``max_wait_ms`` (token buckets only) makes it one reservation across all
+        the limits: admitted if every bucket can take its cost within that time, each
+        decision's ``retry_after_ms`` then says when to act (see :meth:`admit`)."""
+        cmd = p.all_of(limits, cost, peek, costs, max_wait_ms)
         return self._call(limits[0][0], cmd, lambda r: p.all_decision(r, len(limits)))
+
+    def adjust(
+        self,
+        key: Key,
+        delta: int,
+        policy: Optional[Policy] = None,
+        *,
+        since_ms: Optional[int] = None,
+    ) -> Optional[Decision]:
+        """``RL.ADJUST``: ``delta`` units back (negative: a refund, never above full) or
+        more (positive: a charge, into a bounded debt), under ``policy`` (else the one
+        the key was last changed with). ``since_ms``: the charge being refunded was made
+        that long ago (a limiter that was full meanwhile gives back less). The decision
+        a ``PEEK`` of cost 1 answers afterwards; ``None`` for an absent or idle key
+        without ``policy`` (nothing changed)."""
+        return self._call(key, p.adjust(key, delta, policy, since_ms), p.adjusted)
+
+    def admit(
+        self,
+        limits: Sequence[tuple[Key, AllPolicy, int]],
+        max_wait: MaxWait = 0.0,
+        *,
+        failure: AdmitFailure = "error",
+    ) -> Permit:
+        """Waits until a call costing ``cost`` at every ``(key, policy, cost)`` may go out,
+        at most ``max_wait`` (seconds or a ``timedelta``), counts it against all of them
+        at that instant, and returns its :class:`Permit` (settle it with the real costs
+        once known). Raises :class:`NotAdmitted` at once when it cannot go out within
+        ``max_wait``: nothing is counted anywhere.
+
+        - **Token buckets** reserve (``RL.ALL ... COSTS ... MAXWAIT``, one round trip):
+          waiters of the whole fleet are served in arrival order, a large call keeps its
+          place, no limit is counted without the others, a cost above a bucket's
+          capacity is never admitted. ``admit`` then sleeps until the reserved instant.
+        - **Windows** cannot reserve a later instant: the call is retried at each retry
+          time until admitted or past ``max_wait``.
+        - Interrupted while it sleeps for its instant, the reservation is given back
+          where the server allows (not on a bucket in debt: others queue behind it).
+        - ``failure`` answers when the server cannot decide: see :data:`AdmitFailure`.
+        """
+        charged = a.charges(limits)
+        wait_ms = a.max_wait_ms(max_wait)
+        pairs = [(key, policy) for key, policy, _ in charged]
+        costs = [cost for _, _, cost in charged]
+        reserve = a.reserves(charged)
+        started = time.monotonic()
+        while True:
+            sent_at = time.monotonic()
+            try:
+                decision = self.all(
+                    pairs, costs=costs, max_wait_ms=wait_ms if reserve and wait_ms else None
+                )
+            except RateLimitError as error:
+                a.on_failure(charged, failure, error)
+                opened = a.admitted_open(charged)
+                return Permit(self, charged, opened, "failed_open", failure, sent_at, 0)
+            if decision.allowed:
+                break
+            retry = a.retry_ms(decision)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            if reserve or retry is None or elapsed_ms + retry > wait_ms:
+                raise NotAdmitted(decision, retry)
+            time.sleep(max(retry, 1) / 1000)
+        act_ms = a.act_wait_ms(decision) if reserve else 0
+        permit = Permit(self, charged, decision, "server", failure, sent_at, act_ms)
+        if act_ms:
+            try:
+                time.sleep(act_ms / 1000)
+            except BaseException:
+                permit._abandon()
+                raise
+        permit._waited = timedelta(seconds=time.monotonic() - started)
+        return permit
 
     def acquire(self, key: Key, limit: int, lease_ms: int, lease_id: Key) -> Decision:
         """``RL.ACQUIRE``: take (or renew) the lease ``lease_id``."""

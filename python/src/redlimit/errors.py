@@ -1,10 +1,12 @@
 """Exceptions. Every backend failure is a :class:`RateLimitError` carrying the server's
 message; a refused request is a :class:`Decision`, never an exception (except for a
-lease, see :class:`LimitExceeded`)."""
+lease, see :class:`LimitExceeded`, and of ``admit``, see :class:`NotAdmitted`)."""
 
 from __future__ import annotations
 
-from ._types import Decision
+from typing import Optional
+
+from ._types import AllDecision, Decision
 
 
 class RateLimitError(Exception):
@@ -63,3 +65,28 @@ class LimitExceeded(Exception):
         )
         self.key = key
         self.decision = decision
+
+
+class NotAdmitted(Exception):
+    """``admit`` could not admit the call within its ``max_wait``: nothing was counted
+    anywhere. ``decision`` holds what each limit alone answered; ``retry_after_ms`` is
+    when a retry with the same wait could be admitted (``None``: never, a cost above a
+    limit, or the server could not decide under ``failure="closed"``: then
+    ``unavailable`` holds the error)."""
+
+    def __init__(
+        self,
+        decision: AllDecision,
+        retry_after_ms: Optional[int],
+        unavailable: Optional[RateLimitError] = None,
+    ) -> None:
+        if unavailable is not None:
+            reason = f"the limits cannot be checked now ({unavailable})"
+        elif retry_after_ms is None:
+            reason = "a cost is above its limit: it never fits"
+        else:
+            reason = f"a retry with the same wait can be admitted in {retry_after_ms} ms"
+        super().__init__(f"not admitted: {reason}")
+        self.decision = decision
+        self.retry_after_ms = retry_after_ms
+        self.unavailable = unavailable
