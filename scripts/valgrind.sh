@@ -272,11 +272,13 @@ def every_command(c):
         decision(c, "RL.TOKENBUCKET", tb, 5, 1, 1000, "MAXWAIT", 2000)
         decision(c, "RL.TOKENBUCKET", tb, 5, 1, 1000, "COST", 3, "PEEK", "MAXWAIT", 500)
         decision(c, "RL.TOKENBUCKET", tb, 5, 1, 1000, "COST", 9, "MAXWAIT", 1)  # never: -1
-        decision(c, "RL.TOKENBUCKET", tb, 10, 2, 500)  # policy change
+        # Policy change; refills slowly, so the key cannot go idle before RL.STATUS below
+        # reads it (under valgrind on a loaded machine a round can take seconds).
+        decision(c, "RL.TOKENBUCKET", tb, 10, 1, 600000)
         th = key("th", j)
-        decision(c, "RL.THROTTLE", th, 15, 30, 60)
-        decision(c, "RL.THROTTLE", th, 15, 30, 60, 3)
-        decision(c, "RL.THROTTLE", th, 15, 30, 60, 0)
+        decision(c, "RL.THROTTLE", th, 15, 1, 600)
+        decision(c, "RL.THROTTLE", th, 15, 1, 600, 3)
+        decision(c, "RL.THROTTLE", th, 15, 1, 600, 0)
         decision(c, "RL.THROTTLE", th, 2, 1, 1, 5)  # policy change, denied
         sl = key("sl", j)
         decision(c, "RL.SLIDING", sl, 3, 10000)
@@ -288,7 +290,7 @@ def every_command(c):
         decision(c, "RL.SLIDING", sa, 1000000, 60000, "APPROX")
         decision(c, "RL.SLIDING", sa, 1000000, 60000, "COST", 5, "APPROX")
         decision(c, "RL.SLIDING", sa, 1000000, 60000, "APPROX", "PEEK")
-        decision(c, "RL.SLIDING", sa, 10, 1000, "APPROX", "COST", 11)
+        decision(c, "RL.SLIDING", sa, 10, 600000, "APPROX", "COST", 11)
         fx = key("fx", j)
         decision(c, "RL.FIXED", fx, 10, 60000)
         decision(c, "RL.FIXED", fx, 10, 60000, "COST", 3)
