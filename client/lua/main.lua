@@ -107,36 +107,49 @@ function OPS.decide(now)
   return reply(d)
 end
 
--- all: cost, peek, then per key: name, n1, n2, n3 ("0" when the policy has two).
+-- all: peek, cost option name (COST or COSTS), max_wait (0), then per key: name, n1, n2,
+-- n3 ("0" when the policy has two), cost. Every policy is checked before any cost, as
+-- the module parses them; a zero cost only asks that limit.
 function OPS.all(now)
-  local req = request(ARGV[3], ARGV[4], '0')
-  local counted = { cost = req.cost, peek = false, max_wait = 0, read_only = req.cost == 0 }
-  local slots, by_key, decisions = {}, {}, {}
-  local allowed = true
-  local n = (#ARGV - 4) / 4
+  local peek, cost_name = ARGV[3] == '1', ARGV[4]
+  if cost_name ~= 'COST' and cost_name ~= 'COSTS' then fail('ERR unknown cost option') end
+  if int(ARGV[5], 'MAXWAIT') > 0 then fail('ERR the script engine has no MAXWAIT in RL.ALL') end
+  local n = (#ARGV - 5) / 5
+  local limits = {}
   for k = 1, n do
-    local key = KEYS[k]
-    local base = 5 + (k - 1) * 4
+    local base = 6 + (k - 1) * 5
     local name = ARGV[base]
     if not ALGORITHMS[name] or name == 'concurrency' or name == 'throttle' then
       fail('ERR unknown policy')
     end
-    local p = policy_at(name, base + 1)
+    limits[k] = { name = name, policy = policy_at(name, base + 1) }
+  end
+  local read_only = peek
+  if not peek then read_only = true end
+  for k = 1, n do
+    local cost = cost_of(ARGV[6 + (k - 1) * 5 + 4], cost_name)
+    limits[k].req = { cost = cost, peek = false, max_wait = 0, read_only = cost == 0 }
+    if cost > 0 then read_only = peek end
+  end
+  local slots, by_key, decisions = {}, {}, {}
+  local allowed = true
+  for k = 1, n do
+    local key, limit = KEYS[k], limits[k]
     local slot = by_key[key]
     if not slot then
       slot = { key = key, current = live(load(key, guard(k, n)), now), changed = false }
       slots[#slots + 1] = slot
       by_key[key] = slot
     end
-    local d, state = decide(name, p, slot.current, now, counted)
+    local d, state = decide(limit.name, limit.policy, slot.current, now, limit.req)
     decisions[#decisions + 1] = reply(d)
     if not d.allowed then allowed = false end
     if state then
-      slot.current = { name = name, policy = p, state = state }
+      slot.current = { name = limit.name, policy = limit.policy, state = state }
       slot.changed = true
     end
   end
-  if allowed and not req.read_only then
+  if allowed and not read_only then
     for _, slot in ipairs(slots) do
       if slot.changed then
         local c = slot.current

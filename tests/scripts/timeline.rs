@@ -228,7 +228,18 @@ impl Timeline {
                         kind => cmd.arg(kind).arg(p[0]).arg(p[1]),
                     };
                 }
-                options(&mut cmd, cost, peek);
+                if r.chance(50) {
+                    // A cost per key (0: only asks that limit), now and then all zero.
+                    cmd.arg("COSTS");
+                    for _ in 0..n {
+                        cmd.arg(r.pick(&[0, 0, 1, 1, 2, 3, 7, 25]));
+                    }
+                    if peek {
+                        cmd.arg("PEEK");
+                    }
+                } else {
+                    options(&mut cmd, cost, peek);
+                }
             }
         }
         Step {
