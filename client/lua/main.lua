@@ -1,4 +1,4 @@
--- Part 8: the operations. ARGV[1] names one, ARGV[2] is the time override, the rest
+-- Part 9: the operations. ARGV[1] names one, ARGV[2] is the time override, the rest
 -- are its arguments (client/lua/README.md lists each layout).
 
 -- The live limiter in `stored` at now (nil when absent or idle): its algorithm's name,
@@ -160,6 +160,36 @@ function OPS.all(now)
   local out = { allowed and 1 or 0 }
   for _, d in ipairs(decisions) do out[#out + 1] = d end
   return out
+end
+
+-- adjust: delta, since (ms; "0" when not given), then optionally the policy: name, n1,
+-- n2, n3 ("0" when it has two). Replies as RL.ADJUST: what a request of cost 1 would
+-- get afterwards, nil when the key is absent or idle and no policy was given.
+function OPS.adjust(now)
+  local adj = adjustment(ARGV[3], ARGV[4])
+  local name, p = ARGV[5], nil
+  if name then
+    if not ADJUST[name] then fail('ERR unknown policy') end
+    p = policy_at(name, 6)
+  end
+  local key = KEYS[1]
+  local current = live(load(key, guard(1, 1)), now)
+  if not p then
+    if not current then return false end
+    name, p = current.name, current.policy
+  end
+  if current and current.name ~= name then wrong_algorithm(current.name) end
+  if not ADJUST[name] then wrong_algorithm(name) end
+  local old, s
+  if current then old, s = current.policy, current.state end
+  local state = ADJUST[name](p, old, s, now, adj)
+  local alg = ALGORITHMS[name]
+  local peek = { cost = 1, peek = true, max_wait = 0, read_only = true }
+  if state then
+    store(key, encode(name, p, state), alg.idle(p, state))
+    return reply((alg.decide(p, p, state, now, peek)))
+  end
+  return reply((alg.decide(p, old, s, now, peek)))
 end
 
 -- acquire: limit, lease_ms, lease_id.

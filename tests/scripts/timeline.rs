@@ -50,10 +50,13 @@ pub enum Family {
     TokenBucketLarge,
     /// Approximate windows with large limits and windows.
     ApproxLarge,
+    /// `RL.ADJUST` refunds and charges (with and without a policy, with and without
+    /// `SINCE`) between decisions, on every algorithm it takes.
+    Adjust,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::TokenBucket,
         Family::TokenBucketLarge,
         Family::ApproxLarge,
@@ -63,6 +66,7 @@ impl Family {
         Family::Approx,
         Family::Leases,
         Family::All,
+        Family::Adjust,
     ];
 }
 
@@ -78,7 +82,7 @@ pub struct Timeline {
     now_us: u64,
     /// Per key, the policy numbers it is called with (changed now and then).
     policies: Vec<Vec<u64>>,
-    /// Per key of `All`, its algorithm.
+    /// Per key of `All` and `Adjust`, its algorithm.
     kinds: Vec<&'static str>,
 }
 
@@ -87,7 +91,17 @@ const KEYS: usize = 4;
 impl Timeline {
     pub fn new(family: Family, mut rng: Rng, start_us: u64) -> Self {
         let kinds = (0..KEYS)
-            .map(|_| rng.pick(&["TOKENBUCKET", "FIXED", "SLIDING", "APPROX"]))
+            .map(|_| match family {
+                Family::Adjust => rng.pick(&[
+                    "TOKENBUCKET",
+                    "TOKENBUCKET-LARGE",
+                    "THROTTLE",
+                    "FIXED",
+                    "SLIDING",
+                    "APPROX",
+                ]),
+                _ => rng.pick(&["TOKENBUCKET", "FIXED", "SLIDING", "APPROX"]),
+            })
             .collect::<Vec<_>>();
         let mut timeline = Self {
             family,
@@ -105,7 +119,7 @@ impl Timeline {
         let r = &mut self.rng;
         let any = r.range(1, 5_000);
         let kind = match self.family {
-            Family::All => self.kinds[k],
+            Family::All | Family::Adjust => self.kinds[k],
             Family::TokenBucket => "TOKENBUCKET",
             Family::TokenBucketLarge => "TOKENBUCKET-LARGE",
             Family::ApproxLarge => "APPROX-LARGE",
@@ -158,6 +172,13 @@ impl Timeline {
         if self.rng.chance(3) {
             self.policies[k] = self.policy(k);
         }
+        if self.family == Family::Adjust {
+            let cmd = self.adjust_step(k);
+            return Step {
+                at_us: self.now_us,
+                cmd,
+            };
+        }
         let key = format!("{{diff:{:?}}}:{k}", self.family);
         let p = self.policies[k].clone();
         let r = &mut self.rng;
@@ -171,6 +192,7 @@ impl Timeline {
         let peek = r.chance(10);
         let mut cmd;
         match self.family {
+            Family::Adjust => unreachable!("adjust_step builds the Adjust family's calls"),
             Family::TokenBucket | Family::TokenBucketLarge => {
                 cmd = redis::cmd("RL.TOKENBUCKET");
                 cmd.arg(&key).arg(p[0]).arg(p[1]).arg(p[2]);
@@ -246,6 +268,97 @@ impl Timeline {
             at_us: self.now_us,
             cmd,
         }
+    }
+}
+
+impl Timeline {
+    /// A decision or an `RL.ADJUST` on key `k` of the `Adjust` family.
+    fn adjust_step(&mut self, k: usize) -> Cmd {
+        let key = format!("{{diff:adjust}}:{k}");
+        let (p, kind) = (self.policies[k].clone(), self.kinds[k]);
+        let r = &mut self.rng;
+        let large = kind == "TOKENBUCKET-LARGE";
+        let policy = |cmd: &mut Cmd| match kind {
+            "TOKENBUCKET" | "TOKENBUCKET-LARGE" => {
+                cmd.arg("TOKENBUCKET").arg(p[0]).arg(p[1]).arg(p[2]);
+            }
+            "APPROX" => {
+                cmd.arg("SLIDING").arg(p[0]).arg(p[1]).arg("APPROX");
+            }
+            kind => {
+                cmd.arg(kind).arg(&p[..]);
+            }
+        };
+        if r.chance(50) {
+            let cost = if large {
+                r.pick(&[0, 1, 1_000, 999_999])
+            } else {
+                r.pick(&[0, 1, 1, 2, 3, 5, 25])
+            };
+            let mut cmd = match kind {
+                "THROTTLE" => {
+                    let mut cmd = redis::cmd("RL.THROTTLE");
+                    cmd.arg(&key).arg(&p[..]).arg(cost);
+                    return cmd;
+                }
+                "TOKENBUCKET" | "TOKENBUCKET-LARGE" => {
+                    let mut cmd = redis::cmd("RL.TOKENBUCKET");
+                    cmd.arg(&key).arg(p[0]).arg(p[1]).arg(p[2]);
+                    if !large && r.chance(30) {
+                        // Reservations leave a debt, where refunds are dropped.
+                        cmd.arg("MAXWAIT").arg(r.pick(&[50, 3_000, 100_000]));
+                    }
+                    cmd
+                }
+                "FIXED" => {
+                    let mut cmd = redis::cmd("RL.FIXED");
+                    cmd.arg(&key).arg(p[0]).arg(p[1]);
+                    cmd
+                }
+                _ => {
+                    let mut cmd = redis::cmd("RL.SLIDING");
+                    cmd.arg(&key).arg(p[0]).arg(p[1]);
+                    if kind == "APPROX" {
+                        cmd.arg("APPROX");
+                    }
+                    cmd
+                }
+            };
+            cmd.arg("COST").arg(cost);
+            return cmd;
+        }
+        let magnitude = match r.next() % 20 {
+            0 => 1 << 62,
+            1 => 1 << 55,
+            2 if large => r.range(1, 2_000_000),
+            _ => r.range(0, 30),
+        };
+        let delta = if r.chance(60) {
+            -(magnitude as i128)
+        } else {
+            magnitude as i128
+        };
+        let mut cmd = redis::cmd("RL.ADJUST");
+        cmd.arg(&key).arg(delta.to_string());
+        let with_policy = r.chance(75);
+        let since = r.chance(50).then(|| match r.next() % 4 {
+            0 => 0,
+            1 => r.range(1, 1_000),
+            _ if large => r.range(1, 1_000),
+            2 => r.range(1_000, 100_000),
+            _ => r.range(100_000, 10_000_000),
+        });
+        let since_first = r.chance(30);
+        if let (Some(ms), true) = (since, since_first) {
+            cmd.arg("SINCE").arg(ms);
+        }
+        if with_policy {
+            policy(&mut cmd);
+        }
+        if let (Some(ms), false) = (since, since_first) {
+            cmd.arg("SINCE").arg(ms);
+        }
+        cmd
     }
 }
 

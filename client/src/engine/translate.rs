@@ -6,7 +6,7 @@ use redis::{Arg, Cmd};
 
 /// The script call that decides as the `RL.*` command `cmd` would (as built by this
 /// crate: `RL.TOKENBUCKET`, `RL.THROTTLE`, `RL.SLIDING`, `RL.FIXED`, `RL.ALL`,
-/// `RL.ACQUIRE`, `RL.RELEASE`, `RL.RESET`, `RL.STATUS`), at the server's time, or at
+/// `RL.ACQUIRE`, `RL.RELEASE`, `RL.RESET`, `RL.STATUS`, `RL.ADJUST`), at the server's time, or at
 /// `now_us` (microseconds since the epoch; tests only) when given.
 ///
 /// # Errors
@@ -67,6 +67,7 @@ pub fn translate(cmd: &Cmd, now_us: Option<u64>) -> Result<ScriptCall, String> {
             }
         }
         "RL.ALL" => translate_all(rest, op("all"))?,
+        "RL.ADJUST" => super::adjust::translate_adjust(rest, op("adjust"))?,
         "RL.ACQUIRE" => {
             let [key, limit, lease_ms, id] = rest else {
                 return Err("RL.ACQUIRE needs key limit lease_ms lease_id".into());
@@ -259,7 +260,7 @@ mod tests {
     use super::*;
 
     /// What the scripts cannot decide yet is refused by name, never decided as something
-    /// else: a reservation across limits, a cost per key, an adjustment.
+    /// else (a reservation across limits); a cost per key and an adjustment translate.
     #[test]
     fn module_only_features_are_refused_by_name() {
         let all = |options: &[&str]| {
@@ -284,9 +285,25 @@ mod tests {
         let error = all(&["COST", "1", "COSTS", "1", "2"]).err().unwrap();
         assert!(error.contains("COST and COSTS together"), "{error}");
         let mut adjust = redis::cmd("RL.ADJUST");
-        adjust.arg("k").arg(-5);
-        let error = translate(&adjust, None).err().unwrap();
-        assert_eq!(error, "the script engine has no RL.ADJUST");
+        adjust.arg("k").arg(-5).arg("SLIDING").arg(10).arg(1_000);
+        adjust.arg("APPROX").arg("SINCE").arg(300);
+        let call = translate(&adjust, Some(7)).unwrap();
+        let words: Vec<&[u8]> = call.args.iter().map(Vec::as_slice).collect();
+        let expected: [&[u8]; 8] = [
+            b"adjust",
+            b"7",
+            b"-5",
+            b"300",
+            b"sliding-approx",
+            b"10",
+            b"1000",
+            b"0",
+        ];
+        assert_eq!(words, expected);
+        let mut bare = redis::cmd("RL.ADJUST");
+        bare.arg("k").arg(3);
+        let call = translate(&bare, None).unwrap();
+        assert_eq!(call.args.len(), 4, "no policy: delta and since only");
     }
 
     #[test]
