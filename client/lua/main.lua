@@ -1,4 +1,4 @@
--- Part 9: the operations. ARGV[1] names one, ARGV[2] is the time override, the rest
+-- Part 10: the operations. ARGV[1] names one, ARGV[2] is the time override, the rest
 -- are its arguments (client/lua/README.md lists each layout).
 
 -- The live limiter in `stored` at now (nil when absent or idle): its algorithm's name,
@@ -107,13 +107,13 @@ function OPS.decide(now)
   return reply(d)
 end
 
--- all: peek, cost option name (COST or COSTS), max_wait (0), then per key: name, n1, n2,
+-- all: peek, cost option name (COST or COSTS), max_wait (ms; above 0 a reservation
+-- across token buckets, client/lua/reserve.lua), then per key: name, n1, n2,
 -- n3 ("0" when the policy has two), cost. Every policy is checked before any cost, as
 -- the module parses them; a zero cost only asks that limit.
 function OPS.all(now)
   local peek, cost_name = ARGV[3] == '1', ARGV[4]
   if cost_name ~= 'COST' and cost_name ~= 'COSTS' then fail('ERR unknown cost option') end
-  if int(ARGV[5], 'MAXWAIT') > 0 then fail('ERR the script engine has no MAXWAIT in RL.ALL') end
   local n = (#ARGV - 5) / 5
   local limits = {}
   for k = 1, n do
@@ -124,29 +124,47 @@ function OPS.all(now)
     end
     limits[k] = { name = name, policy = policy_at(name, base + 1) }
   end
-  local read_only = peek
-  if not peek then read_only = true end
+  local read_only = true
   for k = 1, n do
     local cost = cost_of(ARGV[6 + (k - 1) * 5 + 4], cost_name)
     limits[k].req = { cost = cost, peek = false, max_wait = 0, read_only = cost == 0 }
     if cost > 0 then read_only = peek end
   end
-  local slots, by_key, decisions = {}, {}, {}
-  local allowed = true
-  for k = 1, n do
-    local key, limit = KEYS[k], limits[k]
+  local max_wait = at_most(int(ARGV[5], 'MAXWAIT'), 10000000000000, 'MAXWAIT')
+  if max_wait > 0 then
+    local shown = { fixed = 'FIXED', sliding = 'SLIDING', ['sliding-approx'] = 'SLIDING APPROX' }
+    for k, limit in ipairs(limits) do
+      if limit.name ~= 'tokenbucket' then
+        fail('ERR MAXWAIT must be 0 unless every policy is a TOKENBUCKET (policy ' .. k .. ' is ' ..
+          shown[limit.name] .. ': a window cannot hold a reservation exactly)')
+      end
+    end
+  end
+  local slots, by_key = {}, {}
+  local function slot_for(k)
+    local key = KEYS[k]
     local slot = by_key[key]
     if not slot then
-      slot = { key = key, current = live(load(key, guard(k, n)), now), changed = false }
+      local current = live(load(key, guard(k, n)), now)
+      slot = { key = key, current = current, loaded = current, changed = false }
       slots[#slots + 1] = slot
       by_key[key] = slot
     end
-    local d, state = decide(limit.name, limit.policy, slot.current, now, limit.req)
-    decisions[#decisions + 1] = reply(d)
-    if not d.allowed then allowed = false end
-    if state then
-      slot.current = { name = limit.name, policy = limit.policy, state = state }
-      slot.changed = true
+    return slot
+  end
+  local allowed, decisions = true, {}
+  if max_wait > 0 then
+    allowed, decisions = RESERVE.decide(limits, slot_for, slots, now, max_wait)
+  else
+    for k, limit in ipairs(limits) do
+      local slot = slot_for(k)
+      local d, state = decide(limit.name, limit.policy, slot.current, now, limit.req)
+      decisions[k] = reply(d)
+      if not d.allowed then allowed = false end
+      if state then
+        slot.current = { name = limit.name, policy = limit.policy, state = state }
+        slot.changed = true
+      end
     end
   end
   if allowed and not read_only then

@@ -53,10 +53,13 @@ pub enum Family {
     /// `RL.ADJUST` refunds and charges (with and without a policy, with and without
     /// `SINCE`) between decisions, on every algorithm it takes.
     Adjust,
+    /// `RL.ALL ... MAXWAIT` reservations across token buckets (costs per key, keys
+    /// named twice, costs above a capacity), with refunds as a cancelled admission makes.
+    Reserve,
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::TokenBucket,
         Family::TokenBucketLarge,
         Family::ApproxLarge,
@@ -67,6 +70,7 @@ impl Family {
         Family::Leases,
         Family::All,
         Family::Adjust,
+        Family::Reserve,
     ];
 }
 
@@ -100,6 +104,7 @@ impl Timeline {
                     "SLIDING",
                     "APPROX",
                 ]),
+                Family::Reserve => "TOKENBUCKET",
                 _ => rng.pick(&["TOKENBUCKET", "FIXED", "SLIDING", "APPROX"]),
             })
             .collect::<Vec<_>>();
@@ -119,7 +124,7 @@ impl Timeline {
         let r = &mut self.rng;
         let any = r.range(1, 5_000);
         let kind = match self.family {
-            Family::All | Family::Adjust => self.kinds[k],
+            Family::All | Family::Adjust | Family::Reserve => self.kinds[k],
             Family::TokenBucket => "TOKENBUCKET",
             Family::TokenBucketLarge => "TOKENBUCKET-LARGE",
             Family::ApproxLarge => "APPROX-LARGE",
@@ -233,14 +238,28 @@ impl Timeline {
                     cmd.arg(&key).arg(p[0]).arg(p[1]).arg(id);
                 }
             }
-            Family::All => {
+            Family::Reserve if r.chance(15) => {
+                // A cancelled admission gives its reservation back.
+                cmd = redis::cmd("RL.ADJUST");
+                cmd.arg(format!("{{diff:reserve}}:{k}")).arg(-(cost as i64));
+                cmd.arg("TOKENBUCKET").arg(p[0]).arg(p[1]).arg(p[2]);
+                if r.chance(50) {
+                    cmd.arg("SINCE").arg(r.range(0, 5_000));
+                }
+            }
+            Family::All | Family::Reserve => {
                 let n = r.range(1, 3) as usize;
                 let picked: Vec<usize> =
                     (0..n).map(|_| (r.next() % KEYS as u64) as usize).collect();
                 cmd = redis::cmd("RL.ALL");
                 cmd.arg(n);
+                let group = if self.family == Family::All {
+                    "all"
+                } else {
+                    "reserve"
+                };
                 for &k in &picked {
-                    cmd.arg(format!("{{diff:all}}:{k}"));
+                    cmd.arg(format!("{{diff:{group}}}:{k}"));
                 }
                 for &k in &picked {
                     let p = &self.policies[k];
@@ -261,6 +280,10 @@ impl Timeline {
                     }
                 } else {
                     options(&mut cmd, cost, peek);
+                }
+                if self.family == Family::Reserve && r.chance(85) {
+                    cmd.arg("MAXWAIT")
+                        .arg(r.pick(&[0, 1, 50, 999, 3_000, 60_000, 1_000_000]));
                 }
             }
         }
@@ -310,15 +333,14 @@ impl Timeline {
                     }
                     cmd
                 }
-                "FIXED" => {
-                    let mut cmd = redis::cmd("RL.FIXED");
+                window => {
+                    let mut cmd = redis::cmd(if window == "FIXED" {
+                        "RL.FIXED"
+                    } else {
+                        "RL.SLIDING"
+                    });
                     cmd.arg(&key).arg(p[0]).arg(p[1]);
-                    cmd
-                }
-                _ => {
-                    let mut cmd = redis::cmd("RL.SLIDING");
-                    cmd.arg(&key).arg(p[0]).arg(p[1]);
-                    if kind == "APPROX" {
+                    if window == "APPROX" {
                         cmd.arg("APPROX");
                     }
                     cmd

@@ -124,7 +124,7 @@ pub fn translate(cmd: &Cmd, now_us: Option<u64>) -> Result<ScriptCall, String> {
 }
 
 /// `RL.ALL numkeys key... policy... [COST n | COSTS n1 ... nk] [PEEK] [MAXWAIT 0]` as
-/// the script's `all` (a `MAXWAIT` above 0 is refused: the scripts do not have it yet).
+/// the script's `all` (a `MAXWAIT` above 0: one reservation across token buckets).
 fn translate_all(rest: &[&[u8]], mut args: Vec<Vec<u8>>) -> Result<ScriptCall, String> {
     let (numkeys, rest) = rest.split_first().ok_or("RL.ALL needs numkeys")?;
     let numkeys: usize = std::str::from_utf8(numkeys)
@@ -166,22 +166,14 @@ fn translate_all(rest: &[&[u8]], mut args: Vec<Vec<u8>>) -> Result<ScriptCall, S
         }
     }
     let options = Options::parse_for_keys(rest, numkeys)?;
-    if options
-        .max_wait
-        .is_some_and(|ms| ms.iter().any(|&digit| digit != b'0'))
-    {
-        // A reservation across limits is the module's alone so far: never decide it as
-        // a plain check.
-        return Err("the script engine has no MAXWAIT in RL.ALL (a reservation across limits needs the module)".into());
-    }
-    let [cost, peek, _] = options.request();
+    let [cost, peek, max_wait] = options.request();
     args.push(peek);
     args.push(if options.costs.is_some() {
         b"COSTS".to_vec()
     } else {
         b"COST".to_vec()
     });
-    args.push(b"0".to_vec());
+    args.push(max_wait);
     for (index, policy) in policies.chunks(4).enumerate() {
         args.extend(policy.iter().cloned());
         let own = options.costs.as_ref().and_then(|costs| costs.get(index));
@@ -259,10 +251,10 @@ impl<'a> Options<'a> {
 mod tests {
     use super::*;
 
-    /// What the scripts cannot decide yet is refused by name, never decided as something
-    /// else (a reservation across limits); a cost per key and an adjustment translate.
+    /// A cost per key, a reservation across limits and an adjustment translate; their
+    /// malformed forms are refused with what is wrong.
     #[test]
-    fn module_only_features_are_refused_by_name() {
+    fn costs_reservations_and_adjustments_translate() {
         let all = |options: &[&str]| {
             let mut cmd = redis::cmd("RL.ALL");
             cmd.arg(2).arg("{p}:rpm").arg("{p}:tpm");
@@ -273,9 +265,8 @@ mod tests {
             }
             translate(&cmd, None)
         };
-        let error = all(&["MAXWAIT", "5000"]).err().unwrap();
-        assert!(error.contains("no MAXWAIT in RL.ALL"), "{error}");
-        assert!(all(&["MAXWAIT", "0"]).is_ok());
+        let reserve = all(&["MAXWAIT", "5000"]).unwrap();
+        assert_eq!(reserve.args[4], b"5000");
         let costs = all(&["COSTS", "1", "900"]).unwrap();
         let words: Vec<&[u8]> = costs.args.iter().map(Vec::as_slice).collect();
         assert_eq!(words[2..5], [&b"0"[..], b"COSTS", b"0"]);
