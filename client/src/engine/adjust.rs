@@ -16,7 +16,10 @@ pub(super) fn translate_adjust(
     let (mut since, mut policy) = (None, None);
     while let Some((word, after)) = words.split_first() {
         let upper = word.to_ascii_uppercase();
-        if upper == b"SINCE" && since.is_none() {
+        if upper == b"SINCE" {
+            if since.is_some() {
+                return Err("RL.ADJUST: SINCE given twice".into());
+            }
             let (ms, after) = after
                 .split_first()
                 .ok_or("SINCE needs a value (SINCE ms)")?;
