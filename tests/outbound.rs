@@ -2,7 +2,9 @@
 //! reservation across token buckets (`MAXWAIT`), `RL.ADJUST` (refunds and charges after
 //! the fact), and the exact replication and AOF replay of what they write; the client's
 //! `admit` and `Permit::settle` (`outbound/admit.rs`) and a fleet of two limiters against
-//! a simulated provider (`outbound/fleet.rs`).
+//! a simulated provider (`outbound/fleet.rs`). The client's tests run on the engine
+//! `REDLIMIT_TEST_ENGINE` names (`scripts`: servers without the module); one runs on
+//! the scripts always.
 //!
 //! Build the module first (`cargo build -p redlimit-module`). Time moves with the
 //! module's clock offset; durations are compared within the wall-clock time a test takes.
@@ -16,14 +18,30 @@ mod fleet;
 
 use calls::{servers, show, with_module};
 use redis::{Connection, Value};
-use redlimit_test_support::Server;
+use redlimit::{Backend, ServerEngine};
+use redlimit_test_support::{Server, TestEngine, test_engine};
 use redlimit_test_support::{info_value, set_clock_offset, snapshot};
 
-/// One server with the module per binary, for the client's tests.
+/// One server per binary for the client's tests: with the module, or without it when
+/// `REDLIMIT_TEST_ENGINE` names the scripts (the client then decides through them).
 fn servers_for_client() -> impl Iterator<Item = Server> {
-    servers()
-        .into_iter()
-        .map(|binary| with_module(&binary).start())
+    servers().into_iter().map(|binary| {
+        if test_engine().loads_module() {
+            with_module(&binary).start()
+        } else {
+            redlimit_test_support::ServerBuilder::new(&binary).start()
+        }
+    })
+}
+
+/// The client's backend for `url`, deciding with the engine `REDLIMIT_TEST_ENGINE` names.
+fn client_backend(url: &str) -> Backend {
+    let engine = match test_engine() {
+        TestEngine::Module => ServerEngine::Module,
+        TestEngine::Scripts => ServerEngine::Scripts,
+        TestEngine::Auto => ServerEngine::Auto,
+    };
+    Backend::redis(url).unwrap().with_engine(engine)
 }
 
 /// A command written out, split on spaces.

@@ -187,6 +187,40 @@ fn wrong_algorithms_and_foreign_values_are_wrongtype_on_both() {
         on_plain.arg("plain").arg(5).arg(1_000);
         let error = script(&on_plain).query::<Value>(&mut con).unwrap_err();
         assert_eq!(error.code(), Some("WRONGTYPE"), "{}", binary.name());
+        // RL.ADJUST: a lease limit is never adjusted, another algorithm is WRONGTYPE,
+        // an absent key without a policy is nil; the same on both.
+        let (mut lease, mut lease2) = (redis::cmd("RL.ACQUIRE"), redis::cmd("RL.ACQUIRE"));
+        lease.arg("c").arg(2).arg(1_000).arg("id");
+        lease2.arg("c2").arg(2).arg(1_000).arg("id");
+        let _: Value = lease.query(&mut con).unwrap();
+        let _: Value = script(&lease2).query(&mut con).unwrap();
+        let adjust = |key: &str, args: &[&str]| {
+            let mut cmd = redis::cmd("RL.ADJUST");
+            cmd.arg(key).arg(args);
+            cmd
+        };
+        for (module, scripted) in [
+            (adjust("c", &["-1"]), adjust("c2", &["-1"])),
+            (
+                adjust("k", &["1", "TOKENBUCKET", "5", "1", "1000"]),
+                adjust("k2", &["1", "TOKENBUCKET", "5", "1", "1000"]),
+            ),
+        ] {
+            let module_error = module.query::<Value>(&mut con).unwrap_err();
+            let script_error = script(&scripted).query::<Value>(&mut con).unwrap_err();
+            assert_eq!(module_error.code(), Some("WRONGTYPE"), "{}", binary.name());
+            // (Redis 7.0 adds where the script failed.)
+            let (said, expected) = (script_error.to_string(), module_error.detail().unwrap());
+            assert!(
+                said.contains(expected),
+                "{}: {said} / {expected}",
+                binary.name()
+            );
+        }
+        let absent = adjust("absent", &["-3"]);
+        let module_reply: Value = absent.query(&mut con).unwrap();
+        let script_reply: Value = script(&absent).query(&mut con).unwrap();
+        assert_eq!((module_reply, script_reply), (Value::Nil, Value::Nil));
     }
 }
 
@@ -201,7 +235,7 @@ fn policies_beyond_what_the_scripts_compute_exactly_are_refused_by_name() {
         let call = scripts::translate(&cmd, None).unwrap();
         call.eval().query::<Value>(con).unwrap_err().to_string()
     };
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["RL.SLIDING", "k", "1001", "1000"],
             "limit must be at most 1000 for an exact log on the script engine (use APPROX above)",
@@ -223,6 +257,24 @@ fn policies_beyond_what_the_scripts_compute_exactly_are_refused_by_name() {
         (
             &["RL.FIXED", "k", "5", "1000", "COST", "4611686018427387905"],
             "COST must be at most 4611686018427387904",
+        ),
+        (
+            &["RL.ADJUST", "k", "1", "THROTTLE", "3000000", "1", "1"],
+            "max_burst must be at most 2251798 at this rate for RL.ADJUST on the script engine",
+        ),
+        (
+            &[
+                "RL.ADJUST",
+                "k",
+                "-4611686018427387904",
+                "TOKENBUCKET",
+                "1000",
+                "1000000",
+                "1000",
+                "SINCE",
+                "10000000",
+            ],
+            "delta must be at least -4503599627 for a refund with this SINCE on the script engine",
         ),
     ];
     for (args, expected) in cases {

@@ -16,9 +16,9 @@ local function end_of_window_at(w, ms)
   return ms - math.fmod(ms, w) + w
 end
 
-function FIXED.decide(p, old, s, now, req)
+-- The window at now_ms under policy p of the one stored as (old, s): end_ms, count.
+local function fixed_current(p, old, s, now_ms)
   local limit, w = p[1], p[2]
-  local now_ms = idiv(now, 1000)
   local end_ms, count = end_of_window_at(w, now_ms), 0
   if old then
     if old[1] == limit and old[2] == w then
@@ -29,6 +29,13 @@ function FIXED.decide(p, old, s, now, req)
       if now_ms < carried_end then end_ms, count = carried_end, min(s[2], limit) end
     end
   end
+  return end_ms, count
+end
+
+function FIXED.decide(p, old, s, now, req)
+  local limit = p[1]
+  local now_ms = idiv(now, 1000)
+  local end_ms, count = fixed_current(p, old, s, now_ms)
   local until_end = ceil_ms(sub0(end_ms * 1000, now))
   if req.cost > limit - count then
     local retry = until_end

@@ -1,4 +1,4 @@
--- Part 8: the operations. ARGV[1] names one, ARGV[2] is the time override, the rest
+-- Part 10: the operations. ARGV[1] names one, ARGV[2] is the time override, the rest
 -- are its arguments (client/lua/README.md lists each layout).
 
 -- The live limiter in `stored` at now (nil when absent or idle): its algorithm's name,
@@ -107,36 +107,67 @@ function OPS.decide(now)
   return reply(d)
 end
 
--- all: cost, peek, then per key: name, n1, n2, n3 ("0" when the policy has two).
+-- all: peek, cost option name (COST or COSTS), max_wait (ms; above 0 a reservation
+-- across token buckets, client/lua/reserve.lua), then per key: name, n1, n2,
+-- n3 ("0" when the policy has two), cost. Every policy is checked before any cost, as
+-- the module parses them; a zero cost only asks that limit.
 function OPS.all(now)
-  local req = request(ARGV[3], ARGV[4], '0')
-  local counted = { cost = req.cost, peek = false, max_wait = 0, read_only = req.cost == 0 }
-  local slots, by_key, decisions = {}, {}, {}
-  local allowed = true
-  local n = (#ARGV - 4) / 4
+  local peek, cost_name = ARGV[3] == '1', ARGV[4]
+  if cost_name ~= 'COST' and cost_name ~= 'COSTS' then fail('ERR unknown cost option') end
+  local n = (#ARGV - 5) / 5
+  local limits = {}
   for k = 1, n do
-    local key = KEYS[k]
-    local base = 5 + (k - 1) * 4
+    local base = 6 + (k - 1) * 5
     local name = ARGV[base]
     if not ALGORITHMS[name] or name == 'concurrency' or name == 'throttle' then
       fail('ERR unknown policy')
     end
-    local p = policy_at(name, base + 1)
+    limits[k] = { name = name, policy = policy_at(name, base + 1) }
+  end
+  local read_only = true
+  for k = 1, n do
+    local cost = cost_of(ARGV[6 + (k - 1) * 5 + 4], cost_name)
+    limits[k].req = { cost = cost, peek = false, max_wait = 0, read_only = cost == 0 }
+    if cost > 0 then read_only = peek end
+  end
+  local max_wait = at_most(int(ARGV[5], 'MAXWAIT'), 10000000000000, 'MAXWAIT')
+  if max_wait > 0 then
+    local shown = { fixed = 'FIXED', sliding = 'SLIDING', ['sliding-approx'] = 'SLIDING APPROX' }
+    for k, limit in ipairs(limits) do
+      if limit.name ~= 'tokenbucket' then
+        fail('ERR MAXWAIT must be 0 unless every policy is a TOKENBUCKET (policy ' .. k .. ' is ' ..
+          shown[limit.name] .. ': a window cannot hold a reservation exactly)')
+      end
+    end
+  end
+  local slots, by_key = {}, {}
+  local function slot_for(k)
+    local key = KEYS[k]
     local slot = by_key[key]
     if not slot then
-      slot = { key = key, current = live(load(key, guard(k, n)), now), changed = false }
+      local current = live(load(key, guard(k, n)), now)
+      slot = { key = key, current = current, loaded = current, changed = false }
       slots[#slots + 1] = slot
       by_key[key] = slot
     end
-    local d, state = decide(name, p, slot.current, now, counted)
-    decisions[#decisions + 1] = reply(d)
-    if not d.allowed then allowed = false end
-    if state then
-      slot.current = { name = name, policy = p, state = state }
-      slot.changed = true
+    return slot
+  end
+  local allowed, decisions = true, {}
+  if max_wait > 0 then
+    allowed, decisions = RESERVE.decide(limits, slot_for, slots, now, max_wait)
+  else
+    for k, limit in ipairs(limits) do
+      local slot = slot_for(k)
+      local d, state = decide(limit.name, limit.policy, slot.current, now, limit.req)
+      decisions[k] = reply(d)
+      if not d.allowed then allowed = false end
+      if state then
+        slot.current = { name = limit.name, policy = limit.policy, state = state }
+        slot.changed = true
+      end
     end
   end
-  if allowed and not req.read_only then
+  if allowed and not read_only then
     for _, slot in ipairs(slots) do
       if slot.changed then
         local c = slot.current
@@ -147,6 +178,36 @@ function OPS.all(now)
   local out = { allowed and 1 or 0 }
   for _, d in ipairs(decisions) do out[#out + 1] = d end
   return out
+end
+
+-- adjust: delta, since (ms; "0" when not given), then optionally the policy: name, n1,
+-- n2, n3 ("0" when it has two). Replies as RL.ADJUST: what a request of cost 1 would
+-- get afterwards, nil when the key is absent or idle and no policy was given.
+function OPS.adjust(now)
+  local adj = adjustment(ARGV[3], ARGV[4])
+  local name, p = ARGV[5], nil
+  if name then
+    if not ADJUST[name] then fail('ERR unknown policy') end
+    p = policy_at(name, 6)
+  end
+  local key = KEYS[1]
+  local current = live(load(key, guard(1, 1)), now)
+  if not p then
+    if not current then return false end
+    name, p = current.name, current.policy
+  end
+  if current and current.name ~= name then wrong_algorithm(current.name) end
+  if not ADJUST[name] then wrong_algorithm(name) end
+  local old, s
+  if current then old, s = current.policy, current.state end
+  local state = ADJUST[name](p, old, s, now, adj)
+  local alg = ALGORITHMS[name]
+  local peek = { cost = 1, peek = true, max_wait = 0, read_only = true }
+  if state then
+    store(key, encode(name, p, state), alg.idle(p, state))
+    return reply((alg.decide(p, p, state, now, peek)))
+  end
+  return reply((alg.decide(p, old, s, now, peek)))
 end
 
 -- acquire: limit, lease_ms, lease_id.

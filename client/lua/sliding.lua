@@ -76,14 +76,18 @@ local function log_reset(log, now_ms, w)
   return sub0(log.last + w, now_ms)
 end
 
+-- The log at now_ms under policy p of the one stored as (old, s).
+local function sliding_current(p, old, s, now_ms)
+  if not old then return { last = 0, total = 0, entries = {} } end
+  local log = without_expired(s, now_ms, p[2])
+  if not (old[1] == p[1] and old[2] == p[2]) then log = capped(log, p[1]) end
+  return log
+end
+
 function SLIDING.decide(p, old, s, now, req)
   local limit, w = p[1], p[2]
   local now_ms = idiv(now, 1000)
-  local log = { last = 0, total = 0, entries = {} }
-  if old then
-    log = without_expired(s, now_ms, w)
-    if not (old[1] == limit and old[2] == w) then log = capped(log, limit) end
-  end
+  local log = sliding_current(p, old, s, now_ms)
   if req.cost > limit - log.total then
     local retry = -1
     if req.cost <= limit then

@@ -40,17 +40,22 @@ local function cell_seconds(ns)
 end
 
 -- The raw decision in nanoseconds: allowed, ttl_ns, retry_ns (nil: never), new state.
+-- How far ahead of now (ns) the TAT stored as (old, s) lies under policy p (core's
+-- current_tat, less now).
+local function gcra_ahead(p, old, s, now)
+  if not old then return 0 end
+  local d = (s[1] - now) * 1000 + s[2]
+  if d < 0 then d = 0 end
+  if not (old[1] == p[1] and old[2] == p[2] and old[3] == p[3]) then
+    local cap = (s[1] - now) * 1000 + s[2] - tolerance_ns(old) + tolerance_ns(p)
+    d = min(d, max(cap, 0))
+  end
+  return d
+end
+
 function GCRA.raw(p, old, s, now, req)
   local interval, tolerance = interval_ns(p), tolerance_ns(p)
-  local d = 0
-  if old then
-    d = (s[1] - now) * 1000 + s[2]
-    if d < 0 then d = 0 end
-    if not (old[1] == p[1] and old[2] == p[2] and old[3] == p[3]) then
-      local cap = (s[1] - now) * 1000 + s[2] - tolerance_ns(old) + tolerance
-      d = min(d, max(cap, 0))
-    end
-  end
+  local d = gcra_ahead(p, old, s, now)
   local increment
   if req.cost <= idiv(tolerance, interval) then increment = req.cost * interval end
   if not increment or d + increment > tolerance then

@@ -52,23 +52,27 @@ local function rescale(units, from, to, cap)
   return min(whole * to + q, cap)
 end
 
+-- The deficit at now under policy p of the bucket stored as (old, s), and the time it
+-- is measured at (core's deficit_at). A deficit may reach 2^53 after RL.ADJUST's debt.
+local function tb_deficit_at(p, old, s, now)
+  if not old then return 0, now end
+  local deficit = s[1]
+  if not same_policy(old, p) then
+    deficit = rescale(deficit, tb_unit(old), tb_unit(p), tb_full(p))
+  end
+  local elapsed = sub0(now, s[2])
+  if elapsed >= cdiv(deficit, p[2]) then
+    deficit = 0
+  else
+    deficit = deficit - elapsed * p[2]
+  end
+  return deficit, max(now, s[2])
+end
+
 function TB.decide(p, old, s, now, req)
   local unit, full, rt = tb_unit(p), tb_full(p), p[2]
   local floor = tb_floor(p, req.max_wait)
-  local deficit, at = 0, now
-  if old then
-    deficit = s[1]
-    if not same_policy(old, p) then
-      deficit = rescale(deficit, tb_unit(old), unit, full)
-    end
-    local elapsed = sub0(now, s[2])
-    if elapsed >= cdiv(deficit, rt) then
-      deficit = 0
-    else
-      deficit = deficit - elapsed * rt
-    end
-    at = max(now, s[2])
-  end
+  local deficit, at = tb_deficit_at(p, old, s, now)
   local behind = sub0(at, now)
   local function wait(units) return behind + cdiv(units, rt) end
   local function decision(allowed, d, retry, reset)
@@ -85,7 +89,8 @@ function TB.decide(p, old, s, now, req)
   if req.cost <= idiv(floor, unit) then need = req.cost * unit end
   if not need or deficit + need > floor then
     local retry = -1
-    if need then retry = ceil_ms(wait(deficit + need - floor)) end
+    -- (deficit - floor) first: exact for a deficit up to 2^53.
+    if need then retry = ceil_ms(wait(deficit - floor + need)) end
     return decision(false, deficit, retry, wait(deficit)), nil
   end
   local after = deficit + need

@@ -1,7 +1,7 @@
 //! `RateLimiter::admit` and `Permit` against real servers and in memory: one reservation
 //! across limits, settle refunds, cancel-safety, deadlines, windows.
 
-use redlimit::{Admission, Backend, Policy, RateLimiter, Source};
+use redlimit::{Admission, Backend, FailurePolicy, Policy, RateLimiter, ServerEngine, Source};
 use std::time::{Duration, Instant};
 
 fn policies() -> (Policy, Policy) {
@@ -52,7 +52,7 @@ async fn reserve_settle_and_deny(limiter: &RateLimiter, tag: &str, source: Sourc
 #[tokio::test]
 async fn admit_reserves_across_limits_and_settle_gives_back() {
     for server in super::servers_for_client() {
-        let limiter = RateLimiter::builder(Backend::redis(&server.url()).unwrap())
+        let limiter = RateLimiter::builder(super::client_backend(&server.url()))
             .build()
             .unwrap();
         reserve_settle_and_deny(&limiter, server.binary().name(), Source::Server).await;
@@ -105,7 +105,7 @@ async fn a_dropped_wait_gives_back_what_no_queue_depends_on(limiter: &RateLimite
 #[tokio::test]
 async fn dropping_the_waiting_future_gives_back_where_no_queue_depends_on_it() {
     for server in super::servers_for_client() {
-        let limiter = RateLimiter::builder(Backend::redis(&server.url()).unwrap())
+        let limiter = RateLimiter::builder(super::client_backend(&server.url()))
             .build()
             .unwrap();
         a_dropped_wait_gives_back_what_no_queue_depends_on(&limiter, server.binary().name()).await;
@@ -116,39 +116,73 @@ async fn dropping_the_waiting_future_gives_back_where_no_queue_depends_on_it() {
 #[tokio::test]
 async fn windows_are_retried_until_admitted_or_out_of_time() {
     for server in super::servers_for_client() {
-        let who = server.binary().name();
-        let limiter = RateLimiter::builder(Backend::redis(&server.url()).unwrap())
+        let limiter = RateLimiter::builder(super::client_backend(&server.url()))
             .build()
             .unwrap();
-        let window = Policy::sliding(2, 300).unwrap();
-        let bucket = Policy::token_bucket(10, 10, 1_000).unwrap();
-        let call = [("{w}:s", window, 2), ("{w}:b", bucket, 1)];
-        assert!(matches!(
-            limiter.admit(&call, Duration::ZERO).await.unwrap(),
-            Admission::Admitted(_)
-        ));
-        // The window is full for 300 ms: too long for 100 ms, fine for a second.
-        assert!(matches!(
-            limiter
-                .admit(&call, Duration::from_millis(100))
-                .await
-                .unwrap(),
-            Admission::Denied(_)
-        ));
-        let started = Instant::now();
-        let permit = limiter
-            .admit(&call, Duration::from_secs(1))
+        windows_are_retried(&limiter, server.binary().name()).await;
+    }
+}
+
+/// A sliding window and a bucket: admitted, denied within 100 ms, admitted once the
+/// window slid; a throttle is no policy for `admit`.
+async fn windows_are_retried(limiter: &RateLimiter, who: &str) {
+    let window = Policy::sliding(2, 300).unwrap();
+    let bucket = Policy::token_bucket(10, 10, 1_000).unwrap();
+    let (s, b) = (format!("{{{who}}}:s"), format!("{{{who}}}:b"));
+    let call = [(s.as_str(), window, 2), (b.as_str(), bucket, 1)];
+    assert!(matches!(
+        limiter.admit(&call, Duration::ZERO).await.unwrap(),
+        Admission::Admitted(_)
+    ));
+    // The window is full for 300 ms: too long for 100 ms, fine for a second.
+    assert!(matches!(
+        limiter
+            .admit(&call, Duration::from_millis(100))
             .await
+            .unwrap(),
+        Admission::Denied(_)
+    ));
+    let started = Instant::now();
+    let permit = limiter
+        .admit(&call, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .permit()
+        .unwrap_or_else(|| panic!("{who}: admitted once the window slid"));
+    assert!(started.elapsed() >= Duration::from_millis(150), "{who}");
+    permit.settle(&[1, 1]).await.unwrap();
+    let throttle = Policy::throttle(1, 1, 1).unwrap();
+    let error = limiter
+        .admit(&[("t", throttle, 1)], Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(error.is_invalid_argument(), "{who}: {error}");
+}
+
+/// On servers without the module, through the Lua scripts, whatever
+/// `REDLIMIT_TEST_ENGINE` says: `admit` (`RL.ALL ... COSTS ... MAXWAIT`), `settle` and a
+/// dropped or cancelled reservation (`RL.ADJUST`, with `SINCE`) answer as on the module.
+#[tokio::test]
+async fn admit_and_settle_work_on_the_scripts() {
+    for binary in super::servers() {
+        let server = redlimit_test_support::ServerBuilder::new(&binary).start();
+        let backend = Backend::redis(&server.url())
             .unwrap()
-            .permit()
-            .unwrap_or_else(|| panic!("{who}: admitted once the window slid"));
-        assert!(started.elapsed() >= Duration::from_millis(150), "{who}");
-        permit.settle(&[1, 1]).await.unwrap();
-        let throttle = Policy::throttle(1, 1, 1).unwrap();
-        let error = limiter
-            .admit(&[("t", throttle, 1)], Duration::ZERO)
-            .await
-            .unwrap_err();
-        assert!(error.is_invalid_argument(), "{who}: {error}");
+            .with_engine(ServerEngine::Scripts);
+        let limiter = RateLimiter::builder(backend)
+            .on_failure(FailurePolicy::Error)
+            .build()
+            .unwrap();
+        let who = format!("{} scripts", binary.name());
+        reserve_settle_and_deny(&limiter, &who, Source::Server).await;
+        a_dropped_wait_gives_back_what_no_queue_depends_on(&limiter, &who).await;
+        windows_are_retried(&limiter, &who).await;
+        // Nothing was written where the module keeps its limiters.
+        let con = &mut server.connection();
+        let module_key: i64 = redis::cmd("EXISTS")
+            .arg(format!("{{{who}}}:tpm"))
+            .query(con)
+            .unwrap();
+        assert_eq!(module_key, 0, "{who}");
     }
 }

@@ -14,7 +14,7 @@
 //!   (a refund of a charge made `SINCE` ago gives back only what that bucket can still
 //!   hold; refunds that arrive while reservations are queued are dropped).
 
-use redlimit::{Backend, Policy, RateLimiter};
+use redlimit::{Policy, RateLimiter};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ fn level(receipts: &[Receipt], start: Instant, end: Instant, cost: fn(&Receipt) 
 
 async fn fleet(url: &str, who: &str) {
     let process = || {
-        RateLimiter::builder(Backend::redis(url).unwrap())
+        RateLimiter::builder(super::client_backend(url))
             .timeout(Duration::from_millis(500))
             .build()
             .unwrap()

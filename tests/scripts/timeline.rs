@@ -4,6 +4,9 @@
 
 use redis::Cmd;
 
+#[path = "adjust_step.rs"]
+mod adjust_step;
+
 /// splitmix64: small, seedable, good enough to pick test cases.
 pub struct Rng(u64);
 
@@ -50,10 +53,16 @@ pub enum Family {
     TokenBucketLarge,
     /// Approximate windows with large limits and windows.
     ApproxLarge,
+    /// `RL.ADJUST` refunds and charges (with and without a policy, with and without
+    /// `SINCE`) between decisions, on every algorithm it takes.
+    Adjust,
+    /// `RL.ALL ... MAXWAIT` reservations across token buckets (costs per key, keys
+    /// named twice, costs above a capacity), with refunds as a cancelled admission makes.
+    Reserve,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 11] = [
         Family::TokenBucket,
         Family::TokenBucketLarge,
         Family::ApproxLarge,
@@ -63,6 +72,8 @@ impl Family {
         Family::Approx,
         Family::Leases,
         Family::All,
+        Family::Adjust,
+        Family::Reserve,
     ];
 }
 
@@ -78,7 +89,7 @@ pub struct Timeline {
     now_us: u64,
     /// Per key, the policy numbers it is called with (changed now and then).
     policies: Vec<Vec<u64>>,
-    /// Per key of `All`, its algorithm.
+    /// Per key of `All` and `Adjust`, its algorithm.
     kinds: Vec<&'static str>,
 }
 
@@ -87,7 +98,18 @@ const KEYS: usize = 4;
 impl Timeline {
     pub fn new(family: Family, mut rng: Rng, start_us: u64) -> Self {
         let kinds = (0..KEYS)
-            .map(|_| rng.pick(&["TOKENBUCKET", "FIXED", "SLIDING", "APPROX"]))
+            .map(|_| match family {
+                Family::Adjust => rng.pick(&[
+                    "TOKENBUCKET",
+                    "TOKENBUCKET-LARGE",
+                    "THROTTLE",
+                    "FIXED",
+                    "SLIDING",
+                    "APPROX",
+                ]),
+                Family::Reserve => "TOKENBUCKET",
+                _ => rng.pick(&["TOKENBUCKET", "FIXED", "SLIDING", "APPROX"]),
+            })
             .collect::<Vec<_>>();
         let mut timeline = Self {
             family,
@@ -105,7 +127,7 @@ impl Timeline {
         let r = &mut self.rng;
         let any = r.range(1, 5_000);
         let kind = match self.family {
-            Family::All => self.kinds[k],
+            Family::All | Family::Adjust | Family::Reserve => self.kinds[k],
             Family::TokenBucket => "TOKENBUCKET",
             Family::TokenBucketLarge => "TOKENBUCKET-LARGE",
             Family::ApproxLarge => "APPROX-LARGE",
@@ -158,6 +180,13 @@ impl Timeline {
         if self.rng.chance(3) {
             self.policies[k] = self.policy(k);
         }
+        if self.family == Family::Adjust {
+            let cmd = self.adjust_step(k);
+            return Step {
+                at_us: self.now_us,
+                cmd,
+            };
+        }
         let key = format!("{{diff:{:?}}}:{k}", self.family);
         let p = self.policies[k].clone();
         let r = &mut self.rng;
@@ -171,6 +200,7 @@ impl Timeline {
         let peek = r.chance(10);
         let mut cmd;
         match self.family {
+            Family::Adjust => unreachable!("adjust_step builds the Adjust family's calls"),
             Family::TokenBucket | Family::TokenBucketLarge => {
                 cmd = redis::cmd("RL.TOKENBUCKET");
                 cmd.arg(&key).arg(p[0]).arg(p[1]).arg(p[2]);
@@ -211,14 +241,28 @@ impl Timeline {
                     cmd.arg(&key).arg(p[0]).arg(p[1]).arg(id);
                 }
             }
-            Family::All => {
+            Family::Reserve if r.chance(15) => {
+                // A cancelled admission gives its reservation back.
+                cmd = redis::cmd("RL.ADJUST");
+                cmd.arg(format!("{{diff:reserve}}:{k}")).arg(-(cost as i64));
+                cmd.arg("TOKENBUCKET").arg(p[0]).arg(p[1]).arg(p[2]);
+                if r.chance(50) {
+                    cmd.arg("SINCE").arg(r.range(0, 5_000));
+                }
+            }
+            Family::All | Family::Reserve => {
                 let n = r.range(1, 3) as usize;
                 let picked: Vec<usize> =
                     (0..n).map(|_| (r.next() % KEYS as u64) as usize).collect();
                 cmd = redis::cmd("RL.ALL");
                 cmd.arg(n);
+                let group = if self.family == Family::All {
+                    "all"
+                } else {
+                    "reserve"
+                };
                 for &k in &picked {
-                    cmd.arg(format!("{{diff:all}}:{k}"));
+                    cmd.arg(format!("{{diff:{group}}}:{k}"));
                 }
                 for &k in &picked {
                     let p = &self.policies[k];
@@ -228,7 +272,22 @@ impl Timeline {
                         kind => cmd.arg(kind).arg(p[0]).arg(p[1]),
                     };
                 }
-                options(&mut cmd, cost, peek);
+                if r.chance(50) {
+                    // A cost per key (0: only asks that limit), now and then all zero.
+                    cmd.arg("COSTS");
+                    for _ in 0..n {
+                        cmd.arg(r.pick(&[0, 0, 1, 1, 2, 3, 7, 25]));
+                    }
+                    if peek {
+                        cmd.arg("PEEK");
+                    }
+                } else {
+                    options(&mut cmd, cost, peek);
+                }
+                if self.family == Family::Reserve && r.chance(85) {
+                    cmd.arg("MAXWAIT")
+                        .arg(r.pick(&[0, 1, 50, 999, 3_000, 60_000, 1_000_000]));
+                }
             }
         }
         Step {

@@ -2,6 +2,7 @@
 //! scripts that run the same algorithms on any Redis >= 6.2 / Valkey >= 7.2 without it
 //! (managed services that cannot load modules), or whichever the server offers.
 
+mod adjust;
 mod dispatch;
 pub mod scripts;
 mod translate;

@@ -17,6 +17,8 @@ pub const SOURCE: &str = concat!(
     include_str!("../../lua/approx.lua"),
     include_str!("../../lua/sliding.lua"),
     include_str!("../../lua/leases.lua"),
+    include_str!("../../lua/adjust.lua"),
+    include_str!("../../lua/reserve.lua"),
     include_str!("../../lua/main.lua"),
 );
 

@@ -6,7 +6,7 @@ use redis::{Arg, Cmd};
 
 /// The script call that decides as the `RL.*` command `cmd` would (as built by this
 /// crate: `RL.TOKENBUCKET`, `RL.THROTTLE`, `RL.SLIDING`, `RL.FIXED`, `RL.ALL`,
-/// `RL.ACQUIRE`, `RL.RELEASE`, `RL.RESET`, `RL.STATUS`), at the server's time, or at
+/// `RL.ACQUIRE`, `RL.RELEASE`, `RL.RESET`, `RL.STATUS`, `RL.ADJUST`), at the server's time, or at
 /// `now_us` (microseconds since the epoch; tests only) when given.
 ///
 /// # Errors
@@ -67,6 +67,7 @@ pub fn translate(cmd: &Cmd, now_us: Option<u64>) -> Result<ScriptCall, String> {
             }
         }
         "RL.ALL" => translate_all(rest, op("all"))?,
+        "RL.ADJUST" => super::adjust::translate_adjust(rest, op("adjust"))?,
         "RL.ACQUIRE" => {
             let [key, limit, lease_ms, id] = rest else {
                 return Err("RL.ACQUIRE needs key limit lease_ms lease_id".into());
@@ -122,8 +123,8 @@ pub fn translate(cmd: &Cmd, now_us: Option<u64>) -> Result<ScriptCall, String> {
     Ok(call)
 }
 
-/// `RL.ALL numkeys key... policy... [COST n] [PEEK] [MAXWAIT 0]` as the script's `all`
-/// (`COSTS` and a `MAXWAIT` above 0 are refused: the scripts do not have them yet).
+/// `RL.ALL numkeys key... policy... [COST n | COSTS n1 ... nk] [PEEK] [MAXWAIT 0]` as
+/// the script's `all` (a `MAXWAIT` above 0: one reservation across token buckets).
 fn translate_all(rest: &[&[u8]], mut args: Vec<Vec<u8>>) -> Result<ScriptCall, String> {
     let (numkeys, rest) = rest.split_first().ok_or("RL.ALL needs numkeys")?;
     let numkeys: usize = std::str::from_utf8(numkeys)
@@ -164,36 +165,44 @@ fn translate_all(rest: &[&[u8]], mut args: Vec<Vec<u8>>) -> Result<ScriptCall, S
             policies.push(b"0".to_vec());
         }
     }
-    let options = Options::parse(rest)?;
-    if options
-        .max_wait
-        .is_some_and(|ms| ms.iter().any(|&digit| digit != b'0'))
-    {
-        // A reservation across limits is the module's alone so far: never decide it as
-        // a plain check.
-        return Err("the script engine has no MAXWAIT in RL.ALL (a reservation across limits needs the module)".into());
-    }
-    let [cost, peek, _] = options.request();
-    args.push(cost);
+    let options = Options::parse_for_keys(rest, numkeys)?;
+    let [cost, peek, max_wait] = options.request();
     args.push(peek);
-    args.extend(policies);
+    args.push(if options.costs.is_some() {
+        b"COSTS".to_vec()
+    } else {
+        b"COST".to_vec()
+    });
+    args.push(max_wait);
+    for (index, policy) in policies.chunks(4).enumerate() {
+        args.extend(policy.iter().cloned());
+        let own = options.costs.as_ref().and_then(|costs| costs.get(index));
+        args.push(own.map_or_else(|| cost.clone(), |c| c.to_vec()));
+    }
     Ok(ScriptCall {
         keys: keys.iter().map(|key| script_key(key)).collect(),
         args,
     })
 }
 
-/// `COST n`, `PEEK`, `MAXWAIT ms`, `APPROX`.
+/// `COST n`, `COSTS n1 ... nk` (`RL.ALL`), `PEEK`, `MAXWAIT ms`, `APPROX`.
 #[derive(Default)]
 struct Options<'a> {
     cost: Option<&'a [u8]>,
+    costs: Option<Vec<&'a [u8]>>,
     peek: bool,
     max_wait: Option<&'a [u8]>,
     approx: bool,
 }
 
 impl<'a> Options<'a> {
-    fn parse(mut words: &[&'a [u8]]) -> Result<Self, String> {
+    fn parse(words: &[&'a [u8]]) -> Result<Self, String> {
+        Self::parse_for_keys(words, 0)
+    }
+
+    /// The options of a command over `numkeys` keys: `COSTS` takes one cost per key
+    /// (none when `numkeys` is 0: not an `RL.ALL`).
+    fn parse_for_keys(mut words: &[&'a [u8]], numkeys: usize) -> Result<Self, String> {
         let mut options = Self::default();
         while let Some((word, rest)) = words.split_first() {
             words = rest;
@@ -207,10 +216,23 @@ impl<'a> Options<'a> {
                 b"MAXWAIT" => options.max_wait = Some(value()?),
                 b"PEEK" => options.peek = true,
                 b"APPROX" => options.approx = true,
+                b"COSTS" if numkeys > 0 => {
+                    let costs = words.get(..numkeys).ok_or_else(|| {
+                        format!(
+                            "COSTS needs one cost per key ({numkeys} keys, {} costs)",
+                            words.len()
+                        )
+                    })?;
+                    words = words.get(numkeys..).unwrap_or_default();
+                    options.costs = Some(costs.to_vec());
+                }
                 other => {
                     return Err(format!("unknown option {}", String::from_utf8_lossy(other)));
                 }
             }
+        }
+        if options.cost.is_some() && options.costs.is_some() {
+            return Err("COST and COSTS together (COSTS gives each key its own cost)".into());
         }
         Ok(options)
     }
@@ -229,10 +251,10 @@ impl<'a> Options<'a> {
 mod tests {
     use super::*;
 
-    /// What the scripts cannot decide yet is refused by name, never decided as something
-    /// else: a reservation across limits, a cost per key, an adjustment.
+    /// A cost per key, a reservation across limits and an adjustment translate; their
+    /// malformed forms are refused with what is wrong.
     #[test]
-    fn module_only_features_are_refused_by_name() {
+    fn costs_reservations_and_adjustments_translate() {
         let all = |options: &[&str]| {
             let mut cmd = redis::cmd("RL.ALL");
             cmd.arg(2).arg("{p}:rpm").arg("{p}:tpm");
@@ -243,15 +265,36 @@ mod tests {
             }
             translate(&cmd, None)
         };
-        let error = all(&["MAXWAIT", "5000"]).err().unwrap();
-        assert!(error.contains("no MAXWAIT in RL.ALL"), "{error}");
-        assert!(all(&["MAXWAIT", "0"]).is_ok());
-        let error = all(&["COSTS", "1", "900"]).err().unwrap();
-        assert_eq!(error, "unknown option COSTS");
+        let reserve = all(&["MAXWAIT", "5000"]).unwrap();
+        assert_eq!(reserve.args[4], b"5000");
+        let costs = all(&["COSTS", "1", "900"]).unwrap();
+        let words: Vec<&[u8]> = costs.args.iter().map(Vec::as_slice).collect();
+        assert_eq!(words[2..5], [&b"0"[..], b"COSTS", b"0"]);
+        assert_eq!((words[9], words[14]), (&b"1"[..], &b"900"[..]));
+        let error = all(&["COSTS", "1"]).err().unwrap();
+        assert_eq!(error, "COSTS needs one cost per key (2 keys, 1 costs)");
+        let error = all(&["COST", "1", "COSTS", "1", "2"]).err().unwrap();
+        assert!(error.contains("COST and COSTS together"), "{error}");
         let mut adjust = redis::cmd("RL.ADJUST");
-        adjust.arg("k").arg(-5);
-        let error = translate(&adjust, None).err().unwrap();
-        assert_eq!(error, "the script engine has no RL.ADJUST");
+        adjust.arg("k").arg(-5).arg("SLIDING").arg(10).arg(1_000);
+        adjust.arg("APPROX").arg("SINCE").arg(300);
+        let call = translate(&adjust, Some(7)).unwrap();
+        let words: Vec<&[u8]> = call.args.iter().map(Vec::as_slice).collect();
+        let expected: [&[u8]; 8] = [
+            b"adjust",
+            b"7",
+            b"-5",
+            b"300",
+            b"sliding-approx",
+            b"10",
+            b"1000",
+            b"0",
+        ];
+        assert_eq!(words, expected);
+        let mut bare = redis::cmd("RL.ADJUST");
+        bare.arg("k").arg(3);
+        let call = translate(&bare, None).unwrap();
+        assert_eq!(call.args.len(), 4, "no policy: delta and since only");
     }
 
     #[test]
@@ -305,16 +348,19 @@ mod tests {
             [
                 "all",
                 "0",
-                "4",
+                "0",
+                "COST",
                 "0",
                 "sliding-approx",
                 "3",
                 "100",
                 "0",
+                "4",
                 "tokenbucket",
                 "1",
                 "2",
-                "3"
+                "3",
+                "4"
             ]
         );
     }
