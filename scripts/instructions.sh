@@ -19,6 +19,10 @@
 # write is propagated, as with replicas, AOF or snapshots). The floor module always
 # replicates.
 #
+# The script engine's rows (client/lua through EVALSHA, what ServerEngine::Scripts sends
+# where the module cannot be loaded) run in the same server: their keys are plain strings,
+# always propagated by the server itself (scripts replicate their effects).
+#
 # Needs valgrind and redis-benchmark; builds the release module and the floor module
 # first (`cargo bench --bench server` builds the floor; set REDLIMIT_FLOOR_SO otherwise).
 set -euo pipefail
@@ -62,6 +66,16 @@ rows=(
 if [[ -f $cell ]]; then
     rows+=("redis-cell CL.THROTTLE 15 30 60|CL.THROTTLE cl:__rand_int__ 15 30 60 1")
 fi
+# The client's script engine (client/lua, for servers without the module): the same
+# policies through EVALSHA, as redlimit::ServerEngine::Scripts sends them (no guard key).
+script_sha=$( (cd client/lua && cat $(cat ORDER)) | sha1sum | cut -d' ' -f1)
+rows+=(
+    "scripts: token bucket 100 1 1000|EVALSHA $script_sha 1 {stb:__rand_int__}|rls decide 0 tokenbucket 100 1 1000 1 0 0"
+    "scripts: throttle 15 30 60|EVALSHA $script_sha 1 {sth:__rand_int__}|rls decide 0 throttle 15 30 60 1 0 0"
+    "scripts: fixed 100 60000|EVALSHA $script_sha 1 {sfx:__rand_int__}|rls decide 0 fixed 100 60000 1 0 0"
+    "scripts: sliding 100 60000 APPROX|EVALSHA $script_sha 1 {sap:__rand_int__}|rls decide 0 sliding-approx 100 60000 1 0 0"
+    "scripts: sliding 100 60000 (exact)|EVALSHA $script_sha 1 {ssl:__rand_int__}|rls decide 0 sliding 100 60000 1 0 0"
+)
 
 # Counts one server in one mode; prints "server|mode|label|instructions per call".
 measure() {
@@ -78,6 +92,7 @@ measure() {
         redis-cli -p "$port" ping >/dev/null 2>&1 && break
         sleep 0.1
     done
+    (cd client/lua && cat $(cat ORDER)) | redis-cli -p "$port" -x SCRIPT LOAD >/dev/null
     local shown
     shown=$(redis-cli -p "$port" info redlimit | tr -d '\r' | grep propagation || true)
     echo "$name $mode: $shown" >&2
@@ -85,14 +100,17 @@ measure() {
     for row in "${rows[@]}"; do
         label=${row%%|*}
         read -r -a command <<<"${row#*|}"
+        # A script call costs ~40 times a command: a tenth of the calls is as steady.
+        local n=$calls
+        [[ $label == scripts:* ]] && n=$(((calls + 9) / 10))
         redis-benchmark -p "$port" -c 10 -P 16 -r 1000 -n 2000 -q "${command[@]}" >/dev/null 2>&1
         callgrind_control --zero "$pid" >/dev/null 2>&1
-        redis-benchmark -p "$port" -c 10 -P 16 -r 1000 -n "$calls" -q "${command[@]}" >/dev/null 2>&1
+        redis-benchmark -p "$port" -c 10 -P 16 -r 1000 -n "$n" -q "${command[@]}" >/dev/null 2>&1
         callgrind_control --dump "$pid" >/dev/null 2>&1
         index=$((index + 1))
         local ir
         ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$out.$pid.$index")
-        echo "$name|$mode|$label|$((ir / calls))"
+        echo "$name|$mode|$label|$((ir / n))"
     done
     redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
     wait "$pid" || true
@@ -108,7 +126,7 @@ for name in ${servers//,/ }; do
 done
 
 echo
-echo "Instructions per call (callgrind, server user space; $calls calls of each, -P 16, 1,000 random keys)"
+echo "Instructions per call (callgrind, server user space; $calls calls of each command, a tenth of that for script calls; -P 16, 1,000 random keys)"
 echo
 echo "| server | command | cache-only | × floor | propagating | × floor |"
 echo "|---|---|---:|---:|---:|---:|"
