@@ -243,7 +243,26 @@ fn a_policy_change_caps_the_usage_at_the_new_limit() {
         );
         let denied = decide(con, &["RL.SLIDING", "a", "10", "60000", "APPROX"]);
         assert_eq!(denied[..3], [0, 10, 0], "{name}");
-        assert!(denied[3] <= 60_000, "{name}: {denied:?}");
+        // No worse off than a fresh limiter whose whole new limit was just used: that
+        // one waits for the rest of the window and then a tenth of the next (up to 66 s
+        // early in a window), not at most 60 s.
+        decide(
+            con,
+            &[
+                "RL.SLIDING",
+                "a-fresh",
+                "10",
+                "60000",
+                "APPROX",
+                "COST",
+                "10",
+            ],
+        );
+        let fresh = decide(con, &["RL.SLIDING", "a-fresh", "10", "60000", "APPROX"]);
+        assert!(
+            denied[3] <= fresh[3] + 50 && denied[3] <= 66_000,
+            "{name}: {denied:?}, a fresh limiter just used up: {fresh:?}"
+        );
         let shorter = decide(con, &["RL.SLIDING", "a", "10", "1000", "APPROX", "PEEK"]);
         assert!(
             shorter[0] == 1 || shorter[3] <= 2_000,
