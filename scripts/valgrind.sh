@@ -292,14 +292,16 @@ def every_command(c):
         decision(c, "RL.SLIDING", sa, 1000000, 60000, "APPROX", "PEEK")
         decision(c, "RL.SLIDING", sa, 10, 600000, "APPROX", "COST", 11)
         fx = key("fx", j)
-        decision(c, "RL.FIXED", fx, 10, 60000)
-        decision(c, "RL.FIXED", fx, 10, 60000, "COST", 3)
-        decision(c, "RL.FIXED", fx, 10, 60000, "PEEK")
-        decision(c, "RL.FIXED", fx, 4, 30000, "COST", 4)
+        # Day and half-day windows: an epoch-aligned window that ended between the write
+        # and RL.STATUS below would leave no key (a minute's did, once in CI).
+        decision(c, "RL.FIXED", fx, 10, 86400000)
+        decision(c, "RL.FIXED", fx, 10, 86400000, "COST", 3)
+        decision(c, "RL.FIXED", fx, 10, 86400000, "PEEK")
+        decision(c, "RL.FIXED", fx, 4, 43200000, "COST", 4)
         a1, a2, a3 = key("all1", j), key("all2", j), key("all3", j)
         for extra in ([], ["PEEK"], ["COST", 2], ["COST", 0], ["COST", 50]):
             r = ok(c, "RL.ALL", 4, a1, a2, a1, a3, "SLIDING", 10, 60000, "TOKENBUCKET", 5, 1, 1000,
-                   "SLIDING", 10, 60000, "FIXED", 7, 60000, *extra)
+                   "SLIDING", 10, 60000, "FIXED", 7, 86400000, *extra)
             if not (isinstance(r, list) and len(r) == 5 and r[0] in (0, 1)
                     and all(isinstance(d, list) and len(d) == 5 for d in r[1:])):
                 raise Failure("RL.ALL reply %r" % (r,))
