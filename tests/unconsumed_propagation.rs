@@ -38,8 +38,9 @@ fn digest(con: &mut Connection) -> String {
 }
 
 /// Traffic on a primary until stopped: every limiter kind on a few thousand keys, in
-/// plain pipelines, MULTI/EXEC blocks and scripts. Policies refill slowly, so no key
-/// expires while a test runs.
+/// plain pipelines, MULTI/EXEC blocks and scripts. Policies refill slowly and fixed
+/// windows last a day, so no key expires while a test runs (a 10-minute fixed window,
+/// epoch-aligned, once ended between a digest and the restart that compared it).
 struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
@@ -51,7 +52,7 @@ const CALLS: [&str; 5] = [
     "RL.THROTTLE {} 999 1 600",
     "RL.SLIDING {} 1000 600000",
     "RL.SLIDING {} 1000 600000 APPROX",
-    "RL.FIXED {} 1000 600000",
+    "RL.FIXED {} 1000 86400000",
 ];
 
 fn call(n: u64) -> redis::Cmd {
@@ -94,7 +95,7 @@ impl Load {
                 block.query::<()>(&mut con).expect("MULTI/EXEC");
                 let key = format!("eval:{}", n % 1_000);
                 redis::cmd("EVAL")
-                    .arg("redis.call('RL.TOKENBUCKET', KEYS[1], 1000, 1, 600000); return redis.call('RL.FIXED', KEYS[1] .. ':f', 1000, 600000)")
+                    .arg("redis.call('RL.TOKENBUCKET', KEYS[1], 1000, 1, 600000); return redis.call('RL.FIXED', KEYS[1] .. ':f', 1000, 86400000)")
                     .arg(1)
                     .arg(&key)
                     .query::<Vec<i64>>(&mut con)
