@@ -173,6 +173,9 @@ def test_admit_and_settle_on_a_cluster(cluster: Cluster, protocol: int, key: str
     requests, tokens = TokenBucket(20, 20, 60_000), TokenBucket(20_000, 20_000, 60_000)
     rc = cluster.client(protocol)
     limiter = sync_limiter(rc)
+    # A first call opens the connections (and asks auto's question) before the admit
+    # whose SINCE is measured.
+    assert limiter.check(tpm, tokens, cost=0).remaining == 20_000
     permit = limiter.admit([(rpm, requests, 1), (tpm, tokens, 5000)], max_wait=1)
     assert [d.remaining for d in permit.decision.decisions] == [19, 15_000]
     permit.settle([1, 1000])  # RL.ADJUST routed to the keys' owner

@@ -139,7 +139,11 @@ mod tests {
     fn the_sha1_file_is_the_scripts_sha1() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/lua/SHA1");
         let recorded = std::fs::read_to_string(path).unwrap();
-        assert_eq!(recorded.trim(), sha1(), "client/lua/SHA1 must hold the script's SHA1");
+        assert_eq!(
+            recorded.trim(),
+            sha1(),
+            "client/lua/SHA1 must hold the script's SHA1"
+        );
     }
 
     #[test]
