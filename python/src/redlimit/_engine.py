@@ -205,8 +205,12 @@ def loaded_sha(reply: Any, node: str) -> NodeInfo:
 
 
 def node_name(client: Any) -> str:
-    """``host:port`` of a standalone client (for logs and :class:`NodeInfo`)."""
+    """``host:port`` of a standalone client, or its Sentinel service (for logs and
+    :class:`NodeInfo`)."""
     pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service:  # a Sentinel master: whichever server the Sentinels name
+        return f"the primary of {service}"
     kwargs: Mapping[str, Any] = getattr(pool, "connection_kwargs", {}) or {}
     if kwargs.get("path"):
         return str(kwargs["path"])
