@@ -146,6 +146,8 @@ def test_verify_reports_the_engine(server: Server, bare_server: Server) -> None:
         assert r.script_exists(s.sha1()) == [True]
     with pytest.raises(ModuleNotLoadedError, match="not loaded on localhost:"):
         RateLimiter(bare_server.client()).verify()
+    with pytest.raises(ValueError, match="engine must be one of module, scripts, auto"):
+        RateLimiter(bare_server.client(), engine="lua")  # type: ignore[arg-type]
 
     async def asynchronous() -> None:
         client = redis.asyncio.Redis(port=bare_server.port)
