@@ -54,6 +54,14 @@ PY_PINS=(redis==8.2.0 fastapi==0.165.0 pytest==9.2.0 httpx==0.29.0 uvicorn==0.55
   "../$PY_VENV/bin/ruff" format --check .
   "../$PY_VENV/bin/mypy"
   "../$PY_VENV/bin/pytest" -q -p no:cacheprovider
+  # The suites again on servers started without the module, deciding through the Lua
+  # scripts (engine="scripts", then "auto"), as the Rust suites above. The differential
+  # test (module against scripts) is engine-independent: it ran above.
+  for engine in scripts auto; do
+    echo "== python suites, REDLIMIT_TEST_ENGINE=$engine"
+    REDLIMIT_TEST_ENGINE=$engine "../$PY_VENV/bin/pytest" -q -p no:cacheprovider \
+      --ignore=tests/test_differential.py
+  done
 )
 # ---- end python package ----
 

@@ -3,6 +3,11 @@
 A missing server fails its tests unless REDLIMIT_SKIP_MISSING_SERVERS=1 (then they are
 skipped, never passed). REDLIMIT_MODULE names the module to load (default: the newer of
 target/debug and target/release libredlimit.so).
+
+REDLIMIT_TEST_ENGINE=scripts (or auto) runs the suites on servers started *without* the
+module, the limiters deciding through the Lua scripts (as the Rust suites do); unset
+(or module), with the module as always. Build limiters with :func:`sync_limiter` and
+:func:`async_limiter`: they take that engine and the server's test clock.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import pytest
 import redis
+
+from redlimit import AsyncRateLimiter, Engine, RateLimiter
+from redlimit._scripts import script_key
 
 REPO = Path(__file__).resolve().parents[2]
 SERVERS = {
@@ -28,6 +36,47 @@ SERVERS = {
     "redis-8.2": ("REDLIMIT_REDIS_8_2_BIN", str(REPO / ".servers/redis-8.2/redis-server")),
     "valkey-9.1": ("REDLIMIT_VALKEY_9_1_BIN", str(REPO / ".servers/valkey-9.1/valkey-server")),
 }
+
+
+ENGINE: Engine = cast(Engine, os.environ.get("REDLIMIT_TEST_ENGINE") or "module")
+if ENGINE not in ("module", "scripts", "auto"):
+    raise RuntimeError(f"REDLIMIT_TEST_ENGINE must be module, scripts or auto, not {ENGINE}")
+ON_SCRIPTS = ENGINE != "module"
+"""The suites decide through the scripts, on servers without the module."""
+WITH_MODULE = not ON_SCRIPTS
+"""Whether the suites' servers load the module."""
+
+
+def stored_name(key: str) -> str:
+    """The name a limiter ``key`` is kept under by the engine the suites run with."""
+    return script_key(key.encode()).decode() if ON_SCRIPTS else key
+
+
+def stat(command: str) -> str:
+    """The ``INFO commandstats`` name counting the calls of ``RL.<command>`` (under the
+    scripts: every call is an ``EVALSHA``)."""
+    return "evalsha" if ON_SCRIPTS else f"rl.{command}"
+
+
+def sync_limiter(
+    client: Any, server: Optional[Server] = None, engine: Optional[Engine] = None
+) -> RateLimiter:
+    """A limiter on ``client`` with the suites' engine (or ``engine``) and ``server``'s
+    test clock."""
+    limiter = RateLimiter(client, engine=engine or ENGINE)
+    if server is not None:
+        limiter._engine.now_us = server.now_us
+    return limiter
+
+
+def async_limiter(
+    client: Any, server: Optional[Server] = None, engine: Optional[Engine] = None
+) -> AsyncRateLimiter:
+    """:func:`sync_limiter` for asyncio."""
+    limiter = AsyncRateLimiter(client, engine=engine or ENGINE)
+    if server is not None:
+        limiter._engine.now_us = server.now_us
+    return limiter
 
 
 def module_path() -> Path:
@@ -55,16 +104,30 @@ class Server:
     process: subprocess.Popen[bytes]
     directory: str
     module: bool
+    offset_ms: int = 0
 
     def client(self, protocol: int = 2) -> redis.Redis:
         return redis.Redis(port=self.port, protocol=protocol)
 
     def advance(self, ms: int) -> None:
-        """Moves the module's clock forward (redlimit.clock-offset-ms), never back."""
+        """Moves the decision clock forward, never back: the module's
+        (redlimit.clock-offset-ms), and the scripts' (their time override, see
+        :meth:`now_us`)."""
+        self.offset_ms += ms
+        if not self.module:
+            return
         r = self.client()
         current = int(str(r.config_get("redlimit.clock-offset-ms")["redlimit.clock-offset-ms"]))
         r.config_set("redlimit.clock-offset-ms", current + ms)
         r.close()
+
+    def now_us(self) -> int:
+        """The scripts' time override (microseconds since the epoch): 0 (the server's
+        ``TIME``) until the clock was advanced, then the local clock plus the offset
+        (the server runs on this machine: the same clock)."""
+        if self.offset_ms == 0:
+            return 0
+        return time.time_ns() // 1000 + self.offset_ms * 1000
 
     def log(self) -> str:
         return (Path(self.directory) / "server.log").read_text(errors="replace")
@@ -131,7 +194,8 @@ def stop(server: Server) -> None:
 
 @pytest.fixture(scope="session", params=list(SERVERS))
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    s = start(request.param, module=True)
+    """A server with the module (without it under REDLIMIT_TEST_ENGINE=scripts|auto)."""
+    s = start(request.param, module=WITH_MODULE)
     yield s
     stop(s)
 
@@ -183,7 +247,8 @@ CLUSTER_SERVER = "redis-7.0"
 
 @dataclass
 class Cluster:
-    """3 primaries + 3 replicas (one each), every node with the module."""
+    """3 primaries + 3 replicas (one each), every node with the module (without it under
+    REDLIMIT_TEST_ENGINE=scripts|auto)."""
 
     nodes: list[Server]
 
@@ -258,7 +323,9 @@ def cluster() -> Iterator[Cluster]:
     nodes: list[Server] = []
     try:
         for _ in range(6):
-            nodes.append(start(CLUSTER_SERVER, module=True, extra=extra, port=cluster_port()))
+            nodes.append(
+                start(CLUSTER_SERVER, module=WITH_MODULE, extra=extra, port=cluster_port())
+            )
         create = subprocess.run(
             [
                 cli,

@@ -10,10 +10,9 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conftest import Server, free_port
+from conftest import Server, async_limiter, free_port, sync_limiter
 from redlimit import (
     ArgumentError,
-    AsyncRateLimiter,
     Fixed,
     LimitExceeded,
     ModuleNotLoadedError,
@@ -31,7 +30,7 @@ from redlimit._types import AllPolicy
 
 @pytest.fixture
 def limiter(server: Server, protocol: int) -> RateLimiter:
-    return RateLimiter(server.client(protocol))
+    return sync_limiter(server.client(protocol), server)
 
 
 def test_token_bucket_timeline(limiter: RateLimiter, server: Server, key: str) -> None:
@@ -139,7 +138,7 @@ def test_without_module(bare_server: Server, protocol: int, key: str) -> None:
 
 
 def test_connection_refused(key: str) -> None:
-    down = RateLimiter(redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)))
+    down = sync_limiter(redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)))
     with pytest.raises(UnavailableError):
         down.fixed(key, 1, 1000)
 
@@ -155,7 +154,7 @@ def test_replicated_wait(limiter: RateLimiter, key: str) -> None:
 def test_asyncio(server: Server, protocol: int, key: str) -> None:
     async def scenario() -> None:
         client = redis.asyncio.Redis(port=server.port, protocol=protocol)
-        limiter = AsyncRateLimiter(client)
+        limiter = async_limiter(client, server)
         assert (await limiter.sliding(key, 1, 60_000)).allowed
         assert not (await limiter.sliding(key, 1, 60_000)).allowed
         assert (await limiter.token_bucket(key + "b", 2, 1, 1000)).remaining == 1

@@ -4,19 +4,21 @@ called with httpx: real 429s, headers and Retry-After values."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 import httpx
 import pytest
+import redis
 import redis.asyncio
 import uvicorn
 from fastapi import Depends, FastAPI
 
-from conftest import Server, free_port
-from redlimit import AsyncRateLimiter, Fixed, Sliding, TokenBucket
+from conftest import Server, async_limiter, free_port
+from redlimit import Engine, Fixed, Sliding, TokenBucket
 from redlimit.starlette import (
     ClientIp,
     Limit,
@@ -29,7 +31,12 @@ from redlimit.starlette import (
 
 
 def make_app(
-    port: int, failure: str = "closed", headers: str = "draft11", cluster: bool = False
+    port: int,
+    failure: str = "closed",
+    headers: str = "draft11",
+    cluster: bool = False,
+    engine: Optional[Engine] = None,
+    server: Optional[Server] = None,
 ) -> FastAPI:
     client: Any = (
         redis.asyncio.RedisCluster(host="127.0.0.1", port=port)
@@ -37,7 +44,7 @@ def make_app(
         else redis.asyncio.Redis(port=port)
     )
     limiter = Limiter(
-        AsyncRateLimiter(client),
+        async_limiter(client, server, engine),
         client_ip=ClientIp(["127.0.0.1/32"]),
         failure=failure,  # type: ignore[arg-type]
         headers=headers,  # type: ignore[arg-type]
@@ -106,7 +113,7 @@ class Running:
 
 @pytest.fixture
 def api(server: Server) -> Iterator[Running]:
-    running = Running(make_app(server.port))
+    running = Running(make_app(server.port, server=server))
     yield running
     running.stop()
 
@@ -160,7 +167,7 @@ def test_two_limits_and_dependency(api: Running, key: str) -> None:
 
 @pytest.mark.parametrize("failure", ["closed", "open"])
 def test_without_module_failure_policy(bare_server: Server, failure: str) -> None:
-    running = Running(make_app(bare_server.port, failure=failure))
+    running = Running(make_app(bare_server.port, failure=failure, engine="module"))
     try:
         got = [running.http.get("/api/hello") for _ in range(4)]
     finally:
@@ -177,7 +184,7 @@ def test_without_module_failure_policy(bare_server: Server, failure: str) -> Non
 
 
 def test_legacy_headers(server: Server, key: str) -> None:
-    running = Running(make_app(server.port, headers="legacy"))
+    running = Running(make_app(server.port, headers="legacy", server=server))
     try:
         ip = {"x-forwarded-for": "2001:db8:" + key[-4:] + "::1"}
         got = [running.http.get("/api/hello", headers=ip) for _ in range(4)]
@@ -205,3 +212,39 @@ def test_client_ip_rightmost_untrusted() -> None:
     v6 = Headers(raw=[(b"x-forwarded-for", b"2001:db8:aa:bb::1")])
     assert ips.resolve("127.0.0.1", v6) == "2001:db8:aa:bb::/64"
     assert ClientIp().resolve("::ffff:192.0.2.1", xff) == "192.0.2.1"
+
+
+@pytest.mark.parametrize("engine", ["scripts", "auto"])
+def test_managed_redis(
+    bare_server: Server, engine: Engine, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app on a server without the module (a managed Redis): the Lua scripts decide,
+    with the module's 429s, headers and bodies; keys in the scripts' namespace."""
+    caplog.set_level(logging.INFO, logger="redlimit")
+    running = Running(make_app(bare_server.port, engine=engine, server=bare_server))
+    try:
+        ip = {"x-forwarded-for": f"6.6.6.6, 10.{len(key)}.{hash(key) % 250}.{hash(key) % 199}"}
+        got = [running.http.get("/api/hello", headers=ip) for _ in range(4)]
+        user = {"x-user": key}
+        two = [running.http.get("/api/two/a", headers=user) for _ in range(3)]
+        search = [running.http.get("/search", headers=user) for _ in range(2)]
+        bare_server.advance(1000)
+        again = running.http.get("/api/hello", headers=ip)
+    finally:
+        running.stop()
+    assert [r.status_code for r in got] == [200, 200, 200, 429]
+    assert got[0].headers["ratelimit-policy"] == '"burst";q=3;w=3'
+    assert got[0].headers["ratelimit"] == '"burst";r=2;t=1'
+    assert got[3].headers["retry-after"] == "1"
+    assert body(got[3])["violated-policies"] == ["burst"]
+    assert again.status_code == 200
+    assert [r.status_code for r in two] == [200, 200, 429]
+    assert two[1].headers["ratelimit"].startswith('"minute";r=0;t=60, "hour";r=98;t=')
+    assert body(two[2])["violated-policies"] == ["minute"]
+    assert [r.status_code for r in search] == [200, 429]
+    assert search[1].headers["retry-after"] == "60"
+    with redis.Redis(port=bare_server.port) as r:
+        assert r.info("commandstats")["cmdstat_evalsha"]["calls"] > 0
+        assert r.keys("*|rls"), "the scripts' keys"
+    if engine == "auto":
+        assert any("the Lua scripts decide" in m for m in caplog.messages), caplog.messages

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Server
+from conftest import Server, sync_limiter
 from redlimit import (
     ArgumentError,
     Fixed,
@@ -24,7 +24,7 @@ TPM = TokenBucket(20_000, 20_000, 60_000)
 
 @pytest.fixture
 def limiter(server: Server, protocol: int) -> RateLimiter:
-    return RateLimiter(server.client(protocol))
+    return sync_limiter(server.client(protocol), server)
 
 
 def left(limiter: RateLimiter, key: str, policy: Policy) -> int:

@@ -13,7 +13,7 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conftest import Server, start, stop
+from conftest import WITH_MODULE, Server, async_limiter, start, stop, sync_limiter
 from redlimit import (
     ArgumentError,
     AsyncPermit,
@@ -40,7 +40,7 @@ def test_async_admit_settle(server: Server, protocol: int, key: str) -> None:
 
     async def scenario() -> None:
         client = redis.asyncio.Redis(port=server.port, protocol=protocol)
-        limiter = AsyncRateLimiter(client)
+        limiter = async_limiter(client, server)
         async with limiter.admit([(rpm, RPM, 1), (tpm, TPM, 1200 + 16_000)]) as permit:
             assert isinstance(permit, AsyncPermit)
             assert [d.remaining for d in permit.decision.decisions] == [19, 2800]
@@ -78,7 +78,7 @@ def test_async_cancel_while_waiting(server: Server, protocol: int, key: str) -> 
 
     async def scenario() -> None:
         client = redis.asyncio.Redis(port=server.port, protocol=protocol)
-        limiter = AsyncRateLimiter(client)
+        limiter = async_limiter(client, server)
         assert (await limiter.all([(rpm, RPM), (tpm, slow)], costs=[0, 100])).allowed
         admitting = limiter.admit([(rpm, RPM, 1), (tpm, slow, 50)], max_wait=5)
         task: asyncio.Task[AsyncPermit] = asyncio.create_task(admitting)
@@ -136,16 +136,16 @@ def test_failure_policy_without_module(bare_server: Server, protocol: int, key: 
 
 
 def test_failure_policy_is_for_outages_only(server: Server, key: str) -> None:
-    limiter = RateLimiter(server.client())
+    limiter = sync_limiter(server.client(), server)
     with pytest.raises(ArgumentError, match="capacity must be a positive integer"):
         limiter.admit([(key, TokenBucket(0, 1, 1000), 1)], failure="open")
 
 
 def test_settle_when_the_server_is_gone(server: Server, key: str) -> None:
-    own = start(server.name, module=True)
+    own = start(server.name, module=WITH_MODULE)
     try:
         client = redis.Redis(port=own.port, retry=Retry(NoBackoff(), 0))
-        limiter = RateLimiter(client)
+        limiter = sync_limiter(client, own)
         dropped = limiter.admit([(key, TPM, 5000)], failure="open")
         raised = limiter.admit([(key + "e", TPM, 5000)])
         assert dropped.source == raised.source == "server"
@@ -179,7 +179,7 @@ def test_resp3_answers_what_resp2_answers(server: Server, key: str) -> None:
     tokens = TokenBucket(20_000, 1, 3_600_000)
     replies: dict[int, list[Reply]] = {}
     for protocol in (2, 3):
-        limiter = RateLimiter(server.client(protocol))
+        limiter = sync_limiter(server.client(protocol), server)
         k = f"{{{key}:{protocol}}}"
         limits: list[tuple[str, AllPolicy]] = [(k + ":r", RPM), (k + ":t", slow)]
         out: list[Reply] = []

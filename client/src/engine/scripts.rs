@@ -133,6 +133,19 @@ mod tests {
         assert_eq!(sha1().len(), 40);
     }
 
+    /// `client/lua/SHA1` is the script's SHA1: the Python package asserts the same file,
+    /// so both clients load one script under one SHA1 (update the file with the Lua).
+    #[test]
+    fn the_sha1_file_is_the_scripts_sha1() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/lua/SHA1");
+        let recorded = std::fs::read_to_string(path).unwrap();
+        assert_eq!(
+            recorded.trim(),
+            sha1(),
+            "client/lua/SHA1 must hold the script's SHA1"
+        );
+    }
+
     #[test]
     fn keys_keep_their_slot_in_their_own_namespace() {
         for key in [&b"user:42"[..], b"{user:42}:m", b"a{b", b"x{}y{z}"] {

@@ -8,13 +8,16 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import redis.asyncio
 import redis.exceptions
 
 from . import _protocol as p
+from . import _verify as v
 from . import permit as a
+from ._engine import BackendInfo, Decider, Engine, EngineState, is_connection_failure, node_name
 from ._protocol import Key
 from ._types import AllDecision, AllPolicy, Decision, Policy, Status
 from .client import REDIS_ERRORS, _with_acks
@@ -43,12 +46,16 @@ class AsyncRateLimiter:
     >>> d = await limiter.token_bucket("user:42", capacity=10, refill_tokens=1, refill_ms=1000)
     >>> d.allowed, d.remaining
     (True, 9)
+
+    ``engine``: ``"module"`` (the default), ``"scripts"`` or ``"auto"``, as for
+    :class:`RateLimiter`.
     """
 
     def __init__(
         self,
         client: AsyncClient,
         *,
+        engine: Engine = "module",
         wait_replicas: Optional[int] = None,
         wait_timeout_ms: int = 0,
     ) -> None:
@@ -57,27 +64,62 @@ class AsyncRateLimiter:
         self._wait: Optional[tuple[int, int]] = (
             None if wait_replicas is None else (wait_replicas, wait_timeout_ms)
         )
+        self._engine = EngineState(engine)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine chosen: ``"module"``, ``"scripts"`` or ``"auto"``."""
+        return self._engine.choice
+
+    @property
+    def engine_in_use(self) -> Optional[Decider]:
+        """What decides now: ``"module"`` or ``"scripts"`` (``None``: ``"auto"`` has
+        not asked the server yet)."""
+        return self._engine.in_use
 
     def replicated(self, replicas: int, timeout_ms: int) -> AsyncRateLimiter:
         """The same limiter, each call followed by ``WAIT replicas timeout_ms`` on the
         connection that made it, on the node that owns the key; ``replicas_acked``
         of the decision says how many replicas acknowledged."""
-        return AsyncRateLimiter(self.client, wait_replicas=replicas, wait_timeout_ms=timeout_ms)
+        same = AsyncRateLimiter(self.client, wait_replicas=replicas, wait_timeout_ms=timeout_ms)
+        same._engine = self._engine  # one engine (and what auto found) for both
+        return same
 
     # ------------------------------------------------------------------ transport
 
     async def _call(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
         try:
-            if self._wait is None:
-                reply = await self._client.execute_command(*command)
-                return parse(reply)
-            replicas, timeout_ms = self._wait
-            reply, acks = await self._with_wait(key, command, ("WAIT", replicas, timeout_ms))
-            return _with_acks(parse(reply), p.count(acks, "WAIT"))
+            try:
+                return await self._attempt(key, command, parse, await self._uses_scripts())
+            except redis.exceptions.ResponseError as exc:
+                if not self._engine.module_vanished(exc):
+                    raise
+                return await self._attempt(key, command, parse, True)
         except RateLimitError:
             raise
         except REDIS_ERRORS as exc:
+            if is_connection_failure(exc):
+                self._engine.forget()
             raise p.translate(exc) from exc
+
+    async def _attempt(
+        self, key: Key, command: p.Command, parse: Callable[[Any], T], scripts: bool
+    ) -> T:
+        wire = self._engine.wire(key, command, scripts)
+        try:
+            return await self._send(wire.key, wire.first, parse)
+        except redis.exceptions.NoScriptError:
+            if wire.then is None:
+                raise
+            return await self._send(wire.key, wire.then, parse)  # EVAL loads the script
+
+    async def _send(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
+        if self._wait is None:
+            reply = await self._client.execute_command(*command)
+            return parse(reply)
+        replicas, timeout_ms = self._wait
+        reply, acks = await self._with_wait(key, command, ("WAIT", replicas, timeout_ms))
+        return _with_acks(parse(reply), p.count(acks, "WAIT"))
 
     async def _with_wait(self, key: Key, command: p.Command, wait: p.Command) -> list[Any]:
         if not isinstance(self.client, redis.asyncio.RedisCluster):
@@ -113,6 +155,37 @@ class AsyncRateLimiter:
         # (initialize() returns at once once it has).
         await self._client.initialize()
         return self._client.get_node_from_key(key)
+
+    # ------------------------------------------------------------------ engine
+
+    async def _nodes(self) -> list[v.AsyncNode]:
+        """Every server a decision may reach (each primary of a cluster), with a
+        function sending it one command."""
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            await self._client.initialize()
+            return [
+                (node.name, partial(self._client.execute_command, target_nodes=node))
+                for node in self._client.get_primaries()
+            ]
+        return [(node_name(self.client), self._client.execute_command)]
+
+    async def _uses_scripts(self) -> bool:
+        scripts = self._engine.uses_scripts()
+        if scripts is None:  # auto, not asked yet on these connections
+            nodes = await self._nodes()
+            steps = v.has_module(self._engine, [n for n, _ in nodes])
+            scripts = not await v.drive_async(steps, nodes)
+        return scripts
+
+    async def verify(self) -> BackendInfo:
+        """Which engine decides (see :meth:`RateLimiter.verify`)."""
+        try:
+            nodes = await self._nodes()
+            return await v.drive_async(v.verify(self._engine, [n for n, _ in nodes]), nodes)
+        except RateLimitError:
+            raise
+        except REDIS_ERRORS as exc:
+            raise p.translate(exc) from exc
 
     # ------------------------------------------------------------------ commands
 

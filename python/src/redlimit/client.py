@@ -8,15 +8,19 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import redis
 import redis.exceptions
 
 from . import _protocol as p
+from . import _verify as v
 from . import permit as a
+from ._engine import BackendInfo, Decider, Engine, EngineState, is_connection_failure, node_name
 from ._protocol import Key
 from ._types import AllDecision, AllPolicy, Decision, Policy, Status
+from ._verify import Node
 from .errors import LimitExceeded, NotAdmitted, RateLimitError
 from .permit import AdmitFailure, MaxWait, Permit
 
@@ -47,12 +51,18 @@ class RateLimiter:
     >>> d = limiter.token_bucket("user:42", capacity=10, refill_tokens=1, refill_ms=1000)
     >>> d.allowed, d.remaining
     (True, 9)
+
+    ``engine`` says what decides on the server (see :data:`redlimit.Engine`):
+    ``"module"`` (the default: ``RL.*`` commands), ``"scripts"`` (Lua scripts, for a
+    managed Redis that cannot load modules) or ``"auto"`` (the module where it is
+    loaded, the scripts otherwise). Same calls, same replies.
     """
 
     def __init__(
         self,
         client: SyncClient,
         *,
+        engine: Engine = "module",
         wait_replicas: Optional[int] = None,
         wait_timeout_ms: int = 0,
     ) -> None:
@@ -61,36 +71,102 @@ class RateLimiter:
         self._wait: Optional[tuple[int, int]] = (
             None if wait_replicas is None else (wait_replicas, wait_timeout_ms)
         )
+        self._engine = EngineState(engine)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine chosen: ``"module"``, ``"scripts"`` or ``"auto"``."""
+        return self._engine.choice
+
+    @property
+    def engine_in_use(self) -> Optional[Decider]:
+        """What decides now: ``"module"`` or ``"scripts"`` (``None``: ``"auto"`` has
+        not asked the server yet)."""
+        return self._engine.in_use
 
     def replicated(self, replicas: int, timeout_ms: int) -> RateLimiter:
         """The same limiter, each call followed by ``WAIT replicas timeout_ms`` on the
         connection that made it, on the node that owns the key; ``replicas_acked``
         of the decision says how many replicas acknowledged."""
-        return RateLimiter(self.client, wait_replicas=replicas, wait_timeout_ms=timeout_ms)
+        same = RateLimiter(self.client, wait_replicas=replicas, wait_timeout_ms=timeout_ms)
+        same._engine = self._engine  # one engine (and what auto found) for both
+        return same
 
     # ------------------------------------------------------------------ transport
 
     def _call(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
         try:
-            if self._wait is None:
-                reply = self._client.execute_command(*command)
-                return parse(reply)
-            replicas, timeout_ms = self._wait
-            pipe = self._owner(key).pipeline(transaction=False)
-            pipe.execute_command(*command)
-            pipe.execute_command("WAIT", replicas, timeout_ms)
-            reply, acks = pipe.execute(raise_on_error=True)
-            return _with_acks(parse(reply), p.count(acks, "WAIT"))
+            try:
+                return self._attempt(key, command, parse, self._uses_scripts())
+            except redis.exceptions.ResponseError as exc:
+                if not self._engine.module_vanished(exc):
+                    raise
+                return self._attempt(key, command, parse, True)
         except RateLimitError:
             raise
         except REDIS_ERRORS as exc:
+            if is_connection_failure(exc):
+                self._engine.forget()
             raise p.translate(exc) from exc
+
+    def _attempt(self, key: Key, command: p.Command, parse: Callable[[Any], T], scripts: bool) -> T:
+        wire = self._engine.wire(key, command, scripts)
+        try:
+            return self._send(wire.key, wire.first, parse)
+        except redis.exceptions.NoScriptError:
+            if wire.then is None:
+                raise
+            return self._send(wire.key, wire.then, parse)  # EVAL loads the script
+
+    def _send(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
+        if self._wait is None:
+            reply = self._client.execute_command(*command)
+            return parse(reply)
+        replicas, timeout_ms = self._wait
+        pipe = self._owner(key).pipeline(transaction=False)
+        pipe.execute_command(*command)
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        reply, acks = pipe.execute(raise_on_error=True)
+        return _with_acks(parse(reply), p.count(acks, "WAIT"))
 
     def _owner(self, key: Key) -> Any:
         if isinstance(self.client, redis.RedisCluster):
             node = self._client.get_node_from_key(key)
             return node.redis_connection
         return self.client
+
+    # ------------------------------------------------------------------ engine
+
+    def _nodes(self) -> list[Node]:
+        """Every server a decision may reach (each primary of a cluster), with a
+        function sending it one command."""
+        if isinstance(self.client, redis.RedisCluster):
+            return [
+                (node.name, partial(self._client.execute_command, target_nodes=node))
+                for node in self._client.get_primaries()
+            ]
+        return [(node_name(self.client), self._client.execute_command)]
+
+    def _uses_scripts(self) -> bool:
+        scripts = self._engine.uses_scripts()
+        if scripts is None:  # auto, not asked yet on these connections
+            nodes = self._nodes()
+            scripts = not v.drive(v.has_module(self._engine, [n for n, _ in nodes]), nodes)
+        return scripts
+
+    def verify(self) -> BackendInfo:
+        """Which engine decides, checked on every server a decision may reach: the
+        module (``"module"``, or ``"auto"`` where every server has it), else the
+        scripts, loaded now (``SCRIPT LOAD``; ``"scripts"``, or ``"auto"``). Raises
+        :class:`ModuleNotLoadedError` (``"module"`` without the module) or another
+        :class:`RateLimitError`."""
+        try:
+            nodes = self._nodes()
+            return v.drive(v.verify(self._engine, [n for n, _ in nodes]), nodes)
+        except RateLimitError:
+            raise
+        except REDIS_ERRORS as exc:
+            raise p.translate(exc) from exc
 
     # ------------------------------------------------------------------ commands
 

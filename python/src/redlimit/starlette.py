@@ -342,6 +342,10 @@ class Limiter:
     module included). After ``breaker_failures`` consecutive failures Redis is left
     alone for ``cool_down`` s. Failures are logged once when they begin or change kind,
     and once when decisions are made again.
+
+    On a managed Redis that cannot load the module, give it
+    ``AsyncRateLimiter(client, engine="auto")`` (or ``"scripts"``): the Lua scripts
+    decide, with the same answers and headers.
     """
 
     def __init__(
