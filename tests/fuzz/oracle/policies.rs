@@ -45,6 +45,11 @@ pub fn policy_fields(algorithm: Algorithm) -> &'static [(&'static str, u64, u64)
         ],
         Algorithm::SlidingApprox => &[("limit", 1, MAX_APPROX), ("window_ms", 1, MAX_APPROX)],
         Algorithm::Concurrency => &[("limit", 1, MAX_LEASES), ("lease_ms", 1, MAX_DURATION_MS)],
+        // Never sent by the fuzzer; listed so that a status of one would be checked.
+        Algorithm::Usage => &[
+            ("bucket_ms", 1, MAX_DURATION_MS),
+            ("buckets", 1, redlimit_core::MAX_USAGE_BUCKETS),
+        ],
     }
 }
 
