@@ -9,11 +9,11 @@
 //! module's clock offset (or `RL.REPLAY` at exact times); the only wait is a bounded poll
 //! for a real expiry.
 
-mod common;
 #[path = "usage/bounds.rs"]
 mod bounds;
 #[path = "usage/client.rs"]
 mod client;
+mod common;
 
 use common::{error, servers, set_clock};
 use redis::{Connection, Value, cmd};

@@ -87,11 +87,11 @@ pub use engine::scripts;
 pub use error::{Error, ErrorKind, Result};
 pub use health::Health;
 pub use limiter::{Builder, FailurePolicy, RateLimiter};
-pub use usage::UsageBucket;
 pub use redlimit_core::{
     Algorithm, ArgumentError, Concurrency, FixedWindow, Policy, SlidingCounter, SlidingWindow,
     Throttle, TokenBucket, UsageShape,
 };
+pub use usage::UsageBucket;
 pub use verify::{BackendInfo, Engine, NodeInfo};
 
 /// Re-exported so that callers can build backends without naming another version.

@@ -397,10 +397,7 @@ pub fn parse_status(value: &Value) -> Result<Option<Status>> {
         "concurrency" => {
             StoredPolicy::Concurrency(Concurrency::new(number("limit")?, number("lease_ms")?)?)
         }
-        "usage" => StoredPolicy::Usage(UsageShape::new(
-            number("bucket_ms")?,
-            number("buckets")?,
-        )?),
+        "usage" => StoredPolicy::Usage(UsageShape::new(number("bucket_ms")?, number("buckets")?)?),
         other => {
             return Err(Error::new(
                 ErrorKind::Protocol,

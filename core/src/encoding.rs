@@ -144,7 +144,12 @@ impl Limiter {
                 put_all(
                     out,
                     TAG_USAGE,
-                    &[p.bucket_ms(), p.buckets(), counted.newest_ms(), amounts.len() as u64],
+                    &[
+                        p.bucket_ms(),
+                        p.buckets(),
+                        counted.newest_ms(),
+                        amounts.len() as u64,
+                    ],
                 );
                 for &amount in amounts {
                     varint::put(out, amount);

@@ -188,7 +188,12 @@ impl UsageShape {
     /// assert_eq!(shape.read(&counted, Timestamp::from_millis(13_000)), [(11_000, 0), (12_000, 5), (13_000, 0)]);
     /// ```
     #[must_use]
-    pub fn add(&self, previous: Option<&UsageBuckets>, now: Timestamp, amount: u64) -> UsageBuckets {
+    pub fn add(
+        &self,
+        previous: Option<&UsageBuckets>,
+        now: Timestamp,
+        amount: u64,
+    ) -> UsageBuckets {
         let current = self.current_bucket(previous, now);
         let mut amounts = match previous {
             Some(previous) => {
@@ -360,10 +365,13 @@ impl UsageBuckets {
     /// Each recorded amount with the start of its bucket, oldest first.
     fn starts(&self, bucket_ms: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
         let count = self.amounts.len() as u64;
-        self.amounts.iter().enumerate().map(move |(index, &amount)| {
-            let back = (count - 1 - index as u64).saturating_mul(bucket_ms);
-            (self.newest_ms.saturating_sub(back), amount)
-        })
+        self.amounts
+            .iter()
+            .enumerate()
+            .map(move |(index, &amount)| {
+                let back = (count - 1 - index as u64).saturating_mul(bucket_ms);
+                (self.newest_ms.saturating_sub(back), amount)
+            })
     }
 
     /// The amount recorded in the bucket starting at `start` (0 when none).

@@ -20,7 +20,10 @@ fn runtime() -> tokio::runtime::Runtime {
 async fn records_and_reads(limiter: &RateLimiter, who: &str) {
     let shape = UsageShape::hourly(24).unwrap();
     let key = "usage:{user:42}:openai";
-    assert_eq!(limiter.record_usage(key, 1_200, &shape).await.unwrap(), 1_200);
+    assert_eq!(
+        limiter.record_usage(key, 1_200, &shape).await.unwrap(),
+        1_200
+    );
     assert_eq!(limiter.record_usage(key, 300, &shape).await.unwrap(), 1_500);
     assert_eq!(limiter.record_usage(key, 0, &shape).await.unwrap(), 1_500);
     let report = limiter.usage(key).await.unwrap();
@@ -33,7 +36,11 @@ async fn records_and_reads(limiter: &RateLimiter, who: &str) {
             .all(|pair| pair[1].start_ms == pair[0].start_ms + 3_600_000),
         "{who}: consecutive hours, oldest first"
     );
-    assert_eq!(report[0].start_ms % 3_600_000, 0, "{who}: aligned to the epoch");
+    assert_eq!(
+        report[0].start_ms % 3_600_000,
+        0,
+        "{who}: aligned to the epoch"
+    );
     assert_eq!(limiter.usage("usage:none").await.unwrap(), [], "{who}");
 
     let status = limiter.status(key).await.unwrap().unwrap();
@@ -55,7 +62,10 @@ async fn records_and_reads(limiter: &RateLimiter, who: &str) {
 
     let policy = Policy::fixed(3, 60_000).unwrap();
     assert!(limiter.check("limit:42", &policy).await.unwrap().allowed);
-    let wrong = limiter.record_usage("limit:42", 1, &shape).await.unwrap_err();
+    let wrong = limiter
+        .record_usage("limit:42", 1, &shape)
+        .await
+        .unwrap_err();
     assert!(wrong.is_wrong_type(), "{who}: {wrong}");
     assert!(limiter.usage("limit:42").await.unwrap_err().is_wrong_type());
     let wrong = limiter.check(key, &policy).await.unwrap_err();
