@@ -1,4 +1,4 @@
--- redlimit script engine, part 1 of 10: shared helpers.
+-- redlimit script engine, part 1 of 11: shared helpers.
 --
 -- The script is the concatenation of client/lua/*.lua in the order listed in
 -- client/lua/ORDER (every client builds it the same way). It mirrors redlimit-core

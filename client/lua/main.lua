@@ -1,4 +1,4 @@
--- Part 10: the operations. ARGV[1] names one, ARGV[2] is the time override, the rest
+-- Part 11: the operations. ARGV[1] names one, ARGV[2] is the time override, the rest
 -- are its arguments (client/lua/README.md lists each layout).
 
 -- The live limiter in `stored` at now (nil when absent or idle): its algorithm's name,
@@ -84,7 +84,7 @@ local OPS = {}
 function OPS.decide(now)
   local name = ARGV[3]
   local alg = ALGORITHMS[name]
-  if not alg or name == 'concurrency' then fail('ERR unknown algorithm') end
+  if not alg or name == 'concurrency' or name == 'usage' then fail('ERR unknown algorithm') end
   local p = policy_at(name, 4)
   local i = 4 + #alg.fields
   local req = request(ARGV[i], ARGV[i + 1], ARGV[i + 2], name == 'throttle' and 'quantity' or 'COST')
@@ -119,7 +119,7 @@ function OPS.all(now)
   for k = 1, n do
     local base = 6 + (k - 1) * 5
     local name = ARGV[base]
-    if not ALGORITHMS[name] or name == 'concurrency' or name == 'throttle' then
+    if not ALGORITHMS[name] or name == 'concurrency' or name == 'throttle' or name == 'usage' then
       fail('ERR unknown policy')
     end
     limits[k] = { name = name, policy = policy_at(name, base + 1) }
@@ -293,6 +293,43 @@ function OPS.status(now)
     end
   end
   return out
+end
+
+-- usage_add: amount, bucket_ms, buckets. Replies the total over the ring afterwards; an
+-- amount of 0 only reads it.
+function OPS.usage_add(now)
+  local amount = cost_of(ARGV[3], 'amount')
+  local p = USAGE.check({ positive(ARGV[4], 'bucket_ms'), positive(ARGV[5], 'buckets') })
+  local key = KEYS[1]
+  local current = live(load(key, guard(1, 1)), now)
+  local s = nil
+  if current then
+    if current.name ~= 'usage' then wrong_algorithm(current.name) end
+    local q = current.policy
+    if q[1] ~= p[1] or q[2] ~= p[2] then
+      local n = function(v) return string.format('%.0f', v) end
+      fail("ERR bucket_ms and buckets must be the key's: it records " .. n(q[2]) ..
+        ' buckets of ' .. n(q[1]) .. ' ms, not ' .. n(p[2]) .. ' of ' .. n(p[1]) ..
+        ' ms (RL.RESET the key to change its shape)')
+    end
+    s = current.state
+  end
+  if amount == 0 then
+    if s then return USAGE.total(p, s, now) end
+    return 0
+  end
+  local state = USAGE.add(p, s, now, amount)
+  store(key, encode('usage', p, state), USAGE.idle(p, state))
+  return USAGE.total(p, state, now)
+end
+
+-- usage: every bucket of the ring, oldest first, as bucket_start_ms, amount pairs; an
+-- empty array when the key is absent or idle.
+function OPS.usage(now)
+  local current = live(load(KEYS[1], guard(1, 1)), now)
+  if not current then return {} end
+  if current.name ~= 'usage' then wrong_algorithm(current.name) end
+  return USAGE.read(current.policy, current.state, now)
 end
 
 local op = OPS[ARGV[1]]

@@ -1,6 +1,6 @@
 //! What the client answers: a decision, where it came from, and a key's status.
 
-use redlimit_core::{Algorithm, Concurrency, Policy, RetryAfter, ceil_millis};
+use redlimit_core::{Algorithm, Concurrency, Policy, RetryAfter, UsageShape, ceil_millis};
 use std::time::Duration;
 
 /// Where a decision came from.
@@ -122,6 +122,8 @@ pub enum StoredPolicy {
     Rate(Policy),
     /// A concurrency limit (leases).
     Concurrency(Concurrency),
+    /// A usage counter (`RL.USAGE.ADD`): its status always allows, with no limit.
+    Usage(UsageShape),
 }
 
 impl StoredPolicy {
@@ -131,6 +133,7 @@ impl StoredPolicy {
         match self {
             Self::Rate(policy) => policy.algorithm(),
             Self::Concurrency(_) => Algorithm::Concurrency,
+            Self::Usage(_) => Algorithm::Usage,
         }
     }
 }

@@ -37,6 +37,8 @@
 //!   [`Permit`] to [`settle`](Permit::settle) with the real cost once known.
 //! - [`acquire`](RateLimiter::acquire) / [`renew`](RateLimiter::renew) /
 //!   [`release`](RateLimiter::release): concurrency leases.
+//! - [`record_usage`](RateLimiter::record_usage) / [`usage`](RateLimiter::usage): usage
+//!   counters for reporting (tokens spent per hour for the last day), not limits.
 //! - [`reset`](RateLimiter::reset), [`status`](RateLimiter::status).
 //!
 //! # When Redis is slow or down
@@ -71,6 +73,7 @@ mod observe;
 mod permit;
 mod protocol;
 mod slot;
+mod usage;
 mod verify;
 
 #[cfg(feature = "axum")]
@@ -86,8 +89,9 @@ pub use health::Health;
 pub use limiter::{Builder, FailurePolicy, RateLimiter};
 pub use redlimit_core::{
     Algorithm, ArgumentError, Concurrency, FixedWindow, Policy, SlidingCounter, SlidingWindow,
-    Throttle, TokenBucket,
+    Throttle, TokenBucket, UsageShape,
 };
+pub use usage::UsageBucket;
 pub use verify::{BackendInfo, Engine, NodeInfo};
 
 /// Re-exported so that callers can build backends without naming another version.

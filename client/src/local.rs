@@ -209,6 +209,23 @@ impl LocalStore {
             .sum()
     }
 
+    /// Runs `change` on the live limiter at `key` (`None`: absent or idle) and stores the
+    /// limiter it returns, if any, with its answer: how operations kept outside this file
+    /// (usage counters) change a key under its shard lock.
+    pub fn update<T>(
+        &self,
+        key: &[u8],
+        now: Timestamp,
+        change: impl FnOnce(Option<&Limiter>) -> Result<(T, Option<Limiter>)>,
+    ) -> Result<T> {
+        let mut shard = self.lock(self.shard_index(key));
+        let (answer, update) = change(live(&shard, key, now))?;
+        if let Some(update) = update {
+            self.store(&mut shard, key, update, now);
+        }
+        Ok(answer)
+    }
+
     /// The limiter stored at `key`, if it is not idle.
     pub fn get(&self, key: &[u8], now: Timestamp) -> Option<Limiter> {
         live(&self.lock(self.shard_index(key)), key, now).cloned()

@@ -5,7 +5,7 @@ use crate::error::{Error, ErrorKind, Result};
 use redis::{Cmd, Value};
 use redlimit_core::{
     AllRequest, Concurrency, FixedWindow, Policy, Request, SlidingCounter, SlidingWindow, Throttle,
-    TokenBucket,
+    TokenBucket, UsageShape,
 };
 use std::time::Duration;
 
@@ -397,6 +397,7 @@ pub fn parse_status(value: &Value) -> Result<Option<Status>> {
         "concurrency" => {
             StoredPolicy::Concurrency(Concurrency::new(number("limit")?, number("lease_ms")?)?)
         }
+        "usage" => StoredPolicy::Usage(UsageShape::new(number("bucket_ms")?, number("buckets")?)?),
         other => {
             return Err(Error::new(
                 ErrorKind::Protocol,

@@ -162,7 +162,8 @@ impl Policy {
 
 impl Limiter {
     /// The policy this limiter was last changed with; `None` for a concurrency limit
-    /// (leases are given back with `RL.RELEASE`, not adjusted).
+    /// (leases are given back with `RL.RELEASE`, not adjusted) and a usage counter (it
+    /// limits nothing).
     #[must_use]
     pub fn policy(&self) -> Option<Policy> {
         Some(match self {
@@ -171,7 +172,7 @@ impl Limiter {
             Self::Fixed(p, _) => Policy::Fixed(*p),
             Self::Sliding(p, _) => Policy::Sliding(*p),
             Self::SlidingApprox(p, _) => Policy::SlidingApprox(*p),
-            Self::Concurrency(..) => return None,
+            Self::Concurrency(..) | Self::Usage(..) => return None,
         })
     }
 }

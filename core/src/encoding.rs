@@ -12,6 +12,7 @@ use crate::sliding_log::{SlidingLog, SlidingWindow};
 use crate::throttle::{Throttle, ThrottleState};
 use crate::time::Timestamp;
 use crate::token_bucket::{BucketState, TokenBucket};
+use crate::usage::{MAX_USAGE_BUCKETS, UsageBuckets, UsageShape};
 use crate::varint::{self, CountingSink, Reader, Sink, SliceSink};
 use core::fmt;
 
@@ -24,6 +25,7 @@ const TAG_FIXED: u8 = 3;
 const TAG_SLIDING: u8 = 4;
 const TAG_SLIDING_APPROX: u8 = 5;
 const TAG_CONCURRENCY: u8 = 6;
+const TAG_USAGE: u8 = 7;
 
 /// Bytes that are not a limiter this build understands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +139,22 @@ impl Limiter {
                     out.extend(&lease.id);
                 }
             }
+            Self::Usage(p, counted) => {
+                let amounts = counted.amounts();
+                put_all(
+                    out,
+                    TAG_USAGE,
+                    &[
+                        p.bucket_ms(),
+                        p.buckets(),
+                        counted.newest_ms(),
+                        amounts.len() as u64,
+                    ],
+                );
+                for &amount in amounts {
+                    varint::put(out, amount);
+                }
+            }
         }
     }
 
@@ -211,6 +229,21 @@ impl Limiter {
                     Box::new(Leases::from_leases(held).map_err(DecodeError)?),
                 )
             }
+            TAG_USAGE => {
+                let shape = UsageShape::new(next()?, next()?).map_err(invalid)?;
+                let newest_ms = next()?;
+                let count = next()?;
+                if count > MAX_USAGE_BUCKETS {
+                    return Err(DecodeError("a usage counter no command can produce"));
+                }
+                let mut amounts = Vec::new();
+                for _ in 0..count {
+                    amounts.push(reader.varint().map_err(DecodeError)?);
+                }
+                let counted =
+                    UsageBuckets::from_parts(&shape, newest_ms, amounts).map_err(DecodeError)?;
+                Self::Usage(shape, Box::new(counted))
+            }
             _ => return Err(DecodeError("unknown algorithm")),
         };
         if !reader.is_empty() {
@@ -236,7 +269,8 @@ impl Limiter {
     fn check_counts(&self) -> Result<(), DecodeError> {
         let valid = match self {
             Self::TokenBucket(p, s) => p.holds(s),
-            Self::Throttle(..) | Self::Concurrency(..) => true,
+            // A usage counter is checked whole by `UsageBuckets::from_parts`.
+            Self::Throttle(..) | Self::Concurrency(..) | Self::Usage(..) => true,
             Self::Fixed(p, s) => s.count <= p.limit(),
             Self::Sliding(p, log) => log.total() <= p.limit(),
             Self::SlidingApprox(p, s) => {
@@ -259,6 +293,7 @@ impl Limiter {
             // `from_parts` sums the deltas without overflow: the newest entry's time.
             Self::Sliding(_, log) => log.last_ms(),
             Self::SlidingApprox(_, s) => s.start_ms,
+            Self::Usage(_, counted) => counted.newest_ms(),
             Self::Concurrency(_, leases) => leases
                 .held()
                 .iter()
@@ -291,7 +326,7 @@ mod tests {
             Limiter::Fixed(p, _) => Policy::Fixed(*p),
             Limiter::Sliding(p, _) => Policy::Sliding(*p),
             Limiter::SlidingApprox(p, _) => Policy::SlidingApprox(*p),
-            Limiter::Concurrency(..) => return None,
+            Limiter::Concurrency(..) | Limiter::Usage(..) => return None,
         })
     }
 
@@ -397,7 +432,7 @@ mod tests {
 
         #[test]
         fn any_stored_numbers_decide_without_panic(
-            tag in 1u8..=6,
+            tag in 1u8..=7,
             numbers in proptest::collection::vec(prop_oneof![Just(0u64), Just(1), Just(u64::MAX), Just(u64::MAX / 1_000), any::<u64>()], 8),
             tail in proptest::collection::vec(any::<u8>(), 0..6),
             now in prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()],
@@ -406,7 +441,7 @@ mod tests {
             // Policies that decode are valid; states may hold any numbers (a client can
             // send RL.SETSTATE anything): deciding on them must never panic or overflow.
             let mut bytes = vec![ENCODING_VERSION, tag];
-            let count = [5, 4, 4, 3, 5, 3][usize::from(tag - 1)];
+            let count = [5, 4, 4, 3, 5, 3, 4][usize::from(tag - 1)];
             for n in &numbers[..count] {
                 varint::put(&mut bytes, *n);
             }

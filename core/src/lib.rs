@@ -40,6 +40,7 @@ mod sliding_log;
 mod throttle;
 mod time;
 mod token_bucket;
+mod usage;
 mod varint;
 
 pub use adjust::Adjustment;
@@ -57,3 +58,7 @@ pub use sliding_log::{MAX_SLIDING_LIMIT, SlidingLog, SlidingWindow};
 pub use throttle::{Throttle, ThrottleState, redis_cell_seconds};
 pub use time::{Timestamp, ceil_millis};
 pub use token_bucket::{BucketState, TokenBucket};
+pub use usage::{
+    MAX_USAGE_AMOUNT, MAX_USAGE_BUCKETS, MAX_USAGE_RECORD, Recorded, ShapeMismatch, UsageBuckets,
+    UsageError, UsageShape,
+};

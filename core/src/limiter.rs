@@ -8,6 +8,7 @@ use crate::sliding_log::{SlidingLog, SlidingWindow};
 use crate::throttle::{Throttle, ThrottleState};
 use crate::time::Timestamp;
 use crate::token_bucket::{BucketState, TokenBucket};
+use crate::usage::{UsageBuckets, UsageShape};
 use core::borrow::Borrow;
 use core::fmt;
 
@@ -26,6 +27,8 @@ pub enum Algorithm {
     SlidingApprox,
     /// [`Concurrency`] leases.
     Concurrency,
+    /// A [`UsageShape`] counter (reporting, never limiting).
+    Usage,
 }
 
 impl Algorithm {
@@ -39,6 +42,7 @@ impl Algorithm {
             Self::Sliding => "sliding",
             Self::SlidingApprox => "sliding-approx",
             Self::Concurrency => "concurrency",
+            Self::Usage => "usage",
         }
     }
 }
@@ -79,6 +83,8 @@ pub enum Limiter {
     SlidingApprox(SlidingCounter, WindowPair),
     /// A concurrency limit and its leases.
     Concurrency(Concurrency, Box<Leases>),
+    /// A usage counter and its buckets.
+    Usage(UsageShape, Box<UsageBuckets>),
 }
 
 /// The stored limiter belongs to another algorithm than the policy asked for.
@@ -180,6 +186,7 @@ impl Limiter {
             Self::Sliding(..) => Algorithm::Sliding,
             Self::SlidingApprox(..) => Algorithm::SlidingApprox,
             Self::Concurrency(..) => Algorithm::Concurrency,
+            Self::Usage(..) => Algorithm::Usage,
         }
     }
 
@@ -204,6 +211,7 @@ impl Limiter {
             Self::Sliding(p, _) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
             Self::SlidingApprox(p, _) => vec![("limit", p.limit()), ("window_ms", p.window_ms())],
             Self::Concurrency(p, _) => vec![("limit", p.limit()), ("lease_ms", p.lease_ms())],
+            Self::Usage(p, _) => vec![("bucket_ms", p.bucket_ms()), ("buckets", p.buckets())],
         }
     }
 
@@ -225,6 +233,7 @@ impl Limiter {
             Self::Sliding(p, s) => p.idle_at(s),
             Self::SlidingApprox(p, s) => p.idle_at(s),
             Self::Concurrency(p, s) => p.idle_at(s),
+            Self::Usage(p, s) => p.idle_at(s),
         }
     }
 
@@ -234,6 +243,7 @@ impl Limiter {
         let heap = match self {
             Self::Sliding(_, log) => core::mem::size_of::<SlidingLog>() + log.entries_capacity(),
             Self::Concurrency(_, leases) => core::mem::size_of::<Leases>() + leases.heap_size(),
+            Self::Usage(_, counted) => core::mem::size_of::<UsageBuckets>() + counted.heap_size(),
             _ => 0,
         };
         core::mem::size_of::<Self>() + heap
@@ -253,6 +263,21 @@ impl Limiter {
             Self::Sliding(p, s) => p.decide(Some((p, s)), now, peek).decision,
             Self::SlidingApprox(p, s) => p.decide(Some((p, s)), now, peek).decision,
             Self::Concurrency(p, s) => p.status(s, now),
+            Self::Usage(p, s) => usage_status(p, s, now),
         }
+    }
+}
+
+/// `RL.STATUS` on a usage counter: recording is never refused and has no limit, so
+/// `allowed` is true, `limit` and `remaining` are 0, and `reset_after` is the time until
+/// the newest bucket leaves the ring (the key vanishes).
+fn usage_status(shape: &UsageShape, counted: &UsageBuckets, now: Timestamp) -> Decision {
+    let idle_in = shape.idle_at(counted).micros_since(now);
+    Decision {
+        allowed: true,
+        limit: 0,
+        remaining: 0,
+        retry_after: crate::decision::RetryAfter::Now,
+        reset_after: core::time::Duration::from_micros(idle_in),
     }
 }

@@ -71,8 +71,8 @@ pub fn probe_times(limiter: &Limiter) -> Vec<Timestamp> {
     ]
 }
 
-/// The policy a command would decide `limiter` with (`None` for leases, which have no
-/// `Policy`).
+/// The policy a command would decide `limiter` with (`None` for leases and usage
+/// counters, which have no `Policy`).
 pub fn own_policy(limiter: &Limiter) -> Option<Policy> {
     Some(match limiter {
         Limiter::TokenBucket(p, _) => Policy::TokenBucket(*p),
@@ -80,7 +80,7 @@ pub fn own_policy(limiter: &Limiter) -> Option<Policy> {
         Limiter::Fixed(p, _) => Policy::Fixed(*p),
         Limiter::Sliding(p, _) => Policy::Sliding(*p),
         Limiter::SlidingApprox(p, _) => Policy::SlidingApprox(*p),
-        Limiter::Concurrency(..) => return None,
+        Limiter::Concurrency(..) | Limiter::Usage(..) => return None,
     })
 }
 
@@ -134,6 +134,11 @@ pub fn check_decidable(limiter: &Limiter) {
     for now in probe_times(limiter) {
         check_decision(&limiter.status(now), "status", limiter.algorithm());
         let _ = Limiter::live(Some(limiter), now);
+        if let Limiter::Usage(shape, counted) = limiter {
+            let buckets = shape.read(counted, now);
+            assert!(buckets.len() as u64 <= shape.buckets(), "more buckets than the ring");
+            let _ = shape.record(Some(limiter), now, 1);
+        }
         if let Limiter::Concurrency(policy, leases) = limiter {
             for id in [&b"fuzz"[..], b""] {
                 check_acquire(policy, Some(leases), now, id, false);

@@ -60,8 +60,12 @@ pub static STATUS: Counters = Counters::new(c"status", false);
 pub static ADJUST: Counters = Counters::new(c"adjust", false);
 /// `RL.SETSTATE` (calls only).
 pub static SETSTATE: Counters = Counters::new(c"setstate", false);
+/// `RL.USAGE.ADD` (calls only).
+pub static USAGE_ADD: Counters = Counters::new(c"usage_add", false);
+/// `RL.USAGE` (calls only).
+pub static USAGE: Counters = Counters::new(c"usage", false);
 
-const ALL: [&Counters; 11] = [
+const ALL: [&Counters; 13] = [
     &TOKENBUCKET,
     &THROTTLE,
     &SLIDING,
@@ -73,6 +77,8 @@ const ALL: [&Counters; 11] = [
     &STATUS,
     &ADJUST,
     &SETSTATE,
+    &USAGE_ADD,
+    &USAGE,
 ];
 
 /// The server's INFO callback: one section named after the module.

@@ -59,10 +59,13 @@ pub enum Family {
     /// `RL.ALL ... MAXWAIT` reservations across token buckets (costs per key, keys
     /// named twice, costs above a capacity), with refunds as a cancelled admission makes.
     Reserve,
+    /// `RL.USAGE.ADD` and `RL.USAGE` on usage counters (tiny to day-long buckets, rings
+    /// of 1 to 1,440, a clock that steps back).
+    Usage,
 }
 
 impl Family {
-    pub const ALL: [Family; 11] = [
+    pub const ALL: [Family; 12] = [
         Family::TokenBucket,
         Family::TokenBucketLarge,
         Family::ApproxLarge,
@@ -74,6 +77,7 @@ impl Family {
         Family::All,
         Family::Adjust,
         Family::Reserve,
+        Family::Usage,
     ];
 }
 
@@ -136,6 +140,7 @@ impl Timeline {
             Family::Approx => "APPROX",
             Family::Throttle => "THROTTLE",
             Family::Leases => "LEASES",
+            Family::Usage => "USAGE",
         };
         match kind {
             "TOKENBUCKET" => vec![
@@ -153,6 +158,13 @@ impl Timeline {
             "APPROX-LARGE" => vec![r.range(1, 1_000_000), r.range(1, 1_000_000_000)],
             "THROTTLE" => vec![r.range(0, 10), r.range(1, 50), r.pick(&[1, 3, 60])],
             "LEASES" => vec![r.range(1, 5), r.range(1, 5_000)],
+            "USAGE" => {
+                let buckets = r.range(1, 1_440);
+                vec![
+                    r.pick(&[1, 10, 1_000, 3_600_000, any]),
+                    r.pick(&[1, 3, 24, buckets]),
+                ]
+            }
             "FIXED" | "SLIDING" => vec![r.range(1, 20), r.pick(&[1, 10, 1_000, any])],
             _ => vec![r.range(1, 50), r.pick(&[1, 10, 1_000, any])],
         }
@@ -177,7 +189,8 @@ impl Timeline {
     pub fn step(&mut self) -> Step {
         self.advance();
         let k = (self.rng.next() % KEYS as u64) as usize;
-        if self.rng.chance(3) {
+        // A usage key keeps its shape (another one is refused, on both engines alike).
+        if self.rng.chance(3) && self.family != Family::Usage {
             self.policies[k] = self.policy(k);
         }
         if self.family == Family::Adjust {
@@ -240,6 +253,15 @@ impl Timeline {
                     cmd = redis::cmd("RL.ACQUIRE");
                     cmd.arg(&key).arg(p[0]).arg(p[1]).arg(id);
                 }
+            }
+            Family::Usage if r.chance(20) => {
+                cmd = redis::cmd("RL.USAGE");
+                cmd.arg(&key);
+            }
+            Family::Usage => {
+                cmd = redis::cmd("RL.USAGE.ADD");
+                let amount = r.pick(&[0, 1, 1, 5, 100, 1_000_000_000]);
+                cmd.arg(&key).arg(amount).arg(p[0]).arg(p[1]);
             }
             Family::Reserve if r.chance(15) => {
                 // A cancelled admission gives its reservation back.

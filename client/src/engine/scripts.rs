@@ -19,6 +19,7 @@ pub const SOURCE: &str = concat!(
     include_str!("../../lua/leases.lua"),
     include_str!("../../lua/adjust.lua"),
     include_str!("../../lua/reserve.lua"),
+    include_str!("../../lua/usage.lua"),
     include_str!("../../lua/main.lua"),
 );
 

@@ -6,7 +6,8 @@ use redis::{Arg, Cmd};
 
 /// The script call that decides as the `RL.*` command `cmd` would (as built by this
 /// crate: `RL.TOKENBUCKET`, `RL.THROTTLE`, `RL.SLIDING`, `RL.FIXED`, `RL.ALL`,
-/// `RL.ACQUIRE`, `RL.RELEASE`, `RL.RESET`, `RL.STATUS`, `RL.ADJUST`), at the server's time, or at
+/// `RL.ACQUIRE`, `RL.RELEASE`, `RL.RESET`, `RL.STATUS`, `RL.ADJUST`, `RL.USAGE.ADD`,
+/// `RL.USAGE`), at the server's time, or at
 /// `now_us` (microseconds since the epoch; tests only) when given.
 ///
 /// # Errors
@@ -88,6 +89,26 @@ pub fn translate(cmd: &Cmd, now_us: Option<u64>) -> Result<ScriptCall, String> {
             ScriptCall {
                 keys: vec![script_key(key)],
                 args,
+            }
+        }
+        "RL.USAGE.ADD" => {
+            let [key, amount, bucket_ms, buckets] = rest else {
+                return Err("RL.USAGE.ADD needs key amount bucket_ms buckets".into());
+            };
+            let mut args = op("usage_add");
+            args.extend(owned(&[*amount, *bucket_ms, *buckets]));
+            ScriptCall {
+                keys: vec![script_key(key)],
+                args,
+            }
+        }
+        "RL.USAGE" => {
+            let [key] = rest else {
+                return Err("RL.USAGE needs one key".into());
+            };
+            ScriptCall {
+                keys: vec![script_key(key)],
+                args: op("usage"),
             }
         }
         "RL.RESET" | "RL.STATUS" => {

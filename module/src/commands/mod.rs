@@ -10,6 +10,7 @@ mod policy;
 mod replay;
 mod throttle;
 mod tokenbucket;
+mod usage;
 mod window;
 
 use crate::error::{CommandError, INTERNAL};
@@ -163,11 +164,13 @@ entry_point!(status_entry, "rl.status", admin::status);
 entry_point!(adjust_entry, "rl.adjust", adjust::run);
 entry_point!(setstate_entry, "rl.setstate", admin::set_state);
 entry_point!(replay_entry, "rl.replay", replay::run);
+entry_point!(usage_add_entry, "rl.usage.add", usage::add);
+entry_point!(usage_entry, "rl.usage", usage::read);
 
 const KEY_WRITE: u32 = raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE;
 
 /// Every command of the module.
-pub static COMMANDS: [CommandSpec; 12] = [
+pub static COMMANDS: [CommandSpec; 14] = [
     CommandSpec {
         name: c"rl.tokenbucket",
         entry: tokenbucket_entry,
@@ -381,6 +384,36 @@ pub static COMMANDS: [CommandSpec; 12] = [
                 ..arg(c"arg", ArgKind::String)
             },
         ],
+        optional: false,
+    },
+    CommandSpec {
+        name: c"rl.usage.add",
+        entry: usage_add_entry,
+        // Not `fast`: a call walks up to 1,440 buckets (bounded, but not constant).
+        flags: c"write deny-oom",
+        acl: c"write",
+        keys: Keys::Range(1, 1, 1),
+        key_flags: KEY_WRITE,
+        arity: 5,
+        summary: c"Adds an amount to a usage counter (a ring of epoch-aligned buckets) and replies the total over the ring.",
+        args: &[
+            arg(c"key", ArgKind::Key),
+            arg(c"amount", ArgKind::Integer),
+            arg(c"bucket_ms", ArgKind::Integer),
+            arg(c"buckets", ArgKind::Integer),
+        ],
+        optional: false,
+    },
+    CommandSpec {
+        name: c"rl.usage",
+        entry: usage_entry,
+        flags: c"readonly",
+        acl: c"read",
+        keys: Keys::Range(1, 1, 1),
+        key_flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
+        arity: 2,
+        summary: c"Reads a usage counter: bucket_start_ms, amount pairs for every bucket of the ring, oldest first.",
+        args: &[arg(c"key", ArgKind::Key)],
         optional: false,
     },
 ];

@@ -7,14 +7,14 @@
 //! holding the same state reaches byte-identical states either way. Propagated bytes
 //! then stay near the size of the call whatever a key holds.
 
-use super::{lease, throttle, tokenbucket, window};
+use super::{lease, throttle, tokenbucket, usage, window};
 use crate::args::integer;
 use crate::clock;
 use crate::error::CommandError;
 use crate::ffi::{Ctx, RawString, bytes};
 
 /// The commands `RL.REPLAY` may run, by name.
-const REPLAYABLE: [(&[u8], super::Handler); 8] = [
+const REPLAYABLE: [(&[u8], super::Handler); 10] = [
     (b"rl.tokenbucket", tokenbucket::run),
     (b"rl.throttle", throttle::run),
     (b"rl.sliding", window::sliding),
@@ -23,6 +23,9 @@ const REPLAYABLE: [(&[u8], super::Handler); 8] = [
     (b"rl.acquire", lease::acquire),
     (b"rl.release", lease::release),
     (b"rl.adjust", super::adjust::run),
+    (b"rl.usage.add", usage::add),
+    // A read: how tests ask at an exact time (it writes and propagates nothing).
+    (b"rl.usage", usage::read),
 ];
 
 /// Runs `RL.REPLAY`: the call in `argv[2..]` at the decision time `argv[1]`.

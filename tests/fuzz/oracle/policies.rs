@@ -10,13 +10,14 @@ use crate::settings::{
     MAX_APPROX, MAX_BUCKET_PRODUCT, MAX_COUNT, MAX_DURATION_MS, MAX_LEASES, MAX_SLIDING_LIMIT,
 };
 
-const ALGORITHMS: [Algorithm; 6] = [
+const ALGORITHMS: [Algorithm; 7] = [
     Algorithm::TokenBucket,
     Algorithm::Throttle,
     Algorithm::Fixed,
     Algorithm::Sliding,
     Algorithm::SlidingApprox,
     Algorithm::Concurrency,
+    Algorithm::Usage,
 ];
 
 /// The largest number a throttle's policy may hold: anything but a saturated `i64::MAX`
@@ -45,6 +46,11 @@ pub fn policy_fields(algorithm: Algorithm) -> &'static [(&'static str, u64, u64)
         ],
         Algorithm::SlidingApprox => &[("limit", 1, MAX_APPROX), ("window_ms", 1, MAX_APPROX)],
         Algorithm::Concurrency => &[("limit", 1, MAX_LEASES), ("lease_ms", 1, MAX_DURATION_MS)],
+        // Only reached through RL.SETSTATE of a usage counter's encoding.
+        Algorithm::Usage => &[
+            ("bucket_ms", 1, MAX_DURATION_MS),
+            ("buckets", 1, redlimit_core::MAX_USAGE_BUCKETS),
+        ],
     }
 }
 
@@ -129,6 +135,14 @@ pub fn check_status(
     // is a double).
     check_policy_ranges(algorithm, &numbers)
         .map_err(|e| format!("RL.STATUS reports a policy out of range: {e} in {value:?}"))?;
+    if algorithm == Algorithm::Usage {
+        // A usage counter never refuses and has no limit (docs/commands.md, RL.USAGE).
+        let [allowed, limit, remaining, retry, reset] = decision_from(&fields, maps)?;
+        if [allowed, limit, remaining, retry] != [1, 0, 0, 0] || reset < 0 {
+            return Err(format!("a usage counter's status: {value:?}"));
+        }
+        return Ok(algorithm);
+    }
     let limit = match algorithm {
         Algorithm::Throttle => numbers[0].saturating_add(1),
         _ => numbers[0],
