@@ -3,7 +3,8 @@
 //! against a local redis-server with the module, behind `RateLimitLayer` with the
 //! in-memory backend, behind `tower_governor` (in-process) as a reference, and behind a
 //! bare `INCR` per request through redis-rs (the floor of any limiter that asks Redis
-//! once per request).
+//! once per request); and the layer with two limits per request (a token bucket and an
+//! hourly fixed window: one `RL.ALL` on Redis), on Redis and in memory.
 //!
 //! ```text
 //! cargo bench --bench http
@@ -90,6 +91,20 @@ path = "/api/hello"
 methods = ["GET"]
 key = "ip"
 limits = [{ name = "burst", algorithm = "token_bucket", capacity = 1000000000, refill_tokens = 1000000000, refill_ms = 1000 }]
+"#;
+
+/// Two limits on `/api/hello` (a token bucket and an hourly fixed window, one caller):
+/// one `RL.ALL` per request.
+const TWO_LIMITS: &str = r#"
+[[rules]]
+name = "hello"
+path = "/api/hello"
+methods = ["GET"]
+key = "ip"
+limits = [
+  { name = "burst", algorithm = "token_bucket", capacity = 1000000000, refill_tokens = 1000000000, refill_ms = 1000 },
+  { name = "hourly", algorithm = "fixed", limit = 1000000000, window_ms = 3600000 },
+]
 "#;
 
 fn main() {
@@ -276,6 +291,8 @@ async fn start_variants(server: &Server) -> Vec<Variant> {
     let on_redis = redlimit_layer(redis(), ONE_RULE);
     let on_redis_per_client = redlimit_layer(redis(), ONE_RULE_BEHIND_PROXY);
     let in_memory = redlimit_layer(RateLimiter::memory(), ONE_RULE);
+    let on_redis_two = redlimit_layer(redis(), TWO_LIMITS);
+    let in_memory_two = redlimit_layer(RateLimiter::memory(), TWO_LIMITS);
     let governor = GovernorConfigBuilder::default()
         .per_nanosecond(1)
         .burst_size(u32::MAX)
@@ -323,6 +340,18 @@ async fn start_variants(server: &Server) -> Vec<Variant> {
             .await,
             forwarded_for: false,
             metrics: None,
+        },
+        Variant {
+            name: "(f) redlimit layer, Redis, 2 limits (RL.ALL)",
+            metrics: Some(on_redis_two.metrics()),
+            addr: serve(app().layer(on_redis_two)).await,
+            forwarded_for: false,
+        },
+        Variant {
+            name: "(g) redlimit layer, memory backend, 2 limits",
+            metrics: Some(in_memory_two.metrics()),
+            addr: serve(app().layer(in_memory_two)).await,
+            forwarded_for: false,
         },
     ]
 }

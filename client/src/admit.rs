@@ -9,9 +9,9 @@
 //! instant), it retries at each retry time until admitted or out of time.
 
 use crate::backend::one_slot;
-use crate::decision::{AllDecision, Decision, Source};
+use crate::decision::{AllDecision, Source};
 use crate::error::{Error, ErrorKind, Result};
-use crate::limiter::{FailurePolicy, RateLimiter, longest_max_wait};
+use crate::limiter::{RateLimiter, longest_max_wait};
 use crate::{local, observe, protocol};
 use redis::Value;
 use redlimit_core::{AllRequest, MAX_ALL_LIMITS, MAX_COUNT, Policy};
@@ -65,9 +65,9 @@ impl RateLimiter {
     ///   the tokio runtime): not on a bucket in debt, where others may be queued behind
     ///   it. A future dropped during the round trip gives nothing back (whether the
     ///   server counted it is unknown; keeping it never over-admits).
-    /// - **When the server is unavailable**, the [`FailurePolicy`] answers: fallback
-    ///   reserves in memory, open admits (nothing to settle), closed denies, error
-    ///   returns the error.
+    /// - **When the server is unavailable**, the
+    ///   [`FailurePolicy`](crate::FailurePolicy) answers: fallback reserves in memory,
+    ///   open admits (nothing to settle), closed denies, error returns the error.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -93,7 +93,7 @@ impl RateLimiter {
     /// # Errors
     /// No limits or more than 32, a throttle policy, a cost above 2^62, keys in several
     /// cluster slots ([`ErrorKind::CrossSlot`]); the server's errors
-    /// ([`FailurePolicy::Error`] only, for unavailability).
+    /// ([`FailurePolicy::Error`](crate::FailurePolicy::Error) only, for unavailability).
     pub async fn admit<K: AsRef<[u8]>>(
         &self,
         limits: &[(K, Policy, u64)],
@@ -162,15 +162,10 @@ impl RateLimiter {
         request: AllRequest,
     ) -> Result<AllDecision> {
         let started = Instant::now();
-        let local_each = |source: Source| -> Result<AllDecision> {
-            let outcome = self
-                .shared
-                .local
-                .decide_each(charges, request, local::now())?;
-            Ok(AllDecision::from_core(outcome, source))
-        };
+        let local_each =
+            |store: &crate::local::LocalStore| store.decide_each(charges, request, local::now());
         let all = match self.remote() {
-            None => local_each(Source::Memory)?,
+            None => AllDecision::from_core(local_each(&self.shared.local)?, Source::Memory),
             Some(remote) => {
                 let cmd = protocol::all_each(charges, request)?;
                 let slot = if self.shared.is_cluster {
@@ -181,24 +176,11 @@ impl RateLimiter {
                 let parse = |value: &Value| protocol::parse_all(value, charges.len());
                 match self.call(remote, "admit", &cmd, slot, parse).await {
                     Ok(all) => all,
-                    Err(error) if error.is_backend_failure() => match self.failure {
-                        FailurePolicy::Fallback => local_each(Source::Fallback)?,
-                        FailurePolicy::Error => return Err(error),
-                        FailurePolicy::Open | FailurePolicy::Closed => {
-                            let decisions: Vec<Decision> = charges
-                                .iter()
-                                .map(|(_, policy, cost)| self.failed(policy.limit(), *cost))
-                                .collect();
-                            AllDecision {
-                                allowed: self.failure == FailurePolicy::Open,
-                                source: decisions
-                                    .first()
-                                    .map_or(Source::FailedClosed, |d| d.source),
-                                decisions,
-                            }
-                        }
-                    },
-                    Err(error) => return Err(error),
+                    Err(error) => self.fail_all(
+                        error,
+                        charges.iter().map(|(_, policy, cost)| (policy, *cost)),
+                        local_each,
+                    )?,
                 }
             }
         };

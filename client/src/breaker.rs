@@ -2,6 +2,7 @@
 //! then one probe call decides whether it is back.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Whether to call the server now.
@@ -34,6 +35,9 @@ enum State {
 #[derive(Debug)]
 pub struct Breaker {
     state: Mutex<State>,
+    /// True while the state is closed without failures, read without the lock by
+    /// every call: only a failure (and the success after it) takes the lock.
+    quiet: AtomicBool,
     threshold: u32,
     cool_down: Duration,
 }
@@ -43,6 +47,7 @@ impl Breaker {
     pub fn new(threshold: u32, cool_down: Duration) -> Self {
         Self {
             state: Mutex::new(State::Closed { failures: 0 }),
+            quiet: AtomicBool::new(true),
             threshold: threshold.max(1),
             cool_down,
         }
@@ -53,6 +58,13 @@ impl Breaker {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Closed, with no failure since the last success: every call may go to the
+    /// server, and a success changes nothing. (A call racing the first failure may
+    /// read it a moment late: it goes out as it would have a moment earlier.)
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.load(Ordering::Acquire)
     }
 
     /// Whether a call made at `now` may go to the server. Once the cool-down is over,
@@ -78,15 +90,20 @@ impl Breaker {
 
     /// A call succeeded.
     pub fn success(&self) -> Option<Change> {
+        if self.is_quiet() {
+            return None;
+        }
         let mut state = self.state();
         let change = matches!(*state, State::Open { .. }).then_some(Change::Closed);
         *state = State::Closed { failures: 0 };
+        self.quiet.store(true, Ordering::Release);
         change
     }
 
     /// A call failed at `now` because the server was unavailable.
     pub fn failure(&self, now: Instant) -> Option<Change> {
         let mut state = self.state();
+        self.quiet.store(false, Ordering::Release);
         match *state {
             State::Closed { failures } if failures + 1 < self.threshold => {
                 *state = State::Closed {
@@ -121,7 +138,9 @@ mod tests {
         let breaker = Breaker::new(2, COOL);
         let t0 = Instant::now();
         assert_eq!(breaker.admit(t0), Admit::Call);
+        assert!(breaker.is_quiet());
         assert_eq!(breaker.failure(t0), None);
+        assert!(!breaker.is_quiet());
         assert_eq!(breaker.failure(t0), Some(Change::Opened));
         assert_eq!(breaker.admit(t0), Admit::Skip(t0 + COOL));
         let later = t0 + COOL;
@@ -134,6 +153,7 @@ mod tests {
         assert_eq!(breaker.failure(later), None);
         assert_eq!(breaker.admit(later + COOL), Admit::Call);
         assert_eq!(breaker.success(), Some(Change::Closed));
+        assert!(breaker.is_quiet());
         assert_eq!(breaker.admit(later + COOL), Admit::Call);
     }
 

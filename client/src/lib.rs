@@ -52,7 +52,8 @@
 //!
 //! # Features
 //!
-//! - `tracing`: events for decisions (debug), backend errors and breaker changes.
+//! - `tracing`: a `debug` span per operation (named `redlimit`; the decision in its
+//!   fields), events for backend errors and breaker changes.
 //! - `metrics`: counters and a latency histogram (names in the `metrics` docs below).
 //!
 //! Metrics, with the `metrics` feature: `redlimit_decisions_total{operation, outcome,

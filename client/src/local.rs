@@ -66,8 +66,16 @@ impl LocalStore {
         now: Timestamp,
     ) -> Result<Decision> {
         let mut shard = self.lock(self.shard_index(key));
-        let stored = live(&shard, key, now);
-        let outcome = policy.decide(stored, now, request)?;
+        // A key already stored is updated in place: one lookup, no new key.
+        if let Some(slot) = shard.get_mut(key) {
+            let stored = (slot.idle_at() > now).then_some(&*slot);
+            let outcome = policy.decide(stored, now, request)?;
+            if let Some(update) = outcome.update {
+                *slot = update;
+            }
+            return Ok(outcome.decision);
+        }
+        let outcome = policy.decide(None, now, request)?;
         if let Some(update) = outcome.update {
             self.store(&mut shard, key, update, now);
         }
@@ -239,7 +247,11 @@ impl LocalStore {
 
     /// Stores `limiter` at `key`, making room first when the shard is full.
     fn store(&self, shard: &mut Shard, key: &[u8], limiter: Limiter, now: Timestamp) {
-        if shard.len() >= self.per_shard && !shard.contains_key(key) {
+        if let Some(slot) = shard.get_mut(key) {
+            *slot = limiter;
+            return;
+        }
+        if shard.len() >= self.per_shard {
             evict(shard, self.per_shard, now);
         }
         shard.insert(key.into(), limiter);

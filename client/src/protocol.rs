@@ -9,8 +9,30 @@ use redlimit_core::{
 };
 use std::time::Duration;
 
+/// Room for a number argument (`u64::MAX` has 20 digits).
+const NUMBER: usize = 20;
+
+/// The command `name`, with room for `args` more arguments of `bytes` bytes in all:
+/// written once, never grown.
+fn command(name: &str, args: usize, bytes: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(args + 1, name.len() + bytes);
+    cmd.arg(name);
+    cmd
+}
+
+/// Room for the options of [`options`] and `MAXWAIT`: arguments, bytes.
+const OPTIONS: (usize, usize) = (5, 4 + NUMBER + 4 + 7 + NUMBER);
+
 /// The command deciding `request` under `policy` for `key`.
 pub fn decide(key: &[u8], policy: &Policy, request: Request) -> Result<Cmd> {
+    let (more_args, more_bytes) = OPTIONS;
+    let sized = |name, args| {
+        command(
+            name,
+            args + more_args,
+            key.len() + args * NUMBER + more_bytes,
+        )
+    };
     let mut cmd;
     match policy {
         Policy::Throttle(p) => {
@@ -21,7 +43,7 @@ pub fn decide(key: &[u8], policy: &Policy, request: Request) -> Result<Cmd> {
                      a cost of 0 reads its state",
                 ));
             }
-            cmd = redis::cmd("RL.THROTTLE");
+            cmd = sized("RL.THROTTLE", 5);
             cmd.arg(key)
                 .arg(p.max_burst())
                 .arg(p.count())
@@ -30,22 +52,22 @@ pub fn decide(key: &[u8], policy: &Policy, request: Request) -> Result<Cmd> {
             return Ok(cmd);
         }
         Policy::TokenBucket(p) => {
-            cmd = redis::cmd("RL.TOKENBUCKET");
+            cmd = sized("RL.TOKENBUCKET", 4);
             cmd.arg(key)
                 .arg(p.capacity())
                 .arg(p.refill_tokens())
                 .arg(p.refill_ms());
         }
         Policy::Fixed(p) => {
-            cmd = redis::cmd("RL.FIXED");
+            cmd = sized("RL.FIXED", 3);
             cmd.arg(key).arg(p.limit()).arg(p.window_ms());
         }
         Policy::Sliding(p) => {
-            cmd = redis::cmd("RL.SLIDING");
+            cmd = sized("RL.SLIDING", 3);
             cmd.arg(key).arg(p.limit()).arg(p.window_ms());
         }
         Policy::SlidingApprox(p) => {
-            cmd = redis::cmd("RL.SLIDING");
+            cmd = sized("RL.SLIDING", 4);
             cmd.arg(key).arg(p.limit()).arg(p.window_ms()).arg("APPROX");
         }
     }
@@ -68,7 +90,7 @@ fn options(cmd: &mut Cmd, request: Request) {
 
 /// `RL.ALL` over `limits`.
 pub fn all<K: AsRef<[u8]>>(limits: &[(K, Policy)], request: Request) -> Result<Cmd> {
-    let mut cmd = redis::cmd("RL.ALL");
+    let mut cmd = all_command(limits.iter().map(|(key, _)| key.as_ref().len()));
     cmd.arg(limits.len());
     for (key, _) in limits {
         cmd.arg(key.as_ref());
@@ -82,7 +104,7 @@ pub fn all<K: AsRef<[u8]>>(limits: &[(K, Policy)], request: Request) -> Result<C
 
 /// `RL.ALL` over `limits`, each with its own cost (`COSTS`), `PEEK` and `MAXWAIT`.
 pub fn all_each<K: AsRef<[u8]>>(limits: &[(K, Policy, u64)], request: AllRequest) -> Result<Cmd> {
-    let mut cmd = redis::cmd("RL.ALL");
+    let mut cmd = all_command(limits.iter().map(|(key, _, _)| key.as_ref().len() + NUMBER));
     cmd.arg(limits.len());
     for (key, _, _) in limits {
         cmd.arg(key.as_ref());
@@ -101,6 +123,19 @@ pub fn all_each<K: AsRef<[u8]>>(limits: &[(K, Policy, u64)], request: AllRequest
         cmd.arg("MAXWAIT").arg(request.max_wait_ms);
     }
     Ok(cmd)
+}
+
+/// `RL.ALL`, with room for keys of these lengths, their policies and the options.
+fn all_command(keys: impl ExactSizeIterator<Item = usize>) -> Cmd {
+    let count = keys.len();
+    let key_bytes: usize = keys.sum();
+    // Per limit: its key, its inline policy (a name and up to 4 arguments), a cost.
+    let (more_args, more_bytes) = OPTIONS;
+    command(
+        "RL.ALL",
+        1 + count * 7 + 1 + more_args,
+        NUMBER + key_bytes + count * (11 + 4 * NUMBER) + 5 + more_bytes,
+    )
 }
 
 /// `RL.ADJUST key delta policy SINCE ms`: `delta` units back (negative) or more
@@ -138,14 +173,23 @@ fn inline_policy(cmd: &mut Cmd, policy: &Policy) -> Result<()> {
             .arg(p.limit())
             .arg(p.window_ms())
             .arg("APPROX"),
-        Policy::Throttle(_) => {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "an all-or-nothing check takes token bucket, sliding and fixed policies, \
-                 not throttle",
-            ));
-        }
+        Policy::Throttle(_) => return Err(throttle_in_all()),
     };
+    Ok(())
+}
+
+fn throttle_in_all() -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        "an all-or-nothing check takes token bucket, sliding and fixed policies, not throttle",
+    )
+}
+
+/// Refuses what [`all`] refuses without writing the command: a throttle policy.
+pub fn check_all_policies<'p>(mut policies: impl Iterator<Item = &'p Policy>) -> Result<()> {
+    if policies.any(|policy| matches!(policy, Policy::Throttle(_))) {
+        return Err(throttle_in_all());
+    }
     Ok(())
 }
 

@@ -34,8 +34,11 @@ pub(crate) async fn dispatch(
     if scripts {
         return run_script(connection, cmd).await;
     }
+    if remote.engine.choice() != ServerEngine::Auto {
+        return send(connection, cmd, slot).await;
+    }
     let result = send(connection.clone(), cmd, slot).await;
-    if remote.engine.choice() == ServerEngine::Auto && is_unknown_command(&result) {
+    if is_unknown_command(&result) {
         // A node without the module took over (a failover, a resharding): the scripts
         // decide from now on, until the next connection asks again.
         remote.engine.found_module(false, &remote.node_name());

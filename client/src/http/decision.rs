@@ -5,14 +5,14 @@ use super::caller::LimitDecision;
 use super::check::{Request, uncount};
 use super::config::Settings;
 use super::deferred::Deferred;
-use super::headers::{self, HeaderStyle};
+use super::headers::{HeaderStyle, RateHeaders};
 use super::layer::Shared;
 use super::metrics::Outcome;
 use super::rejection::{self, Limited};
 use super::rules::{NamedLimit, Rule};
 use crate::{Decision, RateLimiter, Source};
 use axum::body::Body;
-use http::{HeaderMap, Response};
+use http::Response;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,11 @@ use std::time::{Duration, Instant};
 pub(crate) enum Verdict {
     /// Serve it, adding these headers to the response and these decisions to the
     /// request's [`Caller`](super::Caller).
-    Serve(Option<HeaderMap>, Vec<LimitDecision>, Option<Box<Deferred>>),
+    Serve(
+        Option<RateHeaders>,
+        Vec<LimitDecision>,
+        Option<Box<Deferred>>,
+    ),
     /// Answer this instead.
     Answer(Response<Body>),
 }
@@ -54,15 +58,19 @@ impl Decide {
             return Verdict::Serve(None, Vec::new(), None);
         };
         let limits = rule.limits_at(self.tier);
+        let with_policy;
         let limiter = match rule.failure {
-            Some(policy) => shared.limiter.with_failure_policy(policy),
-            None => shared.limiter.clone(),
+            Some(policy) => {
+                with_policy = shared.limiter.with_failure_policy(policy);
+                &with_policy
+            }
+            None => &shared.limiter,
         };
         let started = Instant::now();
         let penalty = rule.penalty.zip(self.penalty.as_deref());
         let shadow = settings.shadow || rule.shadow;
         if let Some((penalty, base)) = penalty.filter(|_| !shadow) {
-            if let Some(wait) = penalty.blocked(&limiter, base).await {
+            if let Some(wait) = penalty.blocked(limiter, base).await {
                 shared
                     .metrics
                     .decision(&rule.name, Outcome::Denied, false, started.elapsed());
@@ -76,7 +84,7 @@ impl Decide {
             spread: self.spread,
             peek: rule.count_when.is_some(),
         };
-        let decisions = match request.decide_afresh(&limiter, &shared.cluster).await {
+        let decisions = match request.decide_afresh(limiter, &shared.cluster).await {
             Ok(decisions) => decisions,
             Err(error) => {
                 // Never turn our trouble into the caller's error: serve, and say so
@@ -107,7 +115,7 @@ impl Decide {
             if !allowed {
                 tracing::info!(rule = %rule.name, shadow = true, "redlimit: over the limit (shadow mode: served)");
             }
-            let deferred = self.deferred(rule, &shared, &limiter, limits, &decisions, None);
+            let deferred = self.deferred(rule, &shared, limiter, limits, &decisions, None);
             return Verdict::Serve(None, taken(rule, limits, &decisions), deferred);
         }
         // Fail-open and fail-closed answers know no real numbers: no rate-limit headers
@@ -116,18 +124,15 @@ impl Decide {
             .iter()
             .any(|d| matches!(d.source, Source::FailedOpen | Source::FailedClosed));
         let style = (settings.headers != HeaderStyle::None && !guessed).then_some(settings.headers);
-        let mut headers = HeaderMap::new();
-        if let Some(style) = style {
-            headers::write(&mut headers, style, limits, &decisions);
-        }
+        let headers = style.map(|style| RateHeaders::write(style, limits, &decisions));
         if allowed {
             let taken = taken(rule, limits, &decisions);
-            let deferred = self.deferred(rule, &shared, &limiter, limits, &decisions, style);
-            return Verdict::Serve(Some(headers), taken, deferred);
+            let deferred = self.deferred(rule, &shared, limiter, limits, &decisions, style);
+            return Verdict::Serve(headers, taken, deferred);
         }
         let mut limited = limited(rule, limits, &decisions);
         if let Some((penalty, base)) = penalty.filter(|_| !limited.unavailable) {
-            if let Some(block) = penalty.strike(&limiter, base).await {
+            if let Some(block) = penalty.strike(limiter, base).await {
                 limited.retry_after = limited.retry_after.map(|wait| wait.max(block));
             }
         }
@@ -145,7 +150,9 @@ impl Decide {
             );
         }
         let mut response = (shared.rejection)(&limited);
-        response.headers_mut().extend(headers);
+        if let Some(headers) = headers {
+            headers.insert_into(response.headers_mut());
+        }
         rejection::retry_after(&mut response, &limited);
         Verdict::Answer(response)
     }
@@ -169,9 +176,7 @@ impl Decide {
             for (decision, limit) in uncounted.iter_mut().zip(limits) {
                 uncount(decision, &limit.policy, self.cost);
             }
-            let mut headers = HeaderMap::new();
-            headers::write(&mut headers, style, limits, &uncounted);
-            headers
+            RateHeaders::write(style, limits, &uncounted)
         });
         let (shared, limiter, limits) = (Arc::clone(shared), limiter.clone(), limits.to_vec());
         let name = rule.name.clone();

@@ -2,7 +2,8 @@
 //! peeked before the handler (a caller over the limit is refused, nothing counted),
 //! counted after it by the response's status, without delaying the response.
 
-use http::{HeaderMap, StatusCode};
+use super::headers::RateHeaders;
+use http::StatusCode;
 use std::sync::Arc;
 
 /// Whether a response counts, by its status.
@@ -20,7 +21,7 @@ pub(crate) struct Deferred {
     pub(crate) when: CountWhen,
     /// The headers of a response that does not count (the verdict's are those of one
     /// that does).
-    pub(crate) uncounted: Option<HeaderMap>,
+    pub(crate) uncounted: Option<RateHeaders>,
     /// Counts the request (spawned: the response does not wait).
     pub(crate) count: Box<dyn FnOnce() + Send>,
 }
@@ -30,8 +31,8 @@ impl Deferred {
     pub(crate) fn settle(
         self,
         status: StatusCode,
-        counted: Option<HeaderMap>,
-    ) -> Option<HeaderMap> {
+        counted: Option<RateHeaders>,
+    ) -> Option<RateHeaders> {
         if (self.when.0)(status) {
             (self.count)();
             counted

@@ -3,9 +3,9 @@
 use super::caller::Caller;
 use super::decision::Verdict;
 use super::deferred::Deferred;
-use super::headers;
+use super::headers::{self, RateHeaders};
 use axum::body::Body;
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -40,7 +40,7 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            headers: Option<HeaderMap>,
+            headers: Option<RateHeaders>,
             deferred: Option<Box<Deferred>>,
         },
         Answered {
@@ -63,7 +63,7 @@ where
         }
     }
 
-    pub(crate) fn calling(future: S::Future, headers: Option<HeaderMap>) -> Self {
+    pub(crate) fn calling(future: S::Future, headers: Option<RateHeaders>) -> Self {
         Self {
             state: State::Calling {
                 future,
@@ -73,12 +73,47 @@ where
         }
     }
 
+    /// The response future of a request decided already: `service` (polled ready) is
+    /// called now if the verdict serves it.
+    pub(crate) fn decided(verdict: Verdict, service: &mut S, request: Request<B>) -> Self {
+        Self {
+            state: after(verdict, service, request),
+        }
+    }
+
     pub(crate) fn answered(response: Response<Body>) -> Self {
         Self {
             state: State::Answered {
                 response: Some(response),
             },
         }
+    }
+}
+
+/// What follows a verdict: calling `service` with the decisions in the request's
+/// [`Caller`], or the answer.
+fn after<S, B>(verdict: Verdict, service: &mut S, mut request: Request<B>) -> State<S, B>
+where
+    S: Service<Request<B>>,
+{
+    match verdict {
+        Verdict::Serve(headers, taken, deferred) => {
+            if let Some(caller) = request.extensions_mut().get_mut::<Caller>() {
+                if caller.decisions.is_empty() {
+                    caller.decisions = taken;
+                } else {
+                    caller.decisions.extend(taken);
+                }
+            }
+            State::Calling {
+                future: service.call(request),
+                headers,
+                deferred,
+            }
+        }
+        Verdict::Answer(response) => State::Answered {
+            response: Some(response),
+        },
     }
 }
 
@@ -102,20 +137,8 @@ where
                         Poll::Pending => return Poll::Pending,
                     };
                     match (verdict, service.take(), request.take()) {
-                        (
-                            Verdict::Serve(headers, taken, deferred),
-                            Some(mut service),
-                            Some(mut request),
-                        ) => {
-                            if let Some(caller) = request.extensions_mut().get_mut::<Caller>() {
-                                caller.decisions.extend(taken);
-                            }
-                            let future = service.call(request);
-                            state.set(State::Calling {
-                                future,
-                                headers,
-                                deferred,
-                            });
+                        (verdict @ Verdict::Serve(..), Some(mut service), Some(request)) => {
+                            state.set(after(verdict, &mut service, request));
                         }
                         (Verdict::Answer(response), _, _) => {
                             state.set(State::Answered {
@@ -141,7 +164,7 @@ where
                         None => headers.take(),
                     };
                     if let Some(headers) = headers {
-                        headers::merge(response.headers_mut(), &headers);
+                        headers::merge(response.headers_mut(), headers);
                     }
                     return Poll::Ready(Ok(response));
                 }

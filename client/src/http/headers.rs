@@ -3,6 +3,7 @@
 
 use super::rules::NamedLimit;
 use crate::{Decision, Policy};
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 
@@ -53,74 +54,189 @@ fn effective_window(decision: &Decision) -> u64 {
     }
 }
 
-/// An sf-String.
+/// An sf-String: printable ASCII only, `"` and `\` escaped.
 fn sf_string(text: &str) -> String {
-    let escaped: String = text
-        .chars()
-        .filter(|c| (' '..='~').contains(c))
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    format!("\"{escaped}\"")
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars().filter(|c| (' '..='~').contains(c)) {
+        if matches!(c, '"' | '\\') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: String) {
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(HeaderName::from_static(name), value);
-    }
+/// A limit's parts of the draft-11 headers, rendered once when the limit is compiled:
+/// a request writes only its numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LimitHeader {
+    /// The name as an sf-String, quoted.
+    name: Box<str>,
+    /// Its `RateLimit-Policy` item, `"name";q=100;w=60`: the whole header value of a
+    /// rule with one limit.
+    policy: HeaderValue,
 }
 
-/// Writes the headers of `style` for `limits` and their `decisions`.
-pub(crate) fn write(
-    headers: &mut HeaderMap,
-    style: HeaderStyle,
-    limits: &[NamedLimit],
-    decisions: &[Decision],
-) {
-    if matches!(style, HeaderStyle::Draft11 | HeaderStyle::Both) {
-        let policy: Vec<String> = limits
-            .iter()
-            .map(|limit| {
-                format!(
-                    "{};q={};w={}",
-                    sf_string(&limit.name),
-                    limit.policy.limit(),
-                    window_secs(&limit.policy)
-                )
-            })
-            .collect();
-        let state: Vec<String> = limits
-            .iter()
-            .zip(decisions)
-            .map(|(limit, decision)| {
-                format!(
-                    "{};r={};t={}",
-                    sf_string(&limit.name),
-                    decision.remaining,
-                    effective_window(decision)
-                )
-            })
-            .collect();
-        set(headers, "ratelimit-policy", policy.join(", "));
-        set(headers, "ratelimit", state.join(", "));
-    }
-    if matches!(style, HeaderStyle::Legacy | HeaderStyle::Both) {
-        if let Some(tightest) = decisions.iter().min_by_key(|d| (d.remaining, d.limit)) {
-            set(headers, "x-ratelimit-limit", tightest.limit.to_string());
-            set(
-                headers,
-                "x-ratelimit-remaining",
-                tightest.remaining.to_string(),
-            );
-            set(
-                headers,
-                "x-ratelimit-reset",
-                effective_window(tightest).to_string(),
-            );
+impl LimitHeader {
+    pub(crate) fn new(name: &str, policy: &Policy) -> Self {
+        let name = sf_string(name);
+        let item = format!("{name};q={};w={}", policy.limit(), window_secs(policy));
+        Self {
+            name: name.into_boxed_str(),
+            // sf-Strings and numbers are printable ASCII: always a valid value.
+            policy: HeaderValue::from_str(&item).unwrap_or_else(|_| HeaderValue::from_static("")),
         }
     }
+}
+
+/// The rate-limit headers of one response, by name (see [`NAMES`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RateHeaders {
+    values: [Option<HeaderValue>; 5],
+}
+
+/// The headers [`RateHeaders`] holds, in its order; the first two are lists.
+const NAMES: [HeaderName; 5] = [
+    HeaderName::from_static("ratelimit-policy"),
+    HeaderName::from_static("ratelimit"),
+    HeaderName::from_static("x-ratelimit-limit"),
+    HeaderName::from_static("x-ratelimit-remaining"),
+    HeaderName::from_static("x-ratelimit-reset"),
+];
+const POLICY: usize = 0;
+const STATE: usize = 1;
+const LEGACY_LIMIT: usize = 2;
+const LEGACY_REMAINING: usize = 3;
+const LEGACY_RESET: usize = 4;
+
+/// How many decimal digits `n` has.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+/// Appends `n` in decimal.
+fn push_number(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        // A digit: `rest % 10` fits a byte.
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// A header value of exactly these bytes, in one allocation (`out` was sized exactly).
+fn value_of(out: Vec<u8>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()
+}
+
+/// `n` as a header value.
+fn number(n: u64) -> Option<HeaderValue> {
+    let mut out = Vec::with_capacity(digits(n));
+    push_number(&mut out, n);
+    value_of(out)
+}
+
+impl RateHeaders {
+    /// The headers of `style` for `limits` and their `decisions`.
+    pub(crate) fn write(style: HeaderStyle, limits: &[NamedLimit], decisions: &[Decision]) -> Self {
+        let mut headers = Self::default();
+        if matches!(style, HeaderStyle::Draft11 | HeaderStyle::Both) {
+            headers.values[POLICY] = policy_list(limits);
+            headers.values[STATE] = state_list(limits, decisions);
+        }
+        if matches!(style, HeaderStyle::Legacy | HeaderStyle::Both) {
+            if let Some(tightest) = decisions.iter().min_by_key(|d| (d.remaining, d.limit)) {
+                headers.values[LEGACY_LIMIT] = number(tightest.limit);
+                headers.values[LEGACY_REMAINING] = number(tightest.remaining);
+                headers.values[LEGACY_RESET] = number(effective_window(tightest));
+            }
+        }
+        headers
+    }
+
+    /// `(name, value)` of every header present.
+    fn into_pairs(self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+        NAMES
+            .into_iter()
+            .zip(self.values)
+            .filter_map(|(name, value)| Some((name, value?)))
+    }
+
+    /// Sets these headers on `headers`, replacing any of the same names.
+    pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
+        for (name, value) in self.into_pairs() {
+            headers.insert(name, value);
+        }
+    }
+
+    /// The headers as a map (tests).
+    #[cfg(test)]
+    fn into_map(self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        self.insert_into(&mut map);
+        map
+    }
+
+    /// `X-RateLimit-Remaining` as a number.
+    fn legacy_remaining(&self) -> Option<u64> {
+        self.values[LEGACY_REMAINING]
+            .as_ref()
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+    }
+}
+
+/// `RateLimit-Policy`: the limits' items, rendered once; joined when there are several.
+fn policy_list(limits: &[NamedLimit]) -> Option<HeaderValue> {
+    if let [limit] = limits {
+        return Some(limit.header.policy.clone());
+    }
+    let items = limits.iter().map(|limit| limit.header.policy.as_bytes());
+    let length = items.clone().map(|item| item.len() + 2).sum::<usize>();
+    let mut out = Vec::with_capacity(length.saturating_sub(2));
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(item);
+    }
+    value_of(out)
+}
+
+/// `RateLimit`: `"name";r=remaining;t=window` per limit.
+fn state_list(limits: &[NamedLimit], decisions: &[Decision]) -> Option<HeaderValue> {
+    let items = || {
+        limits.iter().zip(decisions).map(|(limit, decision)| {
+            (
+                &*limit.header.name,
+                decision.remaining,
+                effective_window(decision),
+            )
+        })
+    };
+    let length = items()
+        .map(|(name, r, t)| name.len() + 3 + digits(r) + 3 + digits(t) + 2)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(length.saturating_sub(2));
+    for (i, (name, r, t)) in items().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b";r=");
+        push_number(&mut out, r);
+        out.extend_from_slice(b";t=");
+        push_number(&mut out, t);
+    }
+    value_of(out)
 }
 
 /// `X-RateLimit-Remaining` as a number.
@@ -137,26 +253,29 @@ fn legacy_remaining(headers: &HeaderMap) -> Option<u64> {
 /// layers: a global limit around a route's own). The draft-11 headers are lists: our
 /// items follow theirs. The legacy trio describes one limit: the one closest to
 /// exhaustion stays.
-pub(crate) fn merge(response: &mut HeaderMap, ours: &HeaderMap) {
-    let keep_legacy = match (legacy_remaining(response), legacy_remaining(ours)) {
+pub(crate) fn merge(response: &mut HeaderMap, ours: RateHeaders) {
+    let keep_legacy = match (legacy_remaining(response), ours.legacy_remaining()) {
         (Some(theirs), Some(ours)) => theirs <= ours,
         _ => false,
     };
-    for (name, value) in ours {
-        let list = name == "ratelimit" || name == "ratelimit-policy";
-        let legacy = name.as_str().starts_with("x-ratelimit-");
-        match response.get(name) {
-            Some(theirs) if list => {
-                let mut joined = theirs.as_bytes().to_vec();
+    for (i, (name, value)) in NAMES.into_iter().zip(ours.values).enumerate() {
+        let Some(value) = value else { continue };
+        let list = i == POLICY || i == STATE;
+        match response.entry(name) {
+            Entry::Occupied(mut theirs) if list => {
+                let mut joined = theirs.get().as_bytes().to_vec();
                 joined.extend_from_slice(b", ");
                 joined.extend_from_slice(value.as_bytes());
                 if let Ok(joined) = HeaderValue::from_bytes(&joined) {
-                    response.insert(name.clone(), joined);
+                    theirs.insert(joined);
                 }
             }
-            Some(_) if legacy && keep_legacy => {}
-            _ => {
-                response.insert(name.clone(), value.clone());
+            Entry::Occupied(_) if keep_legacy => {}
+            Entry::Occupied(mut theirs) => {
+                theirs.insert(value);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(value);
             }
         }
     }
@@ -181,20 +300,19 @@ mod tests {
     #[test]
     fn draft_11_lists_every_policy_rounding_up() {
         let limits = [
-            NamedLimit {
-                name: "burst".into(),
-                policy: Policy::token_bucket(100, 10, 1_000).unwrap(),
-                key: None,
-            },
-            NamedLimit {
-                name: "hourly".into(),
-                policy: Policy::sliding(1_000, 3_600_000).unwrap(),
-                key: None,
-            },
+            NamedLimit::new(
+                "burst".into(),
+                Policy::token_bucket(100, 10, 1_000).unwrap(),
+                None,
+            ),
+            NamedLimit::new(
+                "hourly".into(),
+                Policy::sliding(1_000, 3_600_000).unwrap(),
+                None,
+            ),
         ];
-        let mut headers = HeaderMap::new();
         let decisions = [decision(37, 0, 6_300), decision(250, 0, 2_879_001)];
-        write(&mut headers, HeaderStyle::Both, &limits, &decisions);
+        let headers = RateHeaders::write(HeaderStyle::Both, &limits, &decisions).into_map();
         assert_eq!(
             headers["ratelimit-policy"],
             r#""burst";q=100;w=10, "hourly";q=1000;w=3600"#
@@ -203,8 +321,42 @@ mod tests {
             headers["ratelimit"],
             r#""burst";r=37;t=7, "hourly";r=250;t=2880"#
         );
+        assert_eq!(headers["x-ratelimit-limit"], "100");
         assert_eq!(headers["x-ratelimit-remaining"], "37");
         assert_eq!(headers["x-ratelimit-reset"], "7");
+        let one = RateHeaders::write(HeaderStyle::Draft11, &limits[..1], &decisions[..1]);
+        let one = one.into_map();
+        assert_eq!(one["ratelimit-policy"], r#""burst";q=100;w=10"#);
+        assert_eq!(one["ratelimit"], r#""burst";r=37;t=7"#);
+        assert!(one.get("x-ratelimit-limit").is_none());
+    }
+
+    #[test]
+    fn numbers_are_written_in_full() {
+        for n in [0, 7, 10, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(number(n).unwrap(), n.to_string().as_str());
+            assert_eq!(digits(n), n.to_string().len());
+        }
+    }
+
+    #[test]
+    fn stacked_layers_join_lists_and_keep_the_tightest_legacy_trio() {
+        let limits = [NamedLimit::new(
+            "a".into(),
+            Policy::fixed(10, 1_000).unwrap(),
+            None,
+        )];
+        let mut response = HeaderMap::new();
+        merge(
+            &mut response,
+            RateHeaders::write(HeaderStyle::Both, &limits, &[decision(3, 0, 500)]),
+        );
+        merge(
+            &mut response,
+            RateHeaders::write(HeaderStyle::Both, &limits, &[decision(8, 0, 500)]),
+        );
+        assert_eq!(response["ratelimit"], r#""a";r=3;t=1, "a";r=8;t=1"#);
+        assert_eq!(response["x-ratelimit-remaining"], "3");
     }
 
     #[test]

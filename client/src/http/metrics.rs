@@ -67,6 +67,8 @@ struct RuleSeries {
     denied: AtomicU64,
     shadow_denied: AtomicU64,
     backend_errors: AtomicU64,
+    /// Decisions by latency bucket (each in the first bucket it fits: cumulative when
+    /// rendered).
     latency: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -95,22 +97,24 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn series(&self, rule: &str) -> Arc<RuleSeries> {
+    /// Runs `f` on `rule`'s series, registering them on the rule's first decision.
+    fn with_series<T>(&self, rule: &str, f: impl FnOnce(&RuleSeries) -> T) -> T {
         // Every request reads; only a rule's first decision writes.
-        let known = self
-            .rules
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(rule)
-            .map(Arc::clone);
-        known.unwrap_or_else(|| {
+        {
+            let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(series) = rules.get(rule) {
+                return f(series);
+            }
+        }
+        let series = {
             let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(
                 rules
                     .entry(rule.to_owned())
                     .or_insert_with(|| Arc::new(RuleSeries::new(rule))),
             )
-        })
+        };
+        f(&series)
     }
 
     /// Counts one decision of `rule`.
@@ -121,35 +125,38 @@ impl Metrics {
         backend_error: bool,
         latency: Duration,
     ) {
-        let series = self.series(rule);
-        let (counter, facade) = match outcome {
-            Outcome::Allowed => (&series.allowed, &series.facade.allowed),
-            Outcome::Denied => (&series.denied, &series.facade.denied),
-            Outcome::ShadowDenied => (&series.shadow_denied, &series.facade.shadow_denied),
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        facade.increment(1);
-        if backend_error {
-            series.backend_errors.fetch_add(1, Ordering::Relaxed);
-            series.facade.backend_errors.increment(1);
-        }
-        series.facade.latency.record(latency.as_secs_f64());
-        let secs = latency.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&series.latency) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
+        self.with_series(rule, |series| {
+            let (counter, facade) = match outcome {
+                Outcome::Allowed => (&series.allowed, &series.facade.allowed),
+                Outcome::Denied => (&series.denied, &series.facade.denied),
+                Outcome::ShadowDenied => (&series.shadow_denied, &series.facade.shadow_denied),
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            facade.increment(1);
+            if backend_error {
+                series.backend_errors.fetch_add(1, Ordering::Relaxed);
+                series.facade.backend_errors.increment(1);
             }
-        }
-        series.latency_count.fetch_add(1, Ordering::Relaxed);
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        series.latency_sum_ns.fetch_add(ns, Ordering::Relaxed);
+            let secs = latency.as_secs_f64();
+            series.facade.latency.record(secs);
+            // Its own bucket only: render sums them up.
+            if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+                if let Some(bucket) = series.latency.get(i) {
+                    bucket.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            series.latency_count.fetch_add(1, Ordering::Relaxed);
+            let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+            series.latency_sum_ns.fetch_add(ns, Ordering::Relaxed);
+        });
     }
 
     /// Counts a backend error that left no decision (the request was let through).
     pub(crate) fn backend_error(&self, rule: &str) {
-        let series = self.series(rule);
-        series.backend_errors.fetch_add(1, Ordering::Relaxed);
-        series.facade.backend_errors.increment(1);
+        self.with_series(rule, |series| {
+            series.backend_errors.fetch_add(1, Ordering::Relaxed);
+            series.facade.backend_errors.increment(1);
+        });
     }
 
     /// Every series in the Prometheus text format (version 0.0.4).
@@ -197,11 +204,12 @@ impl Metrics {
         );
         for (rule, series) in &rules {
             let rule = escape(rule);
+            let mut cumulative = 0;
             for (bound, bucket) in BUCKETS.iter().zip(&series.latency) {
-                let count = bucket.load(Ordering::Relaxed);
+                cumulative += bucket.load(Ordering::Relaxed);
                 let _ = writeln!(
                     out,
-                    "{name}_bucket{{rule=\"{rule}\",le=\"{bound}\"}} {count}"
+                    "{name}_bucket{{rule=\"{rule}\",le=\"{bound}\"}} {cumulative}"
                 );
             }
             let count = series.latency_count.load(Ordering::Relaxed);

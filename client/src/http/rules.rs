@@ -61,16 +61,12 @@ impl PathPattern {
     #[must_use]
     pub fn matches(&self, path: &str) -> bool {
         let rest = path.strip_prefix('/').unwrap_or(path);
-        let mut parts = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect()
-        };
-        // A trailing slash names the same resource.
-        if parts.len() > 1 && parts.last() == Some(&"") {
-            parts.pop();
-        }
-        let mut parts = parts.into_iter();
+        // A trailing slash names the same resource: `a/` is `a`, and `/` alone is one
+        // empty segment. (No segments at all for an empty rest.)
+        let mut parts = (!rest.is_empty())
+            .then(|| rest.strip_suffix('/').unwrap_or(rest).split('/'))
+            .into_iter()
+            .flatten();
         for segment in &self.segments {
             match segment {
                 Segment::Rest => return true,
@@ -114,6 +110,19 @@ pub struct NamedLimit {
     pub policy: Policy,
     /// Whose requests it counts, when not the rule's `key`.
     pub(crate) key: Option<KeyKind>,
+    /// Its parts of the rate-limit headers, rendered once.
+    pub(crate) header: super::headers::LimitHeader,
+}
+
+impl NamedLimit {
+    pub(crate) fn new(name: String, policy: Policy, key: Option<KeyKind>) -> Self {
+        Self {
+            header: super::headers::LimitHeader::new(&name, &policy),
+            name,
+            policy,
+            key,
+        }
+    }
 }
 
 /// One rule.
@@ -252,7 +261,12 @@ impl RuleSet {
 /// The Redis key of `limit` of `rule` for `identity`: all limits of one rule and caller
 /// share a hash tag, so one `RL.ALL` works in Redis Cluster too.
 pub(crate) fn redis_key(prefix: &str, rule: &str, identity: &Identity, limit: &str) -> String {
-    format!("{prefix}:{{{rule}:{}}}:{limit}", identity.key)
+    let who = identity.key.as_str();
+    let mut key = String::with_capacity(prefix.len() + rule.len() + who.len() + limit.len() + 5);
+    for part in [prefix, ":{", rule, ":", who, "}:", limit] {
+        key.push_str(part);
+    }
+    key
 }
 
 #[cfg(test)]
@@ -283,5 +297,26 @@ mod tests {
         assert!(PathPattern::parse("/{*path}/x").is_err());
         assert!(PathPattern::parse("api").is_err());
         assert!(PathPattern::parse("/a/**/b").is_err());
+        // Empty segments: `//` is one empty segment after the root's.
+        assert!(p("/").matches(""));
+        assert!(!p("/").matches("//"));
+        assert!(p("/*/x").matches("/a/x/"));
+        assert!(!p("/*").matches("//"));
+    }
+
+    #[test]
+    fn keys_put_the_rule_and_caller_in_the_hash_tag() {
+        let identity = Identity {
+            key: "ip:192.0.2.1".into(),
+            tier: None,
+        };
+        assert_eq!(
+            redis_key("rl", "login", &identity, "burst"),
+            "rl:{login:ip:192.0.2.1}:burst"
+        );
+        assert_eq!(
+            redis_key("rl", "login", &identity, ""),
+            "rl:{login:ip:192.0.2.1}:"
+        );
     }
 }

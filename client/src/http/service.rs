@@ -5,7 +5,7 @@ use super::caller::{Caller, Identity, digest};
 use super::config::Settings;
 use super::decision::Decide;
 use super::decision::RuleRef;
-use super::future::ResponseFuture;
+use super::future::{Deciding, ResponseFuture};
 use super::layer::Shared;
 use super::rules::{KeyKind, Rule, redis_key};
 use axum::body::Body;
@@ -15,7 +15,7 @@ use http::{Request, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use tower_service::Service;
 
 /// The rate-limiting service around `S`. Always ready when `S` is; over-limit requests
@@ -55,9 +55,6 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // Keep the service that was polled ready; leave a clone for the next call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let settings = Arc::clone(
             &self
                 .shared
@@ -68,19 +65,33 @@ where
         let (mut parts, body) = request.into_parts();
         match plan(&self.shared, &settings, &parts, self.own.as_ref()) {
             Plan::Pass => {
-                let future = inner.call(Request::from_parts(parts, body));
+                let future = self.inner.call(Request::from_parts(parts, body));
                 ResponseFuture::calling(future, None)
             }
             Plan::Exempt(caller) => {
                 share(&mut parts, caller);
-                let future = inner.call(Request::from_parts(parts, body));
+                let future = self.inner.call(Request::from_parts(parts, body));
                 ResponseFuture::calling(future, None)
             }
             Plan::Answer(response) => ResponseFuture::answered(response),
             Plan::Decide(caller, decide) => {
                 share(&mut parts, caller);
-                let deciding = Box::pin(decide.run(Arc::clone(&self.shared), settings));
-                ResponseFuture::deciding(deciding, inner, Request::from_parts(parts, body))
+                let request = Request::from_parts(parts, body);
+                let mut deciding: Deciding =
+                    Box::pin(decide.run(Arc::clone(&self.shared), settings));
+                // In memory a decision never waits: take it now and call the service
+                // that was polled ready, as an in-process limiter does.
+                if self.shared.limiter.remote().is_none() {
+                    let mut now = Context::from_waker(Waker::noop());
+                    if let Poll::Ready(verdict) = deciding.as_mut().poll(&mut now) {
+                        return ResponseFuture::decided(verdict, &mut self.inner, request);
+                    }
+                }
+                // Keep the service that was polled ready for after the decision; leave a
+                // clone for the next call.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::deciding(deciding, inner, request)
             }
         }
     }

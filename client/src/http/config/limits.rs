@@ -68,11 +68,7 @@ pub(super) fn compile_limits(
                 format!("`{name}` is used twice"),
             ));
         }
-        compiled.push(NamedLimit {
-            name,
-            policy,
-            key: limit.key,
-        });
+        compiled.push(NamedLimit::new(name, policy, limit.key));
     }
     Ok(compiled)
 }
