@@ -127,14 +127,25 @@ mod tests {
         assert_eq!(ceil_millis(Duration::from_micros(3_001)), 4);
         assert_eq!(ceil_millis(Duration::ZERO), 0);
         assert_eq!(ceil_millis(Duration::new(2, 1)), 2_001);
-        assert_eq!(ceil_millis(Duration::new(u64::MAX / 1_000, 999_000_001)), u64::MAX);
+        assert_eq!(
+            ceil_millis(Duration::new(u64::MAX / 1_000, 999_000_001)),
+            u64::MAX
+        );
         assert_eq!(ceil_millis(Duration::MAX), u64::MAX);
     }
 
     #[test]
     fn divisions_agree_with_128_bits() {
         let big = u128::from(u64::MAX) + 7;
-        for (n, d) in [(0u128, 1u128), (7, 2), (8, 2), (big, 3), (5, big), (big, big), (9, 0)] {
+        for (n, d) in [
+            (0u128, 1u128),
+            (7, 2),
+            (8, 2),
+            (big, 3),
+            (5, big),
+            (big, big),
+            (9, 0),
+        ] {
             assert_eq!(div_floor(n, d), n.checked_div(d).unwrap_or(0), "{n}/{d}");
             let ceil = if d == 0 { 0 } else { n.div_ceil(d) };
             assert_eq!(div_ceil(n, d), ceil, "{n}/{d}");

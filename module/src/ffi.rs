@@ -268,6 +268,9 @@ pub enum Content<'a> {
     Other,
 }
 
+/// The longest encoding [`Key::store`] writes in one pass, on the stack.
+const SMALL_ENCODING: usize = 64;
+
 /// What an opened key holds, as the server's value pointer.
 #[derive(Clone, Copy)]
 enum RawContent {
@@ -403,7 +406,16 @@ impl Key {
         expire_at_ms: i64,
         previous_expire_at_ms: Option<i64>,
     ) -> Result<&[u8], ()> {
-        let len = limiter.encoded_len();
+        // One encoding pass for the common sizes (every limiter but long logs and
+        // lease sets), written on the stack; a second pass counts the larger ones.
+        let mut small = [0u8; SMALL_ENCODING];
+        let written = limiter.encode_into(&mut small);
+        let small = written.and_then(|len| small.get(..len));
+        let len = small.map_or_else(|| limiter.encoded_len(), <[u8]>::len);
+        let new_value = || match small {
+            Some(encoding) => datatype::Value::new(encoding),
+            None => datatype::Value::encode(limiter, len),
+        };
         let mut expiry_moves = true;
         let value = match self.raw_content() {
             RawContent::Ours(value) => {
@@ -411,16 +423,21 @@ impl Key {
                 // reference to its bytes is alive.
                 match unsafe { datatype::encoding_mut(value.as_ptr()) } {
                     Some(bytes) if bytes.len() == len => {
-                        limiter.encode_into(bytes).ok_or(())?;
+                        match small {
+                            Some(encoding) => bytes.copy_from_slice(encoding),
+                            None => {
+                                limiter.encode_into(bytes).ok_or(())?;
+                            }
+                        }
                         // The key keeps its expiry: set it only if it moves. (A value
                         // replaced below may lose it, without `ModuleTypeReplaceValue`.)
                         expiry_moves = previous_expire_at_ms != Some(expire_at_ms);
                         value
                     }
-                    _ => self.replace(datatype::Value::encode(limiter, len).ok_or(())?)?,
+                    _ => self.replace(new_value().ok_or(())?)?,
                 }
             }
-            RawContent::Empty => self.set_value(datatype::Value::encode(limiter, len).ok_or(())?)?,
+            RawContent::Empty => self.set_value(new_value().ok_or(())?)?,
             RawContent::Other => return Err(()),
         };
         if expiry_moves {

@@ -24,7 +24,14 @@ pub fn decide(
     let outcome = policy.decide(stored.as_ref(), now, request)?;
     if let Some(limiter) = outcome.update {
         let previous_expire_at_ms = stored.as_ref().map(clock::expire_at_ms);
-        write_after(ctx, argv, key_name, &mut key, previous_expire_at_ms, &limiter)?;
+        write_after(
+            ctx,
+            argv,
+            key_name,
+            &mut key,
+            previous_expire_at_ms,
+            &limiter,
+        )?;
     }
     counters.decided(outcome.decision.allowed);
     Ok(outcome.decision)
