@@ -167,6 +167,30 @@ fn fixed_windows_align_to_the_epoch() {
 }
 
 #[test]
+fn a_write_within_the_window_leaves_the_expiry_as_it_is() {
+    for server in servers() {
+        let con = &mut server.connection();
+        let name = server.binary().name();
+        align(con, 60_000);
+        assert_eq!(
+            decide(con, &["RL.FIXED", "g", "5", "60000"])[..3],
+            [1, 5, 4]
+        );
+        let expire: i64 = cmd("PEXPIRETIME").arg("g").query(con).unwrap();
+        assert_eq!(expire % 60_000, 0, "{name}: the window's end");
+        // The next write in the window derives the same expiry: it does not set it
+        // again (docs/commands.md, "Idle keys vanish"), so a PERSIST stays until then.
+        let _: i64 = cmd("PERSIST").arg("g").query(con).unwrap();
+        assert_eq!(
+            decide(con, &["RL.FIXED", "g", "5", "60000"])[..3],
+            [1, 5, 3]
+        );
+        let kept: i64 = cmd("PEXPIRETIME").arg("g").query(con).unwrap();
+        assert_eq!(kept, -1, "{name}: expiry not set again within the window");
+    }
+}
+
+#[test]
 fn all_counts_everywhere_or_nowhere() {
     for server in servers() {
         let con = &mut server.connection();

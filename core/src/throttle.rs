@@ -187,7 +187,10 @@ impl Throttle {
         };
         let interval = u128::from(self.interval_ns());
         let (next, interval) = if interval >= NANOS_PER_MICRO {
-            (next / NANOS_PER_MICRO, interval / NANOS_PER_MICRO)
+            (
+                crate::time::div_floor(next, NANOS_PER_MICRO),
+                crate::time::div_floor(interval, NANOS_PER_MICRO),
+            )
         } else {
             (next, interval)
         };

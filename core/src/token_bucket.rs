@@ -7,7 +7,7 @@
 
 use crate::decision::{Decision, Outcome, Request, RetryAfter};
 use crate::error::{ArgumentError, at_most, count, duration, positive};
-use crate::time::{Timestamp, ceil_micros};
+use crate::time::{Timestamp, ceil_micros, div_floor};
 use core::time::Duration;
 
 /// The largest amount of units a bucket or a borrowing may span: keeps every state in `u64`.
@@ -47,9 +47,11 @@ impl TokenBucket {
     /// above 2^62 or `refill_ms` above 10^13.
     pub fn new(capacity: u64, refill_tokens: u64, refill_ms: u64) -> Result<Self, ArgumentError> {
         let refill_ms = duration("refill_ms", refill_ms)?;
-        // refill_ms <= 10^13 keeps this at 461 or more.
-        let max_capacity =
-            u64::try_from(MAX_UNITS / (u128::from(refill_ms) * MICROS_PER_MS)).unwrap_or(u64::MAX);
+        // refill_ms <= 10^13 keeps this at 461 or more, and refill_ms * 1000 (at most
+        // 10^16) in 64 bits: no 128-bit division.
+        let max_capacity = (1u64 << 62)
+            .checked_div(refill_ms.saturating_mul(1_000))
+            .unwrap_or(u64::MAX);
         let capacity = positive("capacity", capacity)?;
         let capacity = at_most("capacity", capacity, max_capacity).map_err(|_| {
             ArgumentError::new(
@@ -94,7 +96,7 @@ impl TokenBucket {
 
     /// The longest `MAXWAIT` this policy accepts.
     pub(crate) fn max_wait_ms(&self) -> u64 {
-        let computable = MAX_UNITS / (u128::from(self.refill_tokens) * MICROS_PER_MS);
+        let computable = div_floor(MAX_UNITS, u128::from(self.refill_tokens) * MICROS_PER_MS);
         u64::try_from(computable)
             .unwrap_or(u64::MAX)
             .min(crate::MAX_DURATION_MS)
@@ -200,7 +202,7 @@ impl TokenBucket {
         retry_after: RetryAfter,
         reset_after: Duration,
     ) -> Decision {
-        let remaining = self.full().saturating_sub(deficit) / self.unit();
+        let remaining = div_floor(self.full().saturating_sub(deficit), self.unit());
         Decision {
             allowed,
             limit: self.capacity,

@@ -128,9 +128,18 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn varint(&mut self) -> Result<u64, &'static str> {
+        let rest = self.bytes.get(self.position..).unwrap_or_default();
+        // Most numbers of a state are below 128: one byte, one branch.
+        match rest.first() {
+            Some(&byte) if byte < 0x80 => {
+                self.position += 1;
+                return Ok(u64::from(byte));
+            }
+            _ => {}
+        }
         let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
+        for (index, &byte) in rest.iter().take(MAX_LEN).enumerate() {
+            let shift = 7 * index as u32;
             let bits = u64::from(byte & 0x7f);
             if shift == 63 && bits > 1 {
                 return Err("varint overflows 64 bits");
@@ -139,15 +148,23 @@ impl<'a> Reader<'a> {
             if byte & 0x80 == 0 {
                 // A last byte of 0 after others pads the number: one value, one encoding
                 // (what `put` writes), so a decoded state re-encodes to the same bytes.
-                if byte == 0 && shift > 0 {
+                if byte == 0 && index > 0 {
                     return Err("varint not in its shortest form");
                 }
+                self.position += index + 1;
                 return Ok(value);
             }
         }
-        Err("varint overflows 64 bits")
+        if rest.len() < MAX_LEN {
+            Err("truncated")
+        } else {
+            Err("varint overflows 64 bits")
+        }
     }
 }
+
+/// The most bytes a 64-bit varint takes.
+const MAX_LEN: usize = 10;
 
 #[cfg(test)]
 mod tests {
@@ -159,6 +176,19 @@ mod tests {
         assert!(Reader::new(&[0x80]).varint().is_err());
         let overlong = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
         assert!(Reader::new(&overlong).varint().is_err());
+    }
+
+    #[test]
+    fn truncated_varints_say_so() {
+        assert_eq!(Reader::new(&[]).varint(), Err("truncated"));
+        assert_eq!(Reader::new(&[0x80, 0x80]).varint(), Err("truncated"));
+        let mut reader = Reader::new(&[0x05, 0x80, 0x01, 0x7f]);
+        assert_eq!(reader.varint(), Ok(5));
+        assert_eq!(reader.varint(), Ok(128));
+        assert_eq!(reader.varint(), Ok(127));
+        assert!(reader.is_empty());
+        let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(Reader::new(&max).varint(), Ok(u64::MAX));
     }
 
     #[test]

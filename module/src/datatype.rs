@@ -96,6 +96,26 @@ impl Value {
         Some(Self(ptr))
     }
 
+    /// A new value holding the stored encoding of `limiter`, `len` bytes long
+    /// (`Limiter::encoded_len`), written straight into the allocation; `None` if the
+    /// allocation fails or the encoding is not `len` bytes.
+    pub fn encode(limiter: &Limiter, len: usize) -> Option<Self> {
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = put_length(&mut header, len)?;
+        let layout = layout(header_len, len)?;
+        // SAFETY: the layout has a non-zero size (at least one header byte).
+        let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
+        // From here on the allocation is owned (and freed on an early return) by `value`.
+        let value = Self(ptr);
+        // SAFETY: the allocation holds `header_len + len` initialised bytes; the header
+        // does not overlap it.
+        let bytes = unsafe {
+            std::ptr::copy_nonoverlapping(header.as_ptr(), ptr.as_ptr(), header_len);
+            std::slice::from_raw_parts_mut(ptr.as_ptr().add(header_len), len)
+        };
+        (limiter.encode_into(bytes)? == len).then_some(value)
+    }
+
     /// Gives the value to the server (freed by our `free` callback, or taken back with
     /// [`Value::from_raw`]).
     pub fn into_raw(self) -> *mut c_void {
@@ -115,10 +135,11 @@ impl Value {
 
 impl Drop for Value {
     fn drop(&mut self) {
-        // SAFETY: `self.0` is a live allocation made by `Value::new`, owned by this handle.
+        // SAFETY: `self.0` is a live allocation made by `Value::new` or `Value::encode`, owned
+        // by this handle.
         let (header_len, len) = unsafe { read_length(self.0.as_ptr()) };
         if let Some(layout) = layout(header_len, len) {
-            // SAFETY: allocated in `Value::new` with this same layout, freed once.
+            // SAFETY: allocated by `Value` with this same layout, freed once.
             unsafe { std::alloc::dealloc(self.0.as_ptr(), layout) };
         }
     }
@@ -200,7 +221,7 @@ fn value_encoding<'a>(value: *const c_void) -> Option<&'a [u8]> {
 
 /// A new value of our type for the server, from a decoded limiter (null if it fails).
 fn into_raw_value(limiter: &Limiter) -> *mut c_void {
-    Value::new(&limiter.encode()).map_or(std::ptr::null_mut(), Value::into_raw)
+    Value::encode(limiter, limiter.encoded_len()).map_or(std::ptr::null_mut(), Value::into_raw)
 }
 
 extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {

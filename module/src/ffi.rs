@@ -253,6 +253,7 @@ impl Ctx {
             ptr,
             ctx: self,
             name: key,
+            content: None,
         })
     }
 }
@@ -267,7 +268,11 @@ pub enum Content<'a> {
     Other,
 }
 
+/// The longest encoding [`Key::store`] writes in one pass, on the stack.
+const SMALL_ENCODING: usize = 64;
+
 /// What an opened key holds, as the server's value pointer.
+#[derive(Clone, Copy)]
 enum RawContent {
     Empty,
     Ours(NonNull<c_void>),
@@ -283,10 +288,24 @@ pub struct Key {
     ptr: Option<NonNull<raw::RedisModuleKey>>,
     ctx: Ctx,
     name: RawString,
+    /// What the key holds, once looked up: a command reads and then writes its key,
+    /// and asks the server once. Every change made through this handle updates it; a
+    /// command opens each key through one handle at a time (`RL.ALL` opens a key named
+    /// twice once), so nothing else changes the value under it.
+    content: Option<RawContent>,
 }
 
 impl Key {
-    fn raw_content(&self) -> RawContent {
+    fn raw_content(&mut self) -> RawContent {
+        if let Some(content) = self.content {
+            return content;
+        }
+        let content = self.look_up();
+        self.content = Some(content);
+        content
+    }
+
+    fn look_up(&self) -> RawContent {
         let Some(ptr) = self.ptr else {
             return RawContent::Empty;
         };
@@ -372,40 +391,74 @@ impl Key {
         Some((value, ttl))
     }
 
-    /// Stores the limiter encoded as `encoding` (in place when the key already holds one
-    /// of the same length) and expires the key at `expire_at_ms`, absolute Unix
-    /// milliseconds.
-    pub fn store(&mut self, encoding: &[u8], expire_at_ms: i64) -> Result<(), ()> {
-        match self.raw_content() {
+    /// Stores `limiter` (its stored encoding, written straight into the key's value:
+    /// in place when the key already holds one of the same length) and expires the key
+    /// at `expire_at_ms`, absolute Unix milliseconds. Returns the stored encoding, for
+    /// propagation.
+    ///
+    /// `previous_expire_at_ms` is the expiry the key's current limiter was stored with
+    /// (derived from that limiter, as `expire_at_ms` is from the new one): when the key
+    /// holds a limiter and the two are equal, the expiry is not set again (a fixed
+    /// window keeps its expiry for the whole window).
+    pub fn store(
+        &mut self,
+        limiter: &Limiter,
+        expire_at_ms: i64,
+        previous_expire_at_ms: Option<i64>,
+    ) -> Result<&[u8], ()> {
+        // One encoding pass for the common sizes (every limiter but long logs and
+        // lease sets), written on the stack; a second pass counts the larger ones.
+        let mut small = [0u8; SMALL_ENCODING];
+        let written = limiter.encode_into(&mut small);
+        let small = written.and_then(|len| small.get(..len));
+        let len = small.map_or_else(|| limiter.encoded_len(), <[u8]>::len);
+        let new_value = || match small {
+            Some(encoding) => datatype::Value::new(encoding),
+            None => datatype::Value::encode(limiter, len),
+        };
+        let mut expiry_moves = true;
+        let value = match self.raw_content() {
             RawContent::Ours(value) => {
                 // SAFETY: our value, owned by this key, opened for writing; no other
                 // reference to its bytes is alive.
                 match unsafe { datatype::encoding_mut(value.as_ptr()) } {
-                    Some(bytes) if bytes.len() == encoding.len() => {
-                        bytes.copy_from_slice(encoding);
+                    Some(bytes) if bytes.len() == len => {
+                        match small {
+                            Some(encoding) => bytes.copy_from_slice(encoding),
+                            None => {
+                                limiter.encode_into(bytes).ok_or(())?;
+                            }
+                        }
+                        // The key keeps its expiry: set it only if it moves. (A value
+                        // replaced below may lose it, without `ModuleTypeReplaceValue`.)
+                        expiry_moves = previous_expire_at_ms != Some(expire_at_ms);
+                        value
                     }
-                    _ => self.replace(encoding)?,
+                    _ => self.replace(new_value().ok_or(())?)?,
                 }
             }
-            RawContent::Empty => self.set_value(datatype::Value::new(encoding).ok_or(())?)?,
+            RawContent::Empty => self.set_value(new_value().ok_or(())?)?,
             RawContent::Other => return Err(()),
+        };
+        if expiry_moves {
+            let set_expire = api!(RedisModule_SetAbsExpire).ok_or(())?;
+            let ptr = self.ptr.ok_or(())?;
+            // SAFETY: an open, writable key that now holds a value.
+            let status = unsafe { set_expire(ptr.as_ptr(), expire_at_ms) };
+            if status != raw::REDISMODULE_OK as c_int {
+                self.signal_modified();
+                return Err(());
+            }
         }
-        let set_expire = api!(RedisModule_SetAbsExpire).ok_or(())?;
-        let ptr = self.ptr.ok_or(())?;
-        // SAFETY: an open, writable key that now holds a value.
-        let status = unsafe { set_expire(ptr.as_ptr(), expire_at_ms) };
         self.signal_modified();
-        if status == raw::REDISMODULE_OK as c_int {
-            Ok(())
-        } else {
-            Err(())
-        }
+        // SAFETY: the key's value, made by `datatype::Value`; the bytes live as long as
+        // this borrow of the key, which nothing can change meanwhile.
+        unsafe { datatype::encoding(value.as_ptr()) }.ok_or(())
     }
 
-    /// Swaps the key's value for a new one holding `encoding`, keeping the key (and its
-    /// expiry) where it is; without `RedisModule_ModuleTypeReplaceValue`, sets it anew.
-    fn replace(&mut self, encoding: &[u8]) -> Result<(), ()> {
-        let value = datatype::Value::new(encoding).ok_or(())?;
+    /// Swaps the key's value for `value`, keeping the key (and its expiry) where it is;
+    /// without `RedisModule_ModuleTypeReplaceValue`, sets it anew. Returns the new value.
+    fn replace(&mut self, value: datatype::Value) -> Result<NonNull<c_void>, ()> {
         let (Some(replace_value), Some(ptr)) = (replace_value_api(), self.ptr) else {
             return self.set_value(value);
         };
@@ -417,7 +470,9 @@ impl Key {
         if status == raw::REDISMODULE_OK as c_int {
             // SAFETY: the old value is ours again, and no longer in the keyspace.
             drop(unsafe { datatype::Value::from_raw(old) });
-            Ok(())
+            let new = NonNull::new(new).ok_or(())?;
+            self.content = Some(RawContent::Ours(new));
+            Ok(new)
         } else {
             // SAFETY: the server refused `new`, so it is still ours.
             drop(unsafe { datatype::Value::from_raw(new) });
@@ -434,14 +489,18 @@ impl Key {
     }
 
     /// Replaces whatever the key holds by `value`.
-    fn set_value(&mut self, value: datatype::Value) -> Result<(), ()> {
+    fn set_value(&mut self, value: datatype::Value) -> Result<NonNull<c_void>, ()> {
         let set_value = api!(RedisModule_ModuleTypeSetValue).ok_or(())?;
         let ptr = self.ptr.ok_or(())?;
+        // Whatever happens next, look the key up again if asked.
+        self.content = None;
         let value = value.into_raw();
         // SAFETY: the server takes ownership of `value` and frees it with our `free` callback.
         let status = unsafe { set_value(ptr.as_ptr(), datatype::raw_type(), value) };
         if status == raw::REDISMODULE_OK as c_int {
-            return Ok(());
+            let value = NonNull::new(value).ok_or(())?;
+            self.content = Some(RawContent::Ours(value));
+            return Ok(value);
         }
         // SAFETY: the server refused the value, so it is still ours.
         drop(unsafe { datatype::Value::from_raw(value) });
@@ -453,6 +512,7 @@ impl Key {
         if let (Some(delete), Some(ptr)) = (api!(RedisModule_DeleteKey), self.ptr) {
             // SAFETY: an open, writable key.
             unsafe { delete(ptr.as_ptr()) };
+            self.content = None;
             self.signal_modified();
         }
     }

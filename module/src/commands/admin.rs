@@ -1,6 +1,5 @@
 //! Commands around the limiters: `RL.RESET`, `RL.STATUS`, `RL.SETSTATE`.
 
-use super::limit;
 use crate::args::Args;
 use crate::error::CommandError;
 use crate::ffi::{Content, Ctx, RawString, bytes};
@@ -79,13 +78,14 @@ pub fn set_state(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
     let limiter = Limiter::decode(state)
         .map_err(|e| CommandError::Argument(format!("state must be a redlimit state ({e})")))?;
     let mut key = ctx.open_key(name, true)?;
-    if matches!(key.content(), Content::Other) {
-        return Err(CommandError::WrongType(None));
-    }
+    // A key of another type is WRONGTYPE. The expiry is set as a decision sets it: not
+    // again when the one derived from the key's limiter does not move, so the primary,
+    // its replicas and AOF replay end with the same expiry whatever happened to it.
+    let previous_expire_at_ms = key.limiter()?.as_ref().map(clock::expire_at_ms);
     // Stored re-encoded (canonical, as a command would have written it); replicas get
     // the command as received and re-encode it the same way.
     let expire_at_ms = clock::expire_at_ms(&limiter);
-    limit::with_encoding(&limiter, |encoding| key.store(encoding, expire_at_ms))
+    key.store(&limiter, expire_at_ms, previous_expire_at_ms)
         .map_err(|()| CommandError::Internal)?;
     ctx.replicate_verbatim();
     ctx.reply_simple(c"OK");

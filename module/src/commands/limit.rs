@@ -23,15 +23,19 @@ pub fn decide(
     let stored = key.limiter()?;
     let outcome = policy.decide(stored.as_ref(), now, request)?;
     if let Some(limiter) = outcome.update {
-        write_and_propagate(ctx, argv, key_name, &mut key, &limiter)?;
+        let previous_expire_at_ms = stored.as_ref().map(clock::expire_at_ms);
+        write_after(
+            ctx,
+            argv,
+            key_name,
+            &mut key,
+            previous_expire_at_ms,
+            &limiter,
+        )?;
     }
     counters.decided(outcome.decision.allowed);
     Ok(outcome.decision)
 }
-
-/// The largest encoding written without a heap allocation (every limiter but sliding
-/// logs of more than about 150 entries and large lease sets).
-const STACK_ENCODING: usize = 512;
 
 /// How a write reaches replicas and the AOF. Both ways are exact; the smaller is taken,
 /// so a call propagates a few hundred bytes at most whatever its key holds.
@@ -93,21 +97,33 @@ pub fn write_and_propagate(
     key: &mut Key,
     limiter: &Limiter,
 ) -> Result<(), CommandError> {
+    write_after(ctx, argv, key_name, key, None, limiter)
+}
+
+/// [`write_and_propagate`], knowing the expiry the key's limiter was stored with
+/// (`None`: unknown, set it), so that an expiry that does not move is not set again.
+fn write_after(
+    ctx: Ctx,
+    argv: &[RawString],
+    key_name: RawString,
+    key: &mut Key,
+    previous_expire_at_ms: Option<i64>,
+    limiter: &Limiter,
+) -> Result<(), CommandError> {
     let expire_at_ms = clock::expire_at_ms(limiter);
-    with_encoding(limiter, |state| {
-        key.store(state, expire_at_ms)
-            .map_err(|()| CommandError::Internal)?;
-        if !propagation::needed() {
-            return Ok(());
-        }
-        let state_len = state_bytes(key_name, state.len());
-        if state_len <= least_replay_bytes(argv) || state_len <= replay_bytes(argv) {
-            ctx.replicate_state(key_name, state);
-        } else {
-            ctx.replicate_replay(clock::decided_at(), argv);
-        }
-        Ok(())
-    })
+    let state = key
+        .store(limiter, expire_at_ms, previous_expire_at_ms)
+        .map_err(|()| CommandError::Internal)?;
+    if !propagation::needed() {
+        return Ok(());
+    }
+    let state_len = state_bytes(key_name, state.len());
+    if state_len <= least_replay_bytes(argv) || state_len <= replay_bytes(argv) {
+        ctx.replicate_state(key_name, state);
+    } else {
+        ctx.replicate_replay(clock::decided_at(), argv);
+    }
+    Ok(())
 }
 
 /// Stores `limiter` in the open `key`, expiring when it idles; with
@@ -120,21 +136,11 @@ pub fn write(
     how: Propagation,
 ) -> Result<(), CommandError> {
     let expire_at_ms = clock::expire_at_ms(limiter);
-    with_encoding(limiter, |state| {
-        key.store(state, expire_at_ms)
-            .map_err(|()| CommandError::Internal)?;
-        if how == Propagation::State {
-            ctx.replicate_state(key_name, state);
-        }
-        Ok(())
-    })
-}
-
-/// Runs `f` on the stored encoding of `limiter`, written on the stack when it fits.
-pub fn with_encoding<R>(limiter: &Limiter, f: impl FnOnce(&[u8]) -> R) -> R {
-    let mut buffer = [0u8; STACK_ENCODING];
-    match limiter.encode_into(&mut buffer) {
-        Some(len) => f(buffer.get(..len).unwrap_or_default()),
-        None => f(&limiter.encode()),
+    let state = key
+        .store(limiter, expire_at_ms, None)
+        .map_err(|()| CommandError::Internal)?;
+    if how == Propagation::State {
+        ctx.replicate_state(key_name, state);
     }
+    Ok(())
 }
