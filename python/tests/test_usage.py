@@ -14,7 +14,15 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conftest import ON_SCRIPTS, Server, async_limiter, free_port, sync_limiter
+from conftest import (
+    ON_SCRIPTS,
+    Cluster,
+    Server,
+    async_limiter,
+    free_port,
+    stored_name,
+    sync_limiter,
+)
 from redlimit import (
     ArgumentError,
     RateLimiter,
@@ -26,6 +34,7 @@ from redlimit import (
 )
 from redlimit import _usage as u
 from redlimit._translate import translate
+from test_cluster import port_of, spread_keys
 
 HOUR = 3_600_000
 DAY_BY_HOUR = UsageShape.hourly(24)
@@ -43,6 +52,7 @@ def test_record_and_read(limiter: RateLimiter, key: str) -> None:
     assert limiter.record_usage(key, 1200, DAY_BY_HOUR) == 1200
     assert limiter.record_usage(key, 300, DAY_BY_HOUR) == 1500
     assert limiter.record_usage(key, 0, DAY_BY_HOUR) == 1500
+    assert limiter.replicated(0, 10).record_usage(key, 0, DAY_BY_HOUR) == 1500
     report = limiter.usage(key)
     assert len(report) == 24, "one bucket per hour, the current hour last"
     assert all(b.start_ms % HOUR == 0 for b in report)
@@ -192,5 +202,36 @@ def test_asyncio(server: Server, protocol: int, key: str) -> None:
         )
         with pytest.raises(UnavailableError):
             await down.record_usage(key, 1, DAY_BY_HOUR)
+
+    asyncio.run(scenario())
+
+
+def test_counters_live_on_their_owner_in_a_cluster(
+    cluster: Cluster, protocol: int, key: str
+) -> None:
+    """redis-py's cluster client refuses RL.USAGE.ADD's name (two dots) unless it is told
+    the node: the limiter routes it to the key's owner itself."""
+    rc = cluster.client(protocol)
+    limiter = sync_limiter(rc)
+    tags = spread_keys(rc, key)
+    for tag in tags:
+        usage_key = f"usage:{{{tag}}}:openai"
+        assert limiter.record_usage(usage_key, 10, DAY_BY_HOUR) == 10
+        assert limiter.record_usage(usage_key, 5, DAY_BY_HOUR) == 15
+        assert [b.amount for b in limiter.usage(usage_key)][-1] == 15
+        with redis.Redis(port=port_of(rc, tag)) as owner:
+            assert owner.exists(stored_name(usage_key)) == 1
+    rc.close()
+
+    async def scenario() -> None:
+        client = redis.asyncio.RedisCluster(
+            host="127.0.0.1", port=cluster.nodes[0].port, protocol=protocol
+        )
+        aio = async_limiter(client)
+        for tag in tags:
+            usage_key = f"usage:{{{tag}}}:openai"
+            assert await aio.record_usage(usage_key, 1, DAY_BY_HOUR) == 16
+            assert (await aio.usage(usage_key))[-1].amount == 16
+        await client.aclose()
 
     asyncio.run(scenario())

@@ -117,6 +117,9 @@ class AsyncRateLimiter:
 
     async def _send(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
         if self._wait is None:
+            if isinstance(self.client, redis.asyncio.RedisCluster) and p.routed_by_hand(command):
+                node = await self._owner(key)
+                return parse(await self._client.execute_command(*command, target_nodes=node))
             reply = await self._client.execute_command(*command)
             return parse(reply)
         replicas, timeout_ms = self._wait

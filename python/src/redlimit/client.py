@@ -122,6 +122,9 @@ class RateLimiter:
 
     def _send(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
         if self._wait is None:
+            if isinstance(self.client, redis.RedisCluster) and p.routed_by_hand(command):
+                node = self._client.get_node_from_key(key)
+                return parse(self._client.execute_command(*command, target_nodes=node))
             reply = self._client.execute_command(*command)
             return parse(reply)
         replicas, timeout_ms = self._wait
