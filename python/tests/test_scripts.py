@@ -98,7 +98,7 @@ def test_commands_become_script_calls() -> None:
         (("RL.ALL", 1, "a", "THROTTLE", 1, 1, 1), ArgumentError, "RL.ALL has no policy"),
         (("RL.ADJUST", "k", 1, "SINCE", 1, "SINCE", 2), ArgumentError, "SINCE given twice"),
         (("RL.ACQUIRE", "k", 1, 1000), ArgumentError, "needs key limit lease_ms lease_id"),
-        (("RL.USAGE", "k"), CommandError, "the script engine has no RL.USAGE"),
+        (("RL.SETSTATE", "k", "x"), CommandError, "the script engine has no RL.SETSTATE"),
     ],
 )  # fmt: skip
 def test_malformed_calls_name_what_is_wrong(

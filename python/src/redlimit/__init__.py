@@ -9,6 +9,7 @@ dependency in :mod:`redlimit.starlette` (``pip install ./python[fastapi]``).
 
 from ._engine import BackendInfo, Engine, NodeInfo
 from ._types import AllDecision, Decision, Fixed, Policy, Sliding, Status, Throttle, TokenBucket
+from ._usage import UsageBucket, UsageShape
 from .aio import AsyncRateLimiter
 from .client import RateLimiter
 from .errors import (
@@ -50,6 +51,8 @@ __all__ = [
     "TokenBucket",
     "UnavailableError",
     "UnexpectedReplyError",
+    "UsageBucket",
+    "UsageShape",
     "WrongTypeError",
 ]
 __version__ = "0.1.0"

@@ -175,6 +175,14 @@ def status(key: Key) -> Command:
     return ("RL.STATUS", key)
 
 
+def routed_by_hand(command: Command) -> bool:
+    """Whether a cluster client must be given the key's node (``target_nodes``): redis-py's
+    cluster client refuses a command name with two dots (``RL.USAGE.ADD``: "Wrong command
+    or module name") before sending it, as it looks up its routing by module prefix."""
+    name = command[0]
+    return isinstance(name, str) and name.count(".") > 1
+
+
 # ---------------------------------------------------------------------------- replies
 
 

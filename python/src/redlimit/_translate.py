@@ -202,6 +202,19 @@ def _release(rest: list[bytes], now: bytes) -> Translated:
     return [rest[0]], [b"release", now, rest[1]]
 
 
+def _usage_add(rest: list[bytes], now: bytes) -> Translated:
+    """``RL.USAGE.ADD key amount bucket_ms buckets``: the script checks the numbers."""
+    if len(rest) != 4:
+        raise ArgumentError("RL.USAGE.ADD needs key amount bucket_ms buckets")
+    return [rest[0]], [b"usage_add", now, *rest[1:]]
+
+
+def _usage(rest: list[bytes], now: bytes) -> Translated:
+    if len(rest) != 1:
+        raise ArgumentError("RL.USAGE needs one key")
+    return [rest[0]], [b"usage", now]
+
+
 def _keys_only(op: bytes) -> Translator:
     """``RL.RESET key...`` and ``RL.STATUS key``: the keys, and their count."""
 
@@ -222,6 +235,8 @@ TRANSLATORS: dict[str, Translator] = {
     "RL.ADJUST": _adjust,
     "RL.ACQUIRE": _acquire,
     "RL.RELEASE": _release,
+    "RL.USAGE.ADD": _usage_add,
+    "RL.USAGE": _usage,
     "RL.RESET": _keys_only(b"reset"),
     "RL.STATUS": _keys_only(b"status"),
 }

@@ -15,11 +15,13 @@ import redis.asyncio
 import redis.exceptions
 
 from . import _protocol as p
+from . import _usage as u
 from . import _verify as v
 from . import permit as a
 from ._engine import BackendInfo, Decider, Engine, EngineState, is_connection_failure, node_name
 from ._protocol import Key
 from ._types import AllDecision, AllPolicy, Decision, Policy, Status
+from ._usage import UsageBucket, UsageShape
 from .client import REDIS_ERRORS, _with_acks
 from .errors import LimitExceeded, NotAdmitted, RateLimitError
 from .permit import AdmitFailure, Admitting, AsyncPermit, MaxWait
@@ -115,6 +117,9 @@ class AsyncRateLimiter:
 
     async def _send(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
         if self._wait is None:
+            if isinstance(self.client, redis.asyncio.RedisCluster) and p.routed_by_hand(command):
+                node = await self._owner(key)
+                return parse(await self._client.execute_command(*command, target_nodes=node))
             reply = await self._client.execute_command(*command)
             return parse(reply)
         replicas, timeout_ms = self._wait
@@ -348,6 +353,14 @@ class AsyncRateLimiter:
             yield decision
         finally:
             await self.release(key, lease)
+
+    async def record_usage(self, key: Key, amount: int, shape: UsageShape) -> int:
+        """``RL.USAGE.ADD``: as :meth:`RateLimiter.record_usage` (the total afterwards)."""
+        return await self._call(key, u.record(key, amount, shape), u.total)
+
+    async def usage(self, key: Key) -> list[UsageBucket]:
+        """``RL.USAGE``: as :meth:`RateLimiter.usage` (every bucket, oldest first)."""
+        return await self._call(key, u.read(key), u.buckets)
 
     async def status(self, key: Key) -> Optional[Status]:
         """``RL.STATUS``: ``None`` for a missing (or idle) key."""

@@ -15,11 +15,13 @@ import redis
 import redis.exceptions
 
 from . import _protocol as p
+from . import _usage as u
 from . import _verify as v
 from . import permit as a
 from ._engine import BackendInfo, Decider, Engine, EngineState, is_connection_failure, node_name
 from ._protocol import Key
 from ._types import AllDecision, AllPolicy, Decision, Policy, Status
+from ._usage import UsageBucket, UsageShape
 from ._verify import Node
 from .errors import LimitExceeded, NotAdmitted, RateLimitError
 from .permit import AdmitFailure, MaxWait, Permit
@@ -120,6 +122,9 @@ class RateLimiter:
 
     def _send(self, key: Key, command: p.Command, parse: Callable[[Any], T]) -> T:
         if self._wait is None:
+            if isinstance(self.client, redis.RedisCluster) and p.routed_by_hand(command):
+                node = self._client.get_node_from_key(key)
+                return parse(self._client.execute_command(*command, target_nodes=node))
             reply = self._client.execute_command(*command)
             return parse(reply)
         replicas, timeout_ms = self._wait
@@ -332,6 +337,25 @@ class RateLimiter:
             yield decision
         finally:
             self.release(key, lease)
+
+    def record_usage(self, key: Key, amount: int, shape: UsageShape) -> int:
+        """``RL.USAGE.ADD``: adds ``amount`` to the usage counter ``key`` (a ring of
+        ``shape.buckets`` buckets of ``shape.bucket_ms``) and returns the total over the
+        ring afterwards; ``amount`` 0 only reads it. Never refused: a counter is not a
+        limit. Raises :class:`ArgumentError` for a bad amount or a key of another shape
+        (naming both), :class:`WrongTypeError` for a limiter's key, and
+        :class:`UnavailableError` when the server cannot be reached (nothing recorded,
+        nothing kept to send later).
+
+        >>> limiter.record_usage("usage:{user:42}:openai", 1200, UsageShape.hourly(24))
+        1200
+        """
+        return self._call(key, u.record(key, amount, shape), u.total)
+
+    def usage(self, key: Key) -> list[UsageBucket]:
+        """``RL.USAGE``: every bucket of the counter ``key``, oldest first, the last one
+        the bucket of now, zeros included; ``[]`` for an absent or expired key."""
+        return self._call(key, u.read(key), u.buckets)
 
     def status(self, key: Key) -> Optional[Status]:
         """``RL.STATUS``: ``None`` for a missing (or idle) key."""
