@@ -97,5 +97,6 @@ fn stored_policy(limiter: &Limiter) -> StoredPolicy {
         Limiter::Sliding(p, _) => StoredPolicy::Rate(Policy::Sliding(*p)),
         Limiter::SlidingApprox(p, _) => StoredPolicy::Rate(Policy::SlidingApprox(*p)),
         Limiter::Concurrency(p, _) => StoredPolicy::Concurrency(*p),
+        Limiter::Usage(p, _) => StoredPolicy::Usage(*p),
     }
 }
