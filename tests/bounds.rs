@@ -13,7 +13,9 @@ use redlimit_core::{
     Concurrency, Lease, Leases, Limiter, MAX_ALL_LIMITS, MAX_LEASE_ID_LEN, MAX_LEASES,
     MAX_SLIDING_LIMIT, SlidingLog, SlidingWindow,
 };
-use redlimit_test_support::{ServerBuilder, available_servers, optimized_module_path};
+use redlimit_test_support::{
+    ServerBuilder, aof_size, available_servers, info_value, optimized_module_path,
+};
 
 /// The most server time one call may take, in microseconds.
 const MOST_MICROS: u64 = 1_000;
@@ -22,22 +24,9 @@ const MOST_BYTES: i64 = 4 * 1024;
 /// A window long enough that nothing leaves it during the test.
 const WINDOW_MS: u64 = 1_000_000_000_000;
 
-fn info_field(con: &mut Connection, section: &str, field: &str) -> Option<String> {
-    let text: String = cmd("INFO").arg(section).query(con).unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:")))
-        .map(|value| value.trim().to_owned())
-}
-
-fn aof_size(con: &mut Connection) -> i64 {
-    info_field(con, "persistence", "aof_current_size")
-        .and_then(|v| v.parse().ok())
-        .expect("aof_current_size")
-}
-
 /// The server microseconds `command` took (its only call since the reset).
 fn command_micros(con: &mut Connection, command: &str) -> u64 {
-    let stats = info_field(con, "commandstats", &format!("cmdstat_{command}"))
+    let stats = info_value(con, "commandstats", &format!("cmdstat_{command}"))
         .unwrap_or_else(|| panic!("no commandstats for {command}"));
     stats
         .split(',')

@@ -77,8 +77,8 @@ pub use binaries::{
 pub use cluster::{Cluster, ClusterBuilder, NodeInfo, SLOTS, SlotMigration, key_slot};
 pub use engine::{TestEngine, test_engine};
 pub use limiter::{
-    CLOCK_OFFSET_CONFIG, KeySnapshot, Status, digest_value, info_value, set_clock_offset, snapshot,
-    state_from_dump, status, stored_state,
+    CLOCK_OFFSET_CONFIG, KeySnapshot, Status, aof_size, digest_value, info_value, set_clock_offset,
+    snapshot, state_from_dump, status, stored_state,
 };
 pub use report::{load_average, median, min_max, shell_line};
 pub use sentinel::{MASTER_NAME, SentinelBuilder, SentinelGroup};

@@ -372,6 +372,17 @@ pub fn info_value(con: &mut dyn ConnectionLike, section: &str, field: &str) -> O
     })
 }
 
+/// The AOF's size in bytes (`aof_current_size` of `INFO persistence`).
+///
+/// # Panics
+///
+/// If `INFO` fails or the server has no AOF.
+pub fn aof_size(con: &mut dyn ConnectionLike) -> i64 {
+    info_value(con, "persistence", "aof_current_size")
+        .and_then(|v| v.parse().ok())
+        .expect("aof_current_size (is appendonly on?)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,23 +5,12 @@
 
 use redis::{Connection, Value, cmd};
 use redlimit_core::{Limiter, MAX_USAGE_AMOUNT, MAX_USAGE_BUCKETS, UsageBuckets, UsageShape};
-use redlimit_test_support::{ServerBuilder, available_servers, optimized_module_path};
+use redlimit_test_support::{
+    ServerBuilder, aof_size, available_servers, info_value, optimized_module_path,
+};
 
 const MOST_MICROS: u64 = 1_000;
 const MOST_BYTES: i64 = 4 * 1024;
-
-fn info_field(con: &mut Connection, section: &str, field: &str) -> Option<String> {
-    let text: String = cmd("INFO").arg(section).query(con).unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:")))
-        .map(|value| value.trim().to_owned())
-}
-
-fn aof_size(con: &mut Connection) -> i64 {
-    info_field(con, "persistence", "aof_current_size")
-        .and_then(|v| v.parse().ok())
-        .expect("aof_current_size")
-}
 
 /// One call: its server time in µs (`INFO commandstats`), the bytes it propagated, its
 /// reply.
@@ -30,7 +19,7 @@ fn measure(con: &mut Connection, args: &[String]) -> (u64, i64, Value) {
     let before = aof_size(con);
     let reply: Value = cmd(&args[0]).arg(&args[1..]).query(con).unwrap();
     let name = args[0].to_lowercase();
-    let stats = info_field(con, "commandstats", &format!("cmdstat_{name}")).unwrap();
+    let stats = info_value(con, "commandstats", &format!("cmdstat_{name}")).unwrap();
     let micros = stats
         .split(',')
         .find_map(|part| part.strip_prefix("usec="))
