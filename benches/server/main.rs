@@ -64,6 +64,9 @@
 //! a figure, default 2; 0: none), `REDLIMIT_BENCH_KEYS` (keys per kind for bytes per
 //! key, default 100000), `REDLIMIT_BENCH_PIN=0` (no `taskset`), `REDLIMIT_SERVERS`,
 //! `REDLIMIT_MODULE`, `REDLIMIT_FLOOR_SO`, `REDIS_CELL_SO`, `REDLIMIT_BENCH_DOCS`,
+//! `REDLIMIT_BENCH_ROWS` (e.g. `scripts:`: only the throughput rows whose label contains
+//! one of its comma-separated parts, plus the references; a partial run, so use it with
+//! `REDLIMIT_BENCH_DOCS=0`),
 //! `REDLIMIT_BENCH_PROPAGATE=1` (servers with a save point: the module then propagates
 //! every write, as on a server with replicas, AOF or snapshots; by default the servers
 //! are cache-only and the module skips `RedisModule_Replicate`, while the floor module
@@ -215,6 +218,9 @@ pub struct Settings {
     unpinned_reason: String,
     /// Write the results into `docs/` (`REDLIMIT_BENCH_DOCS=0`: print only).
     write_docs: bool,
+    /// `REDLIMIT_BENCH_ROWS`: measure only the throughput rows whose label contains one
+    /// of these comma-separated parts (and the references); `None`: every row.
+    rows: Option<String>,
     /// Servers run with a save point (`REDLIMIT_BENCH_PROPAGATE=1`), so the module
     /// propagates every write as on a server with replicas, AOF or RDB snapshots.
     propagating: bool,
@@ -255,6 +261,9 @@ impl Settings {
             pinning,
             unpinned_reason,
             write_docs: env::var("REDLIMIT_BENCH_DOCS").map_or(true, |value| value != "0"),
+            rows: env::var("REDLIMIT_BENCH_ROWS")
+                .ok()
+                .filter(|rows| !rows.trim().is_empty()),
             propagating: env::var("REDLIMIT_BENCH_PROPAGATE").is_ok_and(|value| value == "1"),
         }
     }

@@ -27,6 +27,9 @@ pub fn throughput_table(reports: &[ThroughputReport]) -> Vec<String> {
         for pipeline in PIPELINES {
             for (index, workload) in report.workloads.iter().enumerate() {
                 let samples = report.samples_of(index, pipeline);
+                if samples.is_empty() {
+                    continue; // not selected (`REDLIMIT_BENCH_ROWS`)
+                }
                 let ratios = report.ratios(index, pipeline);
                 let pick = |f: fn(&crate::throughput::Sample) -> f64| -> Vec<f64> {
                     samples.iter().map(|s| f(s)).collect()
@@ -96,7 +99,8 @@ pub fn reference_table(reports: &[ThroughputReport]) -> Vec<String> {
         for (index, workload) in report.workloads.iter().enumerate() {
             let random_keys = workload.baseline == report.workloads[FLOOR_ROW].baseline;
             let reference = index == FLOOR_ROW || Some(index) == cell;
-            if !random_keys || !(workload.counter.is_some() || reference) {
+            let measured = !report.samples_of(index, 16).is_empty();
+            if !measured || !random_keys || !(workload.counter.is_some() || reference) {
                 continue;
             }
             let exec = usec(index);

@@ -75,6 +75,8 @@ pub struct Scripts {
     pub gcra: String,
     pub sliding_log: String,
     pub fixed_window: String,
+    /// The client's script engine (`client/lua`, `redlimit::scripts::SOURCE`).
+    pub engine: String,
 }
 
 impl Scripts {
@@ -92,6 +94,7 @@ impl Scripts {
             gcra: load(LUA_GCRA),
             sliding_log: load(LUA_SLIDING_LOG),
             fixed_window: load(LUA_FIXED_WINDOW),
+            engine: load(redlimit::scripts::SOURCE),
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct Workload {
     pub baseline: usize,
     /// In the chart (pipeline 16).
     pub charted: bool,
+    /// Divides the requests of its figures (10 for the script engine's rows, which
+    /// run ~35 times the module's instructions; the least duration still holds).
+    share: u64,
 }
 
 /// Index of the INCR row on one hot key (the baseline of the hot-key rows).
@@ -56,6 +59,7 @@ fn workloads(scripts: &Scripts, redis_cell: bool) -> Vec<Workload> {
             argv: argv.iter().map(|&arg| arg.to_owned()).collect(),
             baseline,
             charted,
+            share: 1,
         });
     };
     // One hot key first, so that HOT_INCR is 0; random keys from RANDOM_INCR on.
@@ -307,7 +311,56 @@ fn workloads(scripts: &Scripts, redis_cell: bool) -> Vec<Workload> {
         base,
         false,
     );
+    rows.extend(script_engine_rows(scripts, base));
     rows
+}
+
+/// The client's script engine (`client/lua`, what `ServerEngine::Scripts` sends where
+/// the module cannot be loaded): the same policies as the module's rows, through
+/// `EVALSHA` on its own key namespace, with a tenth of the requests.
+fn script_engine_rows(scripts: &Scripts, baseline: usize) -> Vec<Workload> {
+    let rows: [(&str, &str, &[&str]); 5] = [
+        (
+            "token bucket 100 10 1000",
+            "stb",
+            &["tokenbucket", "100", "10", "1000"],
+        ),
+        ("throttle 15 30 60", "sth", &["throttle", "15", "30", "60"]),
+        ("fixed 100 60000", "sfx", &["fixed", "100", "60000"]),
+        (
+            "sliding 100 60000 APPROX",
+            "sap",
+            &["sliding-approx", "100", "60000"],
+        ),
+        (
+            "sliding 100 60000 (exact)",
+            "ssl",
+            &["sliding", "100", "60000"],
+        ),
+    ];
+    rows.into_iter()
+        .map(|(label, prefix, policy)| {
+            let mut argv = vec![
+                "EVALSHA".to_owned(),
+                scripts.engine.clone(),
+                "1".to_owned(),
+                format!("{{{prefix}:__rand_int__}}|rls"),
+                "decide".to_owned(),
+                "0".to_owned(),
+            ];
+            argv.extend(policy.iter().map(|&arg| arg.to_owned()));
+            argv.extend(["1", "0", "0"].map(str::to_owned)); // cost, peek, max_wait_ms
+            Workload {
+                label: format!("scripts: {label}"),
+                stat: "evalsha",
+                counter: None,
+                argv,
+                baseline,
+                charted: false,
+                share: 10,
+            }
+        })
+        .collect()
 }
 
 /// Index of the INCR row on random keys (the baseline of every other row).
@@ -345,14 +398,15 @@ pub struct ThroughputReport {
 }
 
 /// How many requests one figure sends: at least `settings.requests` at pipeline 16 (a
-/// tenth of it at pipeline 1), and at least `settings.seconds` at the rate the warm-up
+/// tenth of it at pipeline 1), divided by the workload's share, and at least `settings.seconds` at the rate the warm-up
 /// of that row at that depth reached.
-fn requests_for(settings: &Settings, pipeline: u32, warm_up_rate: f64) -> u64 {
+fn requests_for(settings: &Settings, workload: &Workload, pipeline: u32, warm_up_rate: f64) -> u64 {
     let base = if pipeline >= 16 {
         settings.requests
     } else {
-        (settings.requests / 10).max(1)
+        settings.requests / 10
     };
+    let base = (base / workload.share).max(1);
     let for_duration = (warm_up_rate * settings.seconds).ceil();
     if for_duration.is_finite() && for_duration > base as f64 {
         for_duration as u64
@@ -383,6 +437,19 @@ pub fn measure_throughput(
     let mut con = server.connection();
     let scripts = Scripts::load(&mut con, binary.name());
     let workloads = workloads(&scripts, settings.redis_cell.is_some());
+    let cell = workloads.iter().position(|w| w.label == REDIS_CELL_LABEL);
+    // `REDLIMIT_BENCH_ROWS`: only the rows whose label contains one of its comma-separated
+    // parts, and always the references (both INCR rows, the floor, redis-cell).
+    let selected: Vec<bool> = (0..workloads.len())
+        .map(|index| {
+            [HOT_INCR, RANDOM_INCR, FLOOR_ROW].contains(&index)
+                || Some(index) == cell
+                || settings.rows.as_deref().is_none_or(|rows| {
+                    rows.split(',')
+                        .any(|part| workloads[index].label.contains(part.trim()))
+                })
+        })
+        .collect();
     for workload in &workloads {
         check_command_works(&mut con, workload, binary.name());
     }
@@ -390,8 +457,11 @@ pub fn measure_throughput(
     // each row's rate at each depth (to size the runs that must last `seconds`).
     let mut warm_up = vec![[0.0_f64; PIPELINES.len()]; workloads.len()];
     for (index, workload) in workloads.iter().enumerate() {
+        if !selected[index] {
+            continue;
+        }
         for (depth, pipeline) in PIPELINES.into_iter().enumerate().rev() {
-            let requests = (requests_for(settings, pipeline, 0.0) / 4).max(1);
+            let requests = (requests_for(settings, workload, pipeline, 0.0) / 4).max(1);
             warm_up[index][depth] = generator.run(pipeline, requests, &workload.argv);
             wait_for_expiry_to_settle(&mut con);
         }
@@ -401,7 +471,10 @@ pub fn measure_throughput(
     for round in 0..settings.rounds {
         for (depth, pipeline) in PIPELINES.into_iter().enumerate() {
             for (index, workload) in workloads.iter().enumerate() {
-                let requests = requests_for(settings, pipeline, warm_up[index][depth]);
+                if !selected[index] {
+                    continue;
+                }
+                let requests = requests_for(settings, workload, pipeline, warm_up[index][depth]);
                 let counters_before = workload.counter.map(|name| decisions(&mut con, name));
                 let () = redis::cmd("CONFIG")
                     .arg("RESETSTAT")
