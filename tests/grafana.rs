@@ -2,8 +2,9 @@
 //! exports, with the labels they carry: no panel may drift into "No data" after a rename.
 //!
 //! The middleware's series are taken from a real `Metrics::render` after decisions made
-//! in memory on the example configuration; the client's `metrics`-facade series from the
-//! macro calls in `client/src/observe.rs`. Every metric name in a query must be one of
+//! in memory on the example configuration; the client's decision series from what a
+//! recorder receives while a limiter decides, and its other `metrics`-facade series
+//! from the macro calls in `client/src/observe.rs`. Every metric name in a query must be one of
 //! them (histograms also as `_bucket`/`_sum`/`_count`), and every label a query selects,
 //! groups by or prints must be one they carry (or `job`/`instance`, added by Prometheus).
 
@@ -295,7 +296,83 @@ fn dashboard() -> serde_json::Value {
 async fn catalogue() -> Catalogue {
     let mut catalogue = middleware_series().await;
     catalogue.extend(facade_series(&read("client/src/observe.rs")));
+    catalogue.extend(decision_series());
     catalogue
+}
+
+/// Notes the series a limiter registers through the `metrics` facade.
+#[derive(Default)]
+struct Registered(std::sync::Mutex<Catalogue>);
+
+impl Registered {
+    fn note(&self, key: &metrics::Key, kind: Kind) {
+        let labels = key.labels().map(|label| label.key().to_owned()).collect();
+        let mut series = self.0.lock().unwrap();
+        series.insert(key.name().to_owned(), Series { kind, labels });
+    }
+}
+
+impl metrics::Recorder for Registered {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        self.note(key, Kind::Counter);
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        self.note(key, Kind::Counter);
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        self.note(key, Kind::Histogram);
+        metrics::Histogram::noop()
+    }
+}
+
+/// The client's decision series: what a recorder receives while an in-memory limiter
+/// allows and denies (on a thread of its own, where the recorder is installed).
+fn decision_series() -> Catalogue {
+    std::thread::spawn(|| {
+        let recorder = Registered::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let limiter = RateLimiter::memory();
+                let policy = redlimit::Policy::fixed(1, 60_000).unwrap();
+                assert!(limiter.check("grafana", &policy).await.unwrap().allowed);
+                assert!(!limiter.check("grafana", &policy).await.unwrap().allowed);
+            });
+        });
+        recorder.0.into_inner().unwrap()
+    })
+    .join()
+    .unwrap()
 }
 
 #[tokio::test]
