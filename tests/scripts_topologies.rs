@@ -73,6 +73,16 @@ async fn the_scripts_decide_in_a_cluster_and_across_a_failover() {
         cluster.kill(owner);
         let promoted = tokio::task::block_in_place(|| cluster.wait_for_failover(owner));
         assert_ne!(promoted, owner, "{name}");
+        // The promoted replica holds the two counts (a failure here is replication or
+        // failover; a failure below with this passing is the client's routing).
+        let stored: i64 = redis::cmd("EXISTS")
+            .arg(redlimit::scripts::script_key(key.as_bytes()))
+            .query(&mut cluster.connection(promoted))
+            .unwrap();
+        assert_eq!(
+            stored, 1,
+            "{name}: the promoted replica {promoted} holds {key}"
+        );
         let mut last = None;
         for _ in 0..100 {
             match limiter.check(key, &policy).await {
@@ -87,7 +97,7 @@ async fn the_scripts_decide_in_a_cluster_and_across_a_failover() {
         assert!(decision.allowed, "{name}: the third of three");
         assert_eq!(
             decision.remaining, 0,
-            "{name}: the two counted before the failover held"
+            "{name}: the two counted before the failover held: {decision:?}"
         );
         assert!(
             !limiter.check(key, &policy).await.unwrap().allowed,
