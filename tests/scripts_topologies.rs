@@ -17,8 +17,12 @@ fn limiter(backend: Backend) -> RateLimiter {
         .unwrap()
 }
 
-/// `WAIT 1 5000` on the server at `con`: the replica has every write.
-fn replicated(con: &mut redis::Connection) {
+/// The replica of the server at `con` has every write made there so far. `WAIT` counts
+/// from this connection's own last write, and the decisions went through the limiter's
+/// connections: so a marker is written here first (`marker`: a key that server owns),
+/// and the replication stream is ordered.
+fn replicated(con: &mut redis::Connection, marker: &str) {
+    let () = redis::cmd("SET").arg(marker).arg(1).query(con).unwrap();
     let acked: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query(con).unwrap();
     assert_eq!(acked, 1, "the replica acknowledged the writes");
 }
@@ -69,7 +73,7 @@ async fn the_scripts_decide_in_a_cluster_and_across_a_failover() {
         // The primary of c:0 dies; its replica takes over with the counts.
         let key = &keys[0];
         let owner = cluster.owner_of(&redlimit::scripts::script_key(key.as_bytes()));
-        replicated(&mut cluster.connection(owner));
+        replicated(&mut cluster.connection(owner), &format!("{{{key}}}:marker"));
         cluster.kill(owner);
         let promoted = tokio::task::block_in_place(|| cluster.wait_for_failover(owner));
         assert_ne!(promoted, owner, "{name}");
@@ -124,7 +128,7 @@ async fn the_scripts_decide_under_sentinel_and_across_a_failover() {
                 "{name}"
             );
         }
-        replicated(&mut group.primary().connection());
+        replicated(&mut group.primary().connection(), "marker");
         let old = group.kill_primary();
         let new = tokio::task::block_in_place(|| group.wait_for_failover(old));
         assert_ne!(new, old, "{name}");

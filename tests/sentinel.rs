@@ -401,6 +401,12 @@ fn failover_under_load_with(flavor: Flavor, fault: Option<SentinelFault>) {
     std::thread::sleep(LOAD_BEFORE_KILL);
     // Everything acknowledged before WAIT returns is on the replica.
     let wait_started = Instant::now();
+    // `WAIT` counts from this connection's own last write: a marker first.
+    let () = redis::cmd("SET")
+        .arg("marker")
+        .arg(1)
+        .query(&mut old)
+        .unwrap();
     let acked: i64 = redis::cmd("WAIT")
         .arg(1)
         .arg(5_000)
@@ -576,6 +582,12 @@ fn switchover_with(flavor: Flavor, server_args: &[&str]) {
     std::thread::sleep(LOAD_BEFORE_KILL);
     let mut old = group.server(old_port).connection();
     let wait_started = Instant::now();
+    // `WAIT` counts from this connection's own last write: a marker first.
+    let () = redis::cmd("SET")
+        .arg("marker")
+        .arg(1)
+        .query(&mut old)
+        .unwrap();
     let acked: i64 = redis::cmd("WAIT")
         .arg(1)
         .arg(5_000)
