@@ -11,6 +11,8 @@
 //!   APPROX          start (ms) 6 bytes, previous 3 bytes, current 4 bytes
 //! ```
 //!
+//! The 16 bytes are one little-endian `u128`: packed and unpacked with shifts.
+//!
 //! Only the token bucket, throttle, fixed window and APPROX counter have one, and only
 //! when the policy could be interned and every number fits its width (any state a
 //! command leaves in this century with ordinary policies); any other limiter keeps the
@@ -30,8 +32,8 @@ pub const LEN: usize = 16;
 /// The first byte of a compact value.
 pub const MARK: u8 = 0;
 
-/// Where the state starts.
-const STATE: usize = 3;
+/// Bits of the state (bytes 3..16).
+const STATE_BITS: u32 = 104;
 
 /// The policy of a limiter that has a compact layout.
 pub fn policy_of(limiter: &Limiter) -> Option<Policy> {
@@ -53,83 +55,80 @@ pub fn id(bytes: &[u8; LEN]) -> u16 {
 /// The compact layout of `limiter`, its policy interned (or found as `hint`, the id of
 /// the value it replaces, when that names the same policy); `None` when it has none.
 pub fn encode(limiter: &Limiter, hint: Option<u16>) -> Option<[u8; LEN]> {
-    let policy = policy_of(limiter)?;
+    // The state's fields, low bits first, as (value, width in bits).
+    let (policy, state) = match limiter {
+        Limiter::TokenBucket(p, s) => (
+            Policy::TokenBucket(*p),
+            pack(&[(s.deficit, 48), (s.at.as_micros(), 56)])?,
+        ),
+        Limiter::Throttle(p, s) => (Policy::Throttle(*p), pack(&[(s.tat_ns, 64)])?),
+        Limiter::Fixed(p, s) => (Policy::Fixed(*p), pack(&[(s.end_ms, 48), (s.count, 56)])?),
+        Limiter::SlidingApprox(p, s) => (
+            Policy::SlidingApprox(*p),
+            pack(&[(s.start_ms, 48), (s.previous, 24), (s.current, 32)])?,
+        ),
+        _ => return None,
+    };
     let id = match hint {
         Some(id) if policies::is(id, &policy) => id,
         _ => policies::intern(&policy)?,
     };
-    let mut out = [MARK; LEN];
-    put(&mut out, 1, 2, u64::from(id))?;
-    let fields: &[(u64, usize)] = match limiter {
-        Limiter::TokenBucket(_, s) => &[(s.deficit, 6), (s.at.as_micros(), 7)],
-        Limiter::Throttle(_, s) => &[(s.tat_ns, 8)],
-        Limiter::Fixed(_, s) => &[(s.end_ms, 6), (s.count, 7)],
-        Limiter::SlidingApprox(_, s) => &[(s.start_ms, 6), (s.previous, 3), (s.current, 4)],
-        _ => return None,
-    };
-    let mut at = STATE;
-    for &(n, width) in fields {
-        put(&mut out, at, width, n)?;
-        at += width;
-    }
-    Some(out)
+    let word = u128::from(MARK) | u128::from(id) << 8 | state << 24;
+    Some(word.to_le_bytes())
 }
 
 /// The limiter a compact value holds; `None` if its id names no policy (never, for
 /// bytes [`encode`] wrote in this process).
 pub fn decode(bytes: &[u8; LEN]) -> Option<Limiter> {
     let policy = policies::get(id(bytes))?;
-    let field = |at: usize, width: usize| take(bytes, at, width);
+    let state = u128::from_le_bytes(*bytes) >> 24;
+    // The field of `width` bits at bit `at` of the state.
+    let field = |at: u32, width: u32| ((state >> at) & ((1u128 << width) - 1)) as u64;
     Some(match policy {
         Policy::TokenBucket(p) => Limiter::TokenBucket(
             p,
             BucketState {
-                deficit: field(STATE, 6)?,
-                at: Timestamp::from_micros(field(STATE + 6, 7)?),
+                deficit: field(0, 48),
+                at: Timestamp::from_micros(field(48, 56)),
             },
         ),
         Policy::Throttle(p) => Limiter::Throttle(
             p,
             ThrottleState {
-                tat_ns: field(STATE, 8)?,
+                tat_ns: field(0, 64),
             },
         ),
         Policy::Fixed(p) => Limiter::Fixed(
             p,
             WindowCount {
-                end_ms: field(STATE, 6)?,
-                count: field(STATE + 6, 7)?,
+                end_ms: field(0, 48),
+                count: field(48, 56),
             },
         ),
         Policy::SlidingApprox(p) => Limiter::SlidingApprox(
             p,
             WindowPair {
-                start_ms: field(STATE, 6)?,
-                previous: field(STATE + 6, 3)?,
-                current: field(STATE + 9, 4)?,
+                start_ms: field(0, 48),
+                previous: field(48, 24),
+                current: field(72, 32),
             },
         ),
         Policy::Sliding(_) => return None,
     })
 }
 
-/// Writes the low `width` bytes of `n` at `at`; `None` if `n` needs more.
-fn put(out: &mut [u8; LEN], at: usize, width: usize, n: u64) -> Option<()> {
-    if width < 8 && n >> (8 * width) != 0 {
-        return None;
+/// The fields packed low bits first; `None` if a value needs more than its width.
+fn pack(fields: &[(u64, u32)]) -> Option<u128> {
+    let mut state = 0u128;
+    let mut at = 0u32;
+    for &(value, width) in fields {
+        if width < 64 && value >> width != 0 {
+            return None;
+        }
+        state |= u128::from(value) << at;
+        at += width;
     }
-    let le = n.to_le_bytes();
-    out.get_mut(at..at + width)?
-        .copy_from_slice(le.get(..width)?);
-    Some(())
-}
-
-/// Reads `width` little-endian bytes at `at`.
-fn take(bytes: &[u8; LEN], at: usize, width: usize) -> Option<u64> {
-    let mut le = [0u8; 8];
-    le.get_mut(..width)?
-        .copy_from_slice(bytes.get(at..at + width)?);
-    Some(u64::from_le_bytes(le))
+    (at <= STATE_BITS).then_some(state)
 }
 
 #[cfg(test)]

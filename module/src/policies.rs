@@ -47,6 +47,13 @@ pub fn is(id: u16, policy: &Policy) -> bool {
     get(id).as_ref() == Some(policy)
 }
 
+/// The policy last interned or found by [`intern`], if `same` accepts it: a command
+/// whose numbers equal a valid policy's needs not check them again.
+pub fn last_if(same: impl FnOnce(&Policy) -> bool) -> Option<Policy> {
+    let last = u16::try_from(LAST.load(Ordering::Relaxed)).ok()?;
+    get(last).filter(same)
+}
+
 /// The id of `policy`, interning it if needed; `None` when the table is full.
 pub fn intern(policy: &Policy) -> Option<u16> {
     let last = LAST.load(Ordering::Relaxed);
@@ -91,5 +98,7 @@ mod tests {
         assert_eq!(get(id_b), Some(b));
         assert!(is(id_b, &b) && !is(id_b, &a));
         assert_eq!(get(u16::MAX), None);
+        assert_eq!(last_if(|p| *p == a), Some(a));
+        assert_eq!(last_if(|p| *p == b), None);
     }
 }
