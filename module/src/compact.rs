@@ -35,17 +35,6 @@ pub const MARK: u8 = 0;
 /// Bits of the state (bytes 3..16).
 const STATE_BITS: u32 = 104;
 
-/// The policy of a limiter that has a compact layout.
-pub fn policy_of(limiter: &Limiter) -> Option<Policy> {
-    match limiter {
-        Limiter::TokenBucket(p, _) => Some(Policy::TokenBucket(*p)),
-        Limiter::Throttle(p, _) => Some(Policy::Throttle(*p)),
-        Limiter::Fixed(p, _) => Some(Policy::Fixed(*p)),
-        Limiter::SlidingApprox(p, _) => Some(Policy::SlidingApprox(*p)),
-        _ => None,
-    }
-}
-
 /// The policy id of a compact value.
 pub fn id(bytes: &[u8; LEN]) -> u16 {
     let [_, low, high, ..] = *bytes;

@@ -82,6 +82,7 @@ pub fn intern(policy: &Policy) -> Option<u16> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use redlimit_core::{FixedWindow, TokenBucket};

@@ -1,3 +1,6 @@
+// Tests unwrap what they built valid, and index fixed arrays.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use super::*;
 use proptest::prelude::*;
 use redlimit_core::{
