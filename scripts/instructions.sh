@@ -19,10 +19,11 @@
 # statistics, resizing, client cron: from a few hundred to ~2,700 instructions per call on
 # Redis 8.2, more on a loaded machine) moved the totals from run to run. Each dump is read
 # with `callgrind_annotate --inclusive=yes` and the inclusive cost of `processTimeEvents`
-# (or of `serverCron` where the former is inlined, as in the Valkey 9.1 build) is
-# subtracted. A server binary without symbols (Debian's Redis 7.0 is stripped) cannot be
-# split: its row shows the total only ("n/a"), which still includes the cron. The old
-# totals stay in the "with cron" columns.
+# (or of `serverCron` where the former is inlined, as in the Redis 7.0 and Valkey 9.1
+# builds) is subtracted. A server binary whose symbols callgrind cannot read would show
+# "n/a" (its total still includes the cron). The old totals stay in the "with cron"
+# columns. Dumps are written uncompressed (`--compress-strings=no`) so that each one
+# names its own functions.
 #
 # REDLIMIT_INSTR_ONLY=<regex> keeps the rows whose label matches (and the floor's), e.g.
 # `REDLIMIT_INSTR_ONLY='^RL\.'`.
