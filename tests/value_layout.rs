@@ -140,13 +140,27 @@ fn every_layout_saves_replicates_and_moves_as_the_same_bytes() {
         );
 
         // Replication: the replica holds the same bytes and digests.
-        let _: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query(&mut con).unwrap();
+        let _: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5_000)
+            .query(&mut con)
+            .unwrap();
         let mut copy = replica.connection();
-        assert_holds(&mut copy, &format!("{who} replica"), &limiters, Some(&digests));
+        assert_holds(
+            &mut copy,
+            &format!("{who} replica"),
+            &limiters,
+            Some(&digests),
+        );
 
         // RDB: saved and loaded again, the same bytes and digests.
         let () = redis::cmd("DEBUG").arg("RELOAD").query(&mut con).unwrap();
-        assert_holds(&mut con, &format!("{who} reloaded"), &limiters, Some(&digests));
+        assert_holds(
+            &mut con,
+            &format!("{who} reloaded"),
+            &limiters,
+            Some(&digests),
+        );
 
         // DUMP/RESTORE and MIGRATE into another server: the same bytes there.
         let mut other = target.connection();
@@ -162,11 +176,19 @@ fn every_layout_saves_replicates_and_moves_as_the_same_bytes() {
                 .unwrap_or_else(|e| panic!("{who}: MIGRATE {}: {e}", show(key)));
             assert_eq!(migrated, "OK", "{who}");
         }
-        assert_holds(&mut other, &format!("{who} migrated"), &limiters, Some(&digests));
+        assert_holds(
+            &mut other,
+            &format!("{who} migrated"),
+            &limiters,
+            Some(&digests),
+        );
 
         // A decision on each compact key, then primary and replica still agree.
         for (key, args) in [
-            (&b"compact:tokenbucket"[..], &["RL.TOKENBUCKET", "100", "1", "60000"][..]),
+            (
+                &b"compact:tokenbucket"[..],
+                &["RL.TOKENBUCKET", "100", "1", "60000"][..],
+            ),
             (b"compact:throttle", &["RL.THROTTLE", "15", "30", "60"]),
             (b"compact:fixed", &["RL.FIXED", "100", "3600000"]),
             (b"compact:approx", &["RL.SLIDING", "100", "60000", "APPROX"]),
@@ -174,7 +196,11 @@ fn every_layout_saves_replicates_and_moves_as_the_same_bytes() {
             let mut cmd = redis::cmd(args[0]);
             cmd.arg(key).arg(&args[1..]);
             let _: redis::Value = cmd.query(&mut con).unwrap();
-            let _: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query(&mut con).unwrap();
+            let _: i64 = redis::cmd("WAIT")
+                .arg(1)
+                .arg(5_000)
+                .query(&mut con)
+                .unwrap();
             let here = stored_state(&mut con, key).unwrap();
             assert_eq!(
                 stored_state(&mut copy, key).as_ref(),
