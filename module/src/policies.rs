@@ -102,4 +102,11 @@ mod tests {
         assert_eq!(last_if(|p| *p == a), Some(a));
         assert_eq!(last_if(|p| *p == b), None);
     }
+
+    #[test]
+    fn the_table_is_about_160_kib() {
+        // docs/security.md states it.
+        let bytes = std::mem::size_of_val(&SLOTS);
+        assert!((150 * 1024..=170 * 1024).contains(&bytes), "{bytes}");
+    }
 }
