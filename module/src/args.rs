@@ -26,11 +26,13 @@ impl<'a> Args<'a> {
     }
 
     /// The next argument as a non-negative integer named `name`.
+    #[inline]
     pub fn integer(&mut self, name: &str) -> Result<u64, CommandError> {
         integer(name, ffi::bytes(self.raw()?))
     }
 
     /// The next argument as a positive integer named `name`.
+    #[inline]
     pub fn positive(&mut self, name: &str) -> Result<u64, CommandError> {
         positive(name, ffi::bytes(self.raw()?))
     }
@@ -55,36 +57,62 @@ impl<'a> Args<'a> {
 /// every numeric argument is then checked against its own bound (far below `u64::MAX`),
 /// so the error names the real bound rather than the width of the parser.
 pub fn integer(name: &str, bytes: &[u8]) -> Result<u64, CommandError> {
+    match digits(bytes) {
+        Some(value) => Ok(value),
+        None => Err(not_an_integer(name)),
+    }
+}
+
+/// The value of strict base-10 digits (`-0` included), saturating; `None` if `bytes`
+/// is not such a number. Returned in registers: the errors are made out of line.
+#[inline]
+fn digits(bytes: &[u8]) -> Option<u64> {
     let (negative, digits) = match bytes {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, bytes),
     };
     let mut value = 0u64;
-    for &byte in digits {
-        let digit = byte.wrapping_sub(b'0');
-        if digit > 9 {
-            return Err(not_an_integer(name));
+    if digits.len() <= 19 {
+        // At most 19 digits: below 10^19 < 2^64, so no step can overflow.
+        for &byte in digits {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + u64::from(digit);
         }
-        value = value.saturating_mul(10).saturating_add(u64::from(digit));
+    } else {
+        for &byte in digits {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value.saturating_mul(10).saturating_add(u64::from(digit));
+        }
     }
     if digits.is_empty() || negative && value != 0 {
-        return Err(not_an_integer(name));
+        return None;
     }
-    Ok(value)
+    Some(value)
 }
 
 #[cold]
+#[inline(never)]
 fn not_an_integer(name: &str) -> CommandError {
     CommandError::Argument(format!("{name} must be a non-negative integer"))
 }
 
+#[cold]
+#[inline(never)]
+fn not_positive(name: &str) -> CommandError {
+    CommandError::Argument(format!("{name} must be a positive integer"))
+}
+
 /// Like [`integer`], and at least 1.
 pub fn positive(name: &str, bytes: &[u8]) -> Result<u64, CommandError> {
-    match integer(name, bytes) {
-        Ok(0) | Err(_) => Err(CommandError::Argument(format!(
-            "{name} must be a positive integer"
-        ))),
-        other => other,
+    match digits(bytes) {
+        Some(value) if value > 0 => Ok(value),
+        _ => Err(not_positive(name)),
     }
 }
 
@@ -103,6 +131,12 @@ mod tests {
     fn integers_are_strict_base_ten() {
         assert_eq!(integer("n", b"0").ok(), Some(0));
         assert_eq!(integer("n", b"18446744073709551615").ok(), Some(u64::MAX));
+        assert_eq!(
+            integer("n", b"9999999999999999999").ok(),
+            Some(9_999_999_999_999_999_999),
+            "19 digits, the fast path's longest"
+        );
+        assert_eq!(integer("n", b"00000000000000000000007").ok(), Some(7));
         assert_eq!(integer("n", b"-0").ok(), Some(0));
         for bad in [
             &b""[..],

@@ -1,17 +1,23 @@
-//! The native data type: per key, one allocation holding the limiter's stored encoding.
+//! The native data type: per key, one allocation holding the limiter.
 //!
-//! A key's value is the limiter's stored encoding (`Limiter::encode`, version 1) in a
-//! single allocation, after a varint of its length ([`Value`]): 16 bytes for a throttle,
-//! fixed window or APPROX counter, 32 for most token buckets, where a `Box<Limiter>`
-//! took 48 plus the heap parts of sliding logs and leases. Commands decode it (about
-//! 20 ns), decide, and write the new encoding back in place when its length is unchanged.
+//! A key's value is one allocation in one of two layouts ([`Stored`]):
+//! - **compact** ([`crate::compact`]): 16 bytes, the policy as an interned id and the
+//!   state in fixed-width fields, for token buckets, throttles, fixed windows and APPROX
+//!   counters (when their policy is interned and their numbers fit): read without
+//!   decoding varints or checking the policy again, written in place;
+//! - **encoded**: the limiter's stored encoding (`Limiter::encode`, version 1) after a
+//!   varint of its length (never 0, which marks a compact value): everything else.
 //!
-//! RDB (and so DUMP/RESTORE/MIGRATE and full sync) saves the encoded bytes as they are;
-//! AOF rewrite and Valkey's atomic slot migration emit `RL.SETSTATE key <bytes>`, the
-//! same command replication uses. Loading checks every byte: unknown versions and
-//! invalid policies fail the load instead of entering the keyspace. Every callback runs
-//! inside [`guard`]: a panic is logged and answered with a safe default.
+//! Outside the process a value is always its stored encoding: RDB (and so
+//! DUMP/RESTORE/MIGRATE and full sync) saves it, AOF rewrite and Valkey's atomic slot
+//! migration emit `RL.SETSTATE key <bytes>` (the command replication uses), digests hash
+//! it; a compact value is decoded and encoded for them, byte-identical. Loading checks
+//! every byte: unknown versions and invalid policies fail the load instead of entering
+//! the keyspace. Every callback runs inside [`guard`]: a panic is logged and answered
+//! with a safe default. `free` (possibly on the lazyfree thread) only releases the
+//! allocation: its size is in its first bytes, and the policy table is not touched.
 
+use crate::compact;
 use crate::ffi;
 use crate::guard::guard;
 use redis_module::native_types::RedisType;
@@ -76,8 +82,12 @@ const MAX_HEADER: usize = 10;
 pub struct Value(NonNull<u8>);
 
 impl Value {
-    /// A new value holding `encoding`; `None` if the allocation fails.
+    /// A new value holding `encoding`; `None` if the allocation fails or the encoding is
+    /// empty (no limiter's is; a header of length 0 would read as the compact mark).
     pub fn new(encoding: &[u8]) -> Option<Self> {
+        if encoding.is_empty() {
+            return None;
+        }
         let mut header = [0u8; MAX_HEADER];
         let header_len = put_length(&mut header, encoding.len())?;
         let layout = layout(header_len, encoding.len())?;
@@ -100,6 +110,9 @@ impl Value {
     /// (`Limiter::encoded_len`), written straight into the allocation; `None` if the
     /// allocation fails or the encoding is not `len` bytes.
     pub fn encode(limiter: &Limiter, len: usize) -> Option<Self> {
+        if len == 0 {
+            return None;
+        }
         let mut header = [0u8; MAX_HEADER];
         let header_len = put_length(&mut header, len)?;
         let layout = layout(header_len, len)?;
@@ -114,6 +127,29 @@ impl Value {
             std::slice::from_raw_parts_mut(ptr.as_ptr().add(header_len), len)
         };
         (limiter.encode_into(bytes)? == len).then_some(value)
+    }
+
+    /// A new compact value holding `bytes` (a [`compact`] layout); `None` if the
+    /// allocation fails or the bytes do not start with the compact mark.
+    pub fn compact(bytes: &[u8; compact::LEN]) -> Option<Self> {
+        if bytes.first() != Some(&compact::MARK) {
+            return None;
+        }
+        let layout = Layout::new::<[u8; compact::LEN]>();
+        // SAFETY: a non-zero size.
+        let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
+        // SAFETY: the allocation holds `compact::LEN` bytes; the source does not overlap it.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.as_ptr(), compact::LEN) };
+        Some(Self(ptr))
+    }
+
+    /// A new value holding `limiter`: compact when it has such a layout, else its
+    /// stored encoding; `None` if the allocation fails.
+    pub fn of(limiter: &Limiter) -> Option<Self> {
+        match compact::encode(limiter, None) {
+            Some(bytes) => Self::compact(&bytes),
+            None => Self::encode(limiter, limiter.encoded_len()),
+        }
     }
 
     /// Gives the value to the server (freed by our `free` callback, or taken back with
@@ -135,45 +171,126 @@ impl Value {
 
 impl Drop for Value {
     fn drop(&mut self) {
-        // SAFETY: `self.0` is a live allocation made by `Value::new` or `Value::encode`, owned
-        // by this handle.
-        let (header_len, len) = unsafe { read_length(self.0.as_ptr()) };
-        if let Some(layout) = layout(header_len, len) {
+        // SAFETY: `self.0` is a live allocation made by `Value`, owned by this handle.
+        if let Some(layout) = unsafe { value_layout(self.0.as_ptr()) } {
             // SAFETY: allocated by `Value` with this same layout, freed once.
             unsafe { std::alloc::dealloc(self.0.as_ptr(), layout) };
         }
     }
 }
 
-/// The encoding a value of our type holds.
-///
-/// # Safety
-/// `raw` is null or a live value made by [`Value`]; the bytes must not outlive it.
-pub unsafe fn encoding<'a>(raw: *const c_void) -> Option<&'a [u8]> {
-    let ptr = raw.cast::<u8>();
-    if ptr.is_null() {
-        return None;
+/// What a value of our type holds, borrowed.
+pub enum Stored<'a> {
+    /// A [`compact`] layout.
+    Compact(&'a [u8; compact::LEN]),
+    /// A stored encoding (`Limiter::encode`).
+    Encoded(&'a [u8]),
+}
+
+/// What a value of our type holds, writable in place.
+pub enum StoredMut<'a> {
+    /// A [`compact`] layout.
+    Compact(&'a mut [u8; compact::LEN]),
+    /// A stored encoding (`Limiter::encode`), to be rewritten at the same length.
+    Encoded(&'a mut [u8]),
+}
+
+impl Stored<'_> {
+    /// The limiter the value holds (`None`: a compact value whose policy id is unknown,
+    /// or an encoding that does not decode; neither can be stored).
+    pub fn limiter(&self) -> Option<Limiter> {
+        match self {
+            Self::Compact(bytes) => compact::decode(bytes),
+            Self::Encoded(bytes) => Limiter::decode(bytes).ok(),
+        }
     }
-    // SAFETY: a live value: a length header, then that many bytes.
-    unsafe {
-        let (header_len, len) = read_length(ptr);
-        Some(std::slice::from_raw_parts(ptr.add(header_len), len))
+
+    /// Runs `f` on the value's stored encoding (version 1): the bytes themselves, or a
+    /// compact value's limiter encoded on the stack; `None` if it cannot be made.
+    pub fn with_encoding<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        match self {
+            Self::Encoded(bytes) => Some(f(bytes)),
+            Self::Compact(bytes) => {
+                let limiter = compact::decode(bytes)?;
+                let mut buffer = [0u8; COMPACT_ENCODING];
+                let len = limiter.encode_into(&mut buffer)?;
+                Some(f(buffer.get(..len)?))
+            }
+        }
+    }
+
+    /// Bytes the value occupies.
+    fn size(&self) -> usize {
+        match self {
+            Self::Compact(bytes) => bytes.len(),
+            Self::Encoded(bytes) => {
+                let mut header = [0u8; MAX_HEADER];
+                put_length(&mut header, bytes.len()).unwrap_or(MAX_HEADER) + bytes.len()
+            }
+        }
     }
 }
 
-/// The encoding a value of our type holds, writable in place (same length).
+/// The longest stored encoding of a limiter with a compact layout (five varints of at
+/// most 10 bytes, a version and a tag).
+const COMPACT_ENCODING: usize = 64;
+
+/// What a value of our type holds.
 ///
 /// # Safety
-/// As [`encoding`], and no other reference to the bytes is alive.
-pub unsafe fn encoding_mut<'a>(raw: *mut c_void) -> Option<&'a mut [u8]> {
+/// `raw` is null or a live value made by [`Value`]; the bytes must not outlive it.
+pub unsafe fn stored<'a>(raw: *const c_void) -> Option<Stored<'a>> {
     let ptr = raw.cast::<u8>();
     if ptr.is_null() {
         return None;
     }
-    // SAFETY: see `encoding`; the caller holds the only reference.
+    // SAFETY: a live value: a compact layout, or a length header then that many bytes.
     unsafe {
+        if *ptr == compact::MARK {
+            return Some(Stored::Compact(&*ptr.cast::<[u8; compact::LEN]>()));
+        }
         let (header_len, len) = read_length(ptr);
-        Some(std::slice::from_raw_parts_mut(ptr.add(header_len), len))
+        Some(Stored::Encoded(std::slice::from_raw_parts(
+            ptr.add(header_len),
+            len,
+        )))
+    }
+}
+
+/// What a value of our type holds, writable in place.
+///
+/// # Safety
+/// As [`stored`], and no other reference to the bytes is alive.
+pub unsafe fn stored_mut<'a>(raw: *mut c_void) -> Option<StoredMut<'a>> {
+    let ptr = raw.cast::<u8>();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: see `stored`; the caller holds the only reference.
+    unsafe {
+        if *ptr == compact::MARK {
+            return Some(StoredMut::Compact(&mut *ptr.cast::<[u8; compact::LEN]>()));
+        }
+        let (header_len, len) = read_length(ptr);
+        Some(StoredMut::Encoded(std::slice::from_raw_parts_mut(
+            ptr.add(header_len),
+            len,
+        )))
+    }
+}
+
+/// The allocation of a live value, whichever its layout.
+///
+/// # Safety
+/// `ptr` is a live value made by [`Value`].
+unsafe fn value_layout(ptr: *const u8) -> Option<Layout> {
+    // SAFETY: a live value's first byte, then its header.
+    unsafe {
+        if *ptr == compact::MARK {
+            return Some(Layout::new::<[u8; compact::LEN]>());
+        }
+        let (header_len, len) = read_length(ptr);
+        layout(header_len, len)
     }
 }
 
@@ -213,15 +330,15 @@ unsafe fn read_length(ptr: *const u8) -> (usize, usize) {
     (MAX_HEADER, len)
 }
 
-/// The encoding of a value the server passed to one of our callbacks.
-fn value_encoding<'a>(value: *const c_void) -> Option<&'a [u8]> {
+/// What a value the server passed to one of our callbacks holds.
+fn value_stored<'a>(value: *const c_void) -> Option<Stored<'a>> {
     // SAFETY: the server only hands our callbacks values of our type, made by `Value`.
-    unsafe { encoding(value) }
+    unsafe { stored(value) }
 }
 
 /// A new value of our type for the server, from a decoded limiter (null if it fails).
 fn into_raw_value(limiter: &Limiter) -> *mut c_void {
-    Value::encode(limiter, limiter.encoded_len()).map_or(std::ptr::null_mut(), Value::into_raw)
+    Value::of(limiter).map_or(std::ptr::null_mut(), Value::into_raw)
 }
 
 extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
@@ -229,12 +346,14 @@ extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
 }
 
 fn save_value(io: *mut raw::RedisModuleIO, value: *mut c_void) {
-    let Some(bytes) = value_encoding(value) else {
+    let Some(stored) = value_stored(value) else {
         return;
     };
     // SAFETY: an RDB io handle and a buffer of `len` bytes.
     if let Some(save) = unsafe { raw::RedisModule_SaveStringBuffer } {
-        unsafe { save(io, bytes.as_ptr().cast::<c_char>(), bytes.len()) };
+        stored.with_encoding(|bytes| unsafe {
+            save(io, bytes.as_ptr().cast::<c_char>(), bytes.len());
+        });
     }
 }
 
@@ -306,12 +425,12 @@ fn rewrite_value(
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
-    let Some(bytes) = value_encoding(value) else {
+    let Some(stored) = value_stored(value) else {
         return;
     };
     // SAFETY: "sb" takes the key, then a buffer pointer and its length.
     if let Some(emit) = unsafe { raw::RedisModule_EmitAOF } {
-        unsafe {
+        stored.with_encoding(|bytes| unsafe {
             emit(
                 io,
                 c"RL.SETSTATE".as_ptr(),
@@ -319,18 +438,13 @@ fn rewrite_value(
                 key,
                 bytes.as_ptr().cast::<c_char>(),
                 bytes.len(),
-            )
-        };
+            );
+        });
     }
 }
 
 extern "C" fn mem_usage(value: *const c_void) -> usize {
-    guard(0, || {
-        value_encoding(value).map_or(0, |bytes| {
-            let mut header = [0u8; MAX_HEADER];
-            put_length(&mut header, bytes.len()).unwrap_or(MAX_HEADER) + bytes.len()
-        })
-    })
+    guard(0, || value_stored(value).map_or(0, |stored| stored.size()))
 }
 
 extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
@@ -338,13 +452,15 @@ extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
 }
 
 fn digest_value(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
-    let Some(bytes) = value_encoding(value) else {
+    let Some(stored) = value_stored(value) else {
         return;
     };
     // SAFETY: a digest handle and a buffer of `len` bytes.
     unsafe {
         if let Some(add) = raw::RedisModule_DigestAddStringBuffer {
-            add(md, bytes.as_ptr().cast::<c_char>(), bytes.len());
+            stored.with_encoding(|bytes| {
+                add(md, bytes.as_ptr().cast::<c_char>(), bytes.len());
+            });
         }
         if let Some(end) = raw::RedisModule_DigestEndSequence {
             end(md);
@@ -363,9 +479,12 @@ extern "C" fn copy(
     value: *const c_void,
 ) -> *mut c_void {
     guard(std::ptr::null_mut(), || {
-        value_encoding(value)
-            .and_then(Value::new)
-            .map_or(std::ptr::null_mut(), Value::into_raw)
+        let copied = match value_stored(value) {
+            Some(Stored::Compact(bytes)) => Value::compact(bytes),
+            Some(Stored::Encoded(bytes)) => Value::new(bytes),
+            None => None,
+        };
+        copied.map_or(std::ptr::null_mut(), Value::into_raw)
     })
 }
 
@@ -375,11 +494,15 @@ mod tests {
 
     #[test]
     fn values_keep_their_encoding() {
-        for len in [0usize, 1, 14, 15, 127, 128, 300, 20_000] {
+        assert!(
+            Value::new(&[]).is_none(),
+            "a length of 0 is the compact mark"
+        );
+        for len in [1usize, 14, 15, 127, 128, 300, 20_000] {
             let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let raw = Value::new(&bytes).map_or(std::ptr::null_mut(), Value::into_raw);
             assert!(!raw.is_null());
-            assert_eq!(unsafe { encoding(raw) }, Some(&bytes[..]));
+            assert!(matches!(unsafe { stored(raw) }, Some(Stored::Encoded(b)) if b == &bytes[..]));
             // The length prefix is LEB128: 7 bits per byte.
             let prefix = match len {
                 0..128 => 1,

@@ -3,6 +3,7 @@
 //! Every `unsafe` block of the command path lives here. A missing API (an older
 //! server) degrades to a documented fallback, never to a null call.
 
+use crate::compact;
 use crate::datatype;
 use crate::error::CommandError;
 use crate::propagation;
@@ -262,8 +263,8 @@ impl Ctx {
 pub enum Content<'a> {
     /// Nothing.
     Empty,
-    /// A limiter of this module: its stored encoding (`Limiter::encode`).
-    Limiter(&'a [u8]),
+    /// A limiter of this module.
+    Limiter(datatype::Stored<'a>),
     /// Any other type.
     Other,
 }
@@ -340,8 +341,8 @@ impl Key {
             RawContent::Empty => Content::Empty,
             // SAFETY: values of our type are always made by `datatype::Value`, owned by the
             // key and borrowed here for no longer than the key handle.
-            RawContent::Ours(value) => match unsafe { datatype::encoding(value.as_ptr()) } {
-                Some(bytes) => Content::Limiter(bytes),
+            RawContent::Ours(value) => match unsafe { datatype::stored(value.as_ptr()) } {
+                Some(stored) => Content::Limiter(stored),
                 None => Content::Other,
             },
             RawContent::Other => Content::Other,
@@ -353,9 +354,7 @@ impl Key {
         match self.content() {
             Content::Empty => Ok(None),
             // Every stored encoding was checked on its way in: this cannot fail.
-            Content::Limiter(bytes) => Limiter::decode(bytes)
-                .map(Some)
-                .map_err(|_| CommandError::Internal),
+            Content::Limiter(stored) => stored.limiter().map(Some).ok_or(CommandError::Internal),
             Content::Other => Err(CommandError::WrongType(None)),
         }
     }
@@ -391,10 +390,11 @@ impl Key {
         Some((value, ttl))
     }
 
-    /// Stores `limiter` (its stored encoding, written straight into the key's value:
-    /// in place when the key already holds one of the same length) and expires the key
-    /// at `expire_at_ms`, absolute Unix milliseconds. Returns the stored encoding, for
-    /// propagation.
+    /// Stores `limiter` (in its compact layout when it has one, else its stored
+    /// encoding; written in place when the key already holds a value of the same layout
+    /// and length) and expires the key at `expire_at_ms`, absolute Unix milliseconds.
+    /// Returns the stored encoding when that is what the value holds (for propagation;
+    /// `None`: a compact value, whose encoding the caller makes if it needs it).
     ///
     /// `previous_expire_at_ms` is the expiry the key's current limiter was stored with
     /// (derived from that limiter, as `expire_at_ms` is from the new one): when the key
@@ -405,42 +405,34 @@ impl Key {
         limiter: &Limiter,
         expire_at_ms: i64,
         previous_expire_at_ms: Option<i64>,
-    ) -> Result<&[u8], ()> {
-        // One encoding pass for the common sizes (every limiter but long logs and
-        // lease sets), written on the stack; a second pass counts the larger ones.
-        let mut small = [0u8; SMALL_ENCODING];
-        let written = limiter.encode_into(&mut small);
-        let small = written.and_then(|len| small.get(..len));
-        let len = small.map_or_else(|| limiter.encoded_len(), <[u8]>::len);
-        let new_value = || match small {
-            Some(encoding) => datatype::Value::new(encoding),
-            None => datatype::Value::encode(limiter, len),
+    ) -> Result<Option<&[u8]>, ()> {
+        let content = self.raw_content();
+        // SAFETY: our value, owned by this key, opened for writing; no other reference
+        // to its bytes is alive (this borrow of the key is the only one).
+        let current = match content {
+            RawContent::Ours(value) => unsafe { datatype::stored_mut(value.as_ptr()) },
+            _ => None,
         };
-        let mut expiry_moves = true;
-        let value = match self.raw_content() {
-            RawContent::Ours(value) => {
-                // SAFETY: our value, owned by this key, opened for writing; no other
-                // reference to its bytes is alive.
-                match unsafe { datatype::encoding_mut(value.as_ptr()) } {
-                    Some(bytes) if bytes.len() == len => {
-                        match small {
-                            Some(encoding) => bytes.copy_from_slice(encoding),
-                            None => {
-                                limiter.encode_into(bytes).ok_or(())?;
-                            }
-                        }
-                        // The key keeps its expiry: set it only if it moves. (A value
-                        // replaced below may lose it, without `ModuleTypeReplaceValue`.)
-                        expiry_moves = previous_expire_at_ms != Some(expire_at_ms);
-                        value
-                    }
-                    _ => self.replace(new_value().ok_or(())?)?,
+        let hint = match &current {
+            Some(datatype::StoredMut::Compact(bytes)) => Some(compact::id(bytes)),
+            _ => None,
+        };
+        let (written, value) = match compact::encode(limiter, hint) {
+            Some(compact) => match (content, current) {
+                (RawContent::Ours(value), Some(datatype::StoredMut::Compact(bytes))) => {
+                    *bytes = compact;
+                    (true, value)
                 }
-            }
-            RawContent::Empty => self.set_value(new_value().ok_or(())?)?,
-            RawContent::Other => return Err(()),
+                _ => (
+                    false,
+                    self.put(content, datatype::Value::compact(&compact))?,
+                ),
+            },
+            None => self.store_encoded(limiter, content, current)?,
         };
-        if expiry_moves {
+        // The key keeps its expiry when its value was written in place: set it only if
+        // it moves. (A value replaced may lose it, without `ModuleTypeReplaceValue`.)
+        if !written || previous_expire_at_ms != Some(expire_at_ms) {
             let set_expire = api!(RedisModule_SetAbsExpire).ok_or(())?;
             let ptr = self.ptr.ok_or(())?;
             // SAFETY: an open, writable key that now holds a value.
@@ -453,7 +445,58 @@ impl Key {
         self.signal_modified();
         // SAFETY: the key's value, made by `datatype::Value`; the bytes live as long as
         // this borrow of the key, which nothing can change meanwhile.
-        unsafe { datatype::encoding(value.as_ptr()) }.ok_or(())
+        Ok(match unsafe { datatype::stored(value.as_ptr()) } {
+            Some(datatype::Stored::Encoded(bytes)) => Some(bytes),
+            _ => None,
+        })
+    }
+
+    /// Stores `limiter`'s stored encoding: in place when `current` is an encoding of the
+    /// same length (then `true`), else in a new value. Returns the value.
+    fn store_encoded(
+        &mut self,
+        limiter: &Limiter,
+        content: RawContent,
+        current: Option<datatype::StoredMut<'_>>,
+    ) -> Result<(bool, NonNull<c_void>), ()> {
+        // One encoding pass for the common sizes (every limiter but long logs and
+        // lease sets), written on the stack; a second pass counts the larger ones.
+        let mut small = [0u8; SMALL_ENCODING];
+        let written = limiter.encode_into(&mut small);
+        let small = written.and_then(|len| small.get(..len));
+        let len = small.map_or_else(|| limiter.encoded_len(), <[u8]>::len);
+        if let (RawContent::Ours(value), Some(datatype::StoredMut::Encoded(bytes))) =
+            (content, current)
+            && bytes.len() == len
+        {
+            match small {
+                Some(encoding) => bytes.copy_from_slice(encoding),
+                None => {
+                    limiter.encode_into(bytes).ok_or(())?;
+                }
+            }
+            return Ok((true, value));
+        }
+        let value = match small {
+            Some(encoding) => datatype::Value::new(encoding),
+            None => datatype::Value::encode(limiter, len),
+        };
+        Ok((false, self.put(content, value)?))
+    }
+
+    /// Puts a new value in the key: replacing ours (keeping the key and its expiry), or
+    /// set in an empty key. Returns it.
+    fn put(
+        &mut self,
+        content: RawContent,
+        value: Option<datatype::Value>,
+    ) -> Result<NonNull<c_void>, ()> {
+        let value = value.ok_or(())?;
+        match content {
+            RawContent::Ours(_) => self.replace(value),
+            RawContent::Empty => self.set_value(value),
+            RawContent::Other => Err(()),
+        }
     }
 
     /// Swaps the key's value for `value`, keeping the key (and its expiry) where it is;

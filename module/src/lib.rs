@@ -18,12 +18,14 @@
 mod args;
 mod clock;
 mod commands;
+mod compact;
 mod config;
 mod datatype;
 mod error;
 mod ffi;
 mod guard;
 mod info;
+mod policies;
 mod propagation;
 mod register;
 mod reply;

@@ -111,12 +111,14 @@ fn write_after(
     limiter: &Limiter,
 ) -> Result<(), CommandError> {
     let expire_at_ms = clock::expire_at_ms(limiter);
-    let state = key
+    let stored = key
         .store(limiter, expire_at_ms, previous_expire_at_ms)
         .map_err(|()| CommandError::Internal)?;
     if !propagation::needed() {
         return Ok(());
     }
+    let mut buffer = [0u8; STATE_ON_STACK];
+    let state = state_of(limiter, stored, &mut buffer)?;
     let state_len = state_bytes(key_name, state.len());
     if state_len <= least_replay_bytes(argv) || state_len <= replay_bytes(argv) {
         ctx.replicate_state(key_name, state);
@@ -136,11 +138,30 @@ pub fn write(
     how: Propagation,
 ) -> Result<(), CommandError> {
     let expire_at_ms = clock::expire_at_ms(limiter);
-    let state = key
+    let stored = key
         .store(limiter, expire_at_ms, None)
         .map_err(|()| CommandError::Internal)?;
-    if how == Propagation::State {
-        ctx.replicate_state(key_name, state);
+    if how == Propagation::State && propagation::needed() {
+        let mut buffer = [0u8; STATE_ON_STACK];
+        ctx.replicate_state(key_name, state_of(limiter, stored, &mut buffer)?);
     }
     Ok(())
+}
+
+/// The longest state encoded on the stack for propagation (any limiter with a compact
+/// layout; longer ones are stored encoded, and propagated from the key's value).
+const STATE_ON_STACK: usize = 64;
+
+/// The stored encoding of `limiter` for propagation: the key's value when it holds that
+/// encoding (`stored`), else encoded into `buffer`.
+fn state_of<'a>(
+    limiter: &Limiter,
+    stored: Option<&'a [u8]>,
+    buffer: &'a mut [u8; STATE_ON_STACK],
+) -> Result<&'a [u8], CommandError> {
+    if let Some(bytes) = stored {
+        return Ok(bytes);
+    }
+    let len = limiter.encode_into(buffer).ok_or(CommandError::Internal)?;
+    buffer.get(..len).ok_or(CommandError::Internal)
 }

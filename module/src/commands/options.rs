@@ -82,7 +82,7 @@ pub fn parse_for_keys(
         let flag = accepted
             .iter()
             .copied()
-            .find(|flag| word.eq_ignore_ascii_case(flag.keyword()))
+            .find(|flag| is_keyword(word, flag.keyword()))
             .ok_or_else(|| CommandError::syntax_near(word))?;
         if seen & flag.bit() != 0 {
             return Err(CommandError::Syntax(format!(
@@ -121,6 +121,18 @@ pub fn parse_for_keys(
     Ok(options)
 }
 
+/// `word` is `keyword` in any case. Every keyword is uppercase letters only, for which
+/// clearing bit 5 of a byte (`a`-`z` to `A`-`Z`) is exactly case folding: a byte equals
+/// an uppercase letter that way only if it is that letter in either case. One pass,
+/// without `to_ascii_lowercase` on both sides.
+fn is_keyword(word: &[u8], keyword: &[u8]) -> bool {
+    word.len() == keyword.len()
+        && word
+            .iter()
+            .zip(keyword)
+            .all(|(&byte, &letter)| byte & !0x20 == letter)
+}
+
 /// The value after an option keyword; a missing one is a syntax error that says so.
 fn value(args: &mut Args<'_>, flag: Flag) -> Result<u64, CommandError> {
     let name = flag.name();
@@ -131,4 +143,43 @@ fn value(args: &mut Args<'_>, flag: Flag) -> Result<u64, CommandError> {
         ))
     })?;
     integer(name, raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_match_in_any_case_and_nothing_else() {
+        for flag in [
+            Flag::Cost,
+            Flag::Peek,
+            Flag::MaxWait,
+            Flag::Approx,
+            Flag::Costs,
+        ] {
+            let keyword = flag.keyword();
+            assert!(
+                keyword.iter().all(u8::is_ascii_uppercase),
+                "{}",
+                flag.name()
+            );
+            // Every one-byte change of the keyword, and every case of it.
+            for position in 0..keyword.len() {
+                for byte in 0..=u8::MAX {
+                    let mut word = keyword.to_vec();
+                    if let Some(slot) = word.get_mut(position) {
+                        *slot = byte;
+                    }
+                    assert_eq!(
+                        is_keyword(&word, keyword),
+                        word.eq_ignore_ascii_case(keyword),
+                        "{word:?}"
+                    );
+                }
+            }
+            assert!(is_keyword(&keyword.to_ascii_lowercase(), keyword));
+            assert!(!is_keyword(keyword.get(1..).unwrap_or_default(), keyword));
+        }
+    }
 }

@@ -10,7 +10,7 @@ use super::limit::{self, Propagation};
 use crate::args::{Args, integer};
 use crate::error::CommandError;
 use crate::ffi::{Ctx, RawString};
-use crate::{clock, info, reply};
+use crate::{clock, info, policies, reply};
 use redlimit_core::{Decision, Limiter, Policy, Request, Throttle, ThrottleState};
 
 /// Runs `RL.THROTTLE`.
@@ -25,7 +25,13 @@ pub fn run(ctx: Ctx, argv: &[RawString]) -> Result<(), CommandError> {
         Some(raw) => Request::check_cost("quantity", integer("quantity", raw)?)?,
         None => 1,
     };
-    let policy = Throttle::new(max_burst, count, period_s)?;
+    // The numbers of the policy last used (interned, so checked) need no check again.
+    let same =
+        |p: &Throttle| (p.max_burst(), p.count(), p.period_s()) == (max_burst, count, period_s);
+    let policy = match policies::last_if(|p| matches!(p, Policy::Throttle(p) if same(p))) {
+        Some(Policy::Throttle(policy)) => policy,
+        _ => Throttle::new(max_burst, count, period_s)?,
+    };
     let request = Request::new(quantity);
     let decided = limit::decide(
         ctx,
