@@ -266,7 +266,7 @@ proptest! {
 
     #[test]
     fn settled_refunds_never_overdraw_the_provider(
-        buckets in prop::collection::vec(numbers(), 1..2),
+        buckets in prop::collection::vec(numbers(), 1..3),
         calls in prop::collection::vec(
             (0u64..2_000_000, prop::collection::vec(0u64..20, 2), 0u64..=100, 0u64..3_000_000),
             1..30,
