@@ -17,6 +17,16 @@
 //!   they act, so the refunded tokens might not exist by the time they could be used.
 //!   Such a refund is dropped (never over-credits); refunds count again once the queue
 //!   has drained.
+//! - A token bucket whose state is **anchored ahead** at `A` (the latest act time of a
+//!   reservation that waits for *another* bucket of its `RL.ALL`, see
+//!   [`BucketState`]) holds, before `A`, the refill it could not have held until the
+//!   reservation acts as taken. A bucket charged `u` less might have been full since
+//!   the charge and until `A`, losing refill: the difference between the two shrinks by
+//!   at most the refill rate, from `u` at the charge. So a refund before `A` gives back
+//!   `u - r(since + (A - now))` (at least 0), applied to the deficit at `A` (at least
+//!   0): from then on the bucket never holds more than one charged the real costs, and
+//!   before `A` neither (until `A` the difference is still at least the reduced refund).
+//!   Charges stay anchored too.
 //! - A **charge** is recorded even when it does not fit (the work was done), into a
 //!   bounded debt: a token bucket down to `-capacity` tokens (a deficit of two full
 //!   buckets), a throttle to a TAT two bursts ahead of now. Windows have no debt: their
