@@ -3,7 +3,9 @@
 //! Exact integer arithmetic: one token is `refill_ms * 1000` *units* and every
 //! microsecond adds `refill_tokens` units, so a level is an exact rational number of
 //! tokens with denominator `refill_ms * 1000`. The state keeps the *deficit* (units
-//! missing from a full bucket) and when it was measured.
+//! missing from a full bucket) and the moment it holds: the last change, or the latest
+//! act time of a pending reservation, before which the line extrapolates backwards (see
+//! [`BucketState`]).
 
 use crate::decision::{Decision, Outcome, Request, RetryAfter};
 use crate::error::{ArgumentError, at_most, count, duration, positive};
@@ -177,7 +179,7 @@ impl TokenBucket {
         let refilled = self.refill_in(now.micros_since(state.at));
         let ahead = self.refill_in(state.at.micros_since(now));
         Level {
-            deficit: deficit.saturating_sub(refilled) + ahead,
+            deficit: deficit.saturating_sub(refilled).saturating_add(ahead),
             anchor: now.max(state.at),
         }
     }
