@@ -11,6 +11,8 @@
 
 #[path = "outbound/admit.rs"]
 mod admit;
+#[path = "outbound/anchored.rs"]
+mod anchored;
 #[path = "live/calls.rs"]
 mod calls;
 #[path = "outbound/fleet.rs"]

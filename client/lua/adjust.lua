@@ -36,19 +36,33 @@ local function lost_in(since, a, b)
   return nil
 end
 
+-- The deficit at the anchor after a refund of n units of `unit` less `lost`, from a
+-- deficit v now (at most 2^52) that is `base` at the anchor (v less the refill until
+-- then, `ahead`): min(base, v + lost - n * unit) at least 0, i.e. the refund less the
+-- refill until the anchor. Exact: v + lost is at most 2^53 (nil lost: as refund_units).
+local function refunded_base(base, v, n, unit, lost)
+  if not lost then return base - min(base, refund_units(base, n, unit, nil)) end
+  if n > idiv(EXACT, unit) then return 0 end
+  return min(base, sub0(v + lost, n * unit))
+end
+
 function ADJUST.tokenbucket(p, old, s, now, adj)
   local unit, full = tb_unit(p), tb_full(p)
-  local deficit, at = tb_deficit_at(p, old, s, now)
+  local level = tb_level(p, old, s, now)
+  local deficit, base = level.deficit, level.base
   local after
   if adj.refund then
     -- In debt (reservations pending) a refund is dropped: see core adjust.rs.
     if deficit > full then return nil end
-    after = deficit - refund_units(deficit, adj.n, unit, lost_in(adj.since, p[2], 1000))
+    -- A bucket charged less may have been full since the charge and until the anchor
+    -- (the latest pending act time): that refill does not come back.
+    after = refunded_base(base, deficit, adj.n, unit, lost_in(adj.since, p[2], 1000))
   else
-    after = charged_units(deficit, adj.n, unit, 2 * full)
+    if deficit == math.huge then return nil end
+    after = tb_anchored(p, level, charged_units(deficit, adj.n, unit, 2 * full))[1]
   end
-  if after == deficit then return nil end
-  return { after, at }
+  if after == base then return nil end
+  return { after, level.anchor }
 end
 
 function ADJUST.throttle(p, old, s, now, adj)

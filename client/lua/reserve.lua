@@ -1,7 +1,8 @@
 -- Part 9: one reservation across token buckets, RL.ALL ... MAXWAIT (redlimit-core
 -- reserve.rs). Each bucket can take its cost at the earliest instant its refill covers
 -- it; the request acts at T, the latest of them, if T is within MAXWAIT, and every
--- bucket is charged as of T: it stores D = max(d, r(T - at)) + c at its time `at`.
+-- bucket is charged as of T: its deficit d now becomes the line max(d, r(T - now)) + c
+-- at now, stored at its anchor max(T, the anchor it had), the latest pending act time.
 -- Script bound: as for one bucket's MAXWAIT, the wait is at most what keeps every
 -- bucket's borrowing within 2^52 units (a longer MAXWAIT waits that long at most: such
 -- a request may be denied where the module would admit it, never the reverse). Costs
@@ -18,9 +19,9 @@ local function bucket_reply(p, allowed, deficit, retry, reset)
   return { allowed and 1 or 0, p[1], idiv(sub0(tb_full(p), deficit), tb_unit(p)), retry_ms, reset_ms }
 end
 
--- The standing of limit `limit` against `slot`'s state: deficit, at, need (math.huge:
--- beyond 2^53 units), and whether the bucket can ever take the cost (at most its
--- capacity).
+-- The standing of limit `limit` against `slot`'s state: its level (tb_level), need
+-- (math.huge: beyond 2^53 units), and whether the bucket can ever take the cost (at most
+-- its capacity).
 local function standing(limit, slot, now)
   local c = slot.current
   local old, s
@@ -32,15 +33,10 @@ local function standing(limit, slot, now)
     if TB.idle(c.policy, c.state) > now then old, s = c.policy, c.state end
   end
   local p = limit.policy
-  local deficit, at = tb_deficit_at(p, old, s, now)
+  local level = tb_level(p, old, s, now)
   local cost, need = limit.req.cost, math.huge
   if cost <= idiv(EXACT, tb_unit(p)) then need = cost * tb_unit(p) end
-  return { deficit = deficit, at = at, need = need, fits = cost <= p[1] }
-end
-
--- Time from now until the refill covers `units` of the standing deficit.
-local function wait_for(p, st, now, units)
-  return sub0(st.at, now) + cdiv(units, p[2])
+  return { level = level, deficit = level.deficit, need = need, fits = cost <= p[1] }
 end
 
 -- Decides the reservation of `limits` (every one a token bucket), slot_for(k) loading
@@ -60,11 +56,11 @@ function RESERVE.decide(limits, slot_for, slots, now, max_wait_ms)
     local st = standing(limit, slot, now)
     local wait
     if st.fits then
-      local missing = st.deficit - tb_full(p) + st.need
+      -- (need - full) first: at most 0, exact for any deficit.
       wait = 0
-      if missing > 0 then wait = wait_for(p, st, now, missing) end
+      if st.deficit > tb_full(p) - st.need then wait = tb_wait(p, st.level, st.need - tb_full(p)) end
     end
-    local reset = wait_for(p, st, now, st.deficit)
+    local reset = tb_wait(p, st.level, 0)
     if not wait then
       denied[k] = bucket_reply(p, false, st.deficit, nil, reset)
       act_in = nil
@@ -77,8 +73,8 @@ function RESERVE.decide(limits, slot_for, slots, now, max_wait_ms)
     local cost = limit.req.cost
     if cost > 0 then
       local pending = math.huge
-      if st.deficit + st.need < EXACT then pending = st.deficit + st.need end
-      slot.current = { name = 'tokenbucket', policy = p, state = { pending, st.at } }
+      if st.level.base + st.need < EXACT then pending = st.level.base + st.need end
+      slot.current = { name = 'tokenbucket', policy = p, state = { pending, st.level.anchor } }
     end
   end
   for _, slot in ipairs(slots) do
@@ -92,9 +88,10 @@ function RESERVE.decide(limits, slot_for, slots, now, max_wait_ms)
     local p, slot = limit.policy, slot_for(k)
     local st = standing(limit, slot, now)
     if limit.req.cost == 0 then
-      decisions[k] = bucket_reply(p, true, st.deficit, 0, wait_for(p, st, now, st.deficit))
+      decisions[k] = bucket_reply(p, true, st.deficit, 0, tb_wait(p, st.level, 0))
     else
-      local refilled = sub0(act_at, st.at) * p[2]
+      -- Every deficit is finite here: within MAXWAIT's borrowing, at most 2^52.
+      local refilled = act_in * p[2]
       -- The deficit left at the act time, exact: (max(d, refilled) - refilled) + need.
       local left = sub0(st.deficit, refilled) + st.need
       if left > tb_full(p) then
@@ -102,8 +99,11 @@ function RESERVE.decide(limits, slot_for, slots, now, max_wait_ms)
         return false, denied
       end
       local deficit = refilled + left
-      decisions[k] = bucket_reply(p, true, deficit, act_in, wait_for(p, st, now, deficit))
-      slot.current = { name = 'tokenbucket', policy = p, state = { deficit, st.at } }
+      decisions[k] = bucket_reply(p, true, deficit, act_in, cdiv(deficit, p[2]))
+      -- Kept at the latest pending act time: this one, or a later one already there.
+      local state = { left, act_at }
+      if st.level.anchor > act_at then state = tb_anchored(p, st.level, deficit) end
+      slot.current = { name = 'tokenbucket', policy = p, state = state }
       slot.changed = true
     end
   end

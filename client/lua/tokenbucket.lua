@@ -1,6 +1,8 @@
 -- Part 2: token bucket (redlimit-core token_bucket.rs). One token is refill_ms * 1000
 -- units, every microsecond adds refill_tokens units; the state is the deficit (units
--- missing from a full bucket) and when it was measured. Script bound: a full bucket
+-- missing from a full bucket) and when it holds: the last change, or a pending
+-- reservation's act time ahead of now, before which the line extrapolates backwards
+-- (deficit + refill until then; a clock that moved back sees the same). Script bound: a full bucket
 -- plus the borrowing of MAXWAIT spans at most 2^52 units (capacity * refill_ms at most
 -- 4503599627370: 1,250,000 tokens at refill_ms = 1 hour), so every sum stays below 2^53.
 
@@ -52,29 +54,54 @@ local function rescale(units, from, to, cap)
   return min(whole * to + q, cap)
 end
 
--- The deficit at now under policy p of the bucket stored as (old, s), and the time it
--- is measured at (core's deficit_at). A deficit may reach 2^53 after RL.ADJUST's debt.
-local function tb_deficit_at(p, old, s, now)
-  if not old then return 0, now end
+-- The level at now under policy p of the bucket stored as (old, s) (core's level):
+-- deficit, the units missing now (math.huge: beyond 2^53, only when the stored time is
+-- far ahead: a clock that moved back, a faster policy); anchor, where a new state is
+-- kept (the stored time when ahead, else now); base, the deficit at the anchor; behind,
+-- the microseconds from now to the anchor. A deficit may reach 2^53 after RL.ADJUST's
+-- debt.
+local function tb_level(p, old, s, now)
+  if not old then return { deficit = 0, anchor = now, base = 0, behind = 0 } end
   local deficit = s[1]
   if not same_policy(old, p) then
     deficit = rescale(deficit, tb_unit(old), tb_unit(p), tb_full(p))
   end
-  local elapsed = sub0(now, s[2])
+  if s[2] > now then
+    local behind = s[2] - now
+    local level = { deficit = math.huge, anchor = s[2], base = deficit, behind = behind }
+    if behind <= idiv(sub0(EXACT, deficit), p[2]) then
+      level.deficit = deficit + behind * p[2]
+    end
+    return level
+  end
+  local elapsed = now - s[2]
   if elapsed >= cdiv(deficit, p[2]) then
     deficit = 0
   else
     deficit = deficit - elapsed * p[2]
   end
-  return deficit, max(now, s[2])
+  return { deficit = deficit, anchor = now, base = deficit, behind = 0 }
+end
+
+-- Microseconds until the refill covers the level's deficit plus x (x >= -deficit, at
+-- most 0 when the deficit is math.huge): exact either way.
+local function tb_wait(p, level, x)
+  if level.deficit < math.huge then return cdiv(level.deficit + x, p[2]) end
+  local y = level.base + x
+  if y >= 0 then return level.behind + cdiv(y, p[2]) end
+  return level.behind - idiv(-y, p[2])
+end
+
+-- The state to store for a finite deficit measured now, kept at the level's anchor.
+local function tb_anchored(p, level, deficit)
+  return { sub0(deficit, level.behind * p[2]), level.anchor }
 end
 
 function TB.decide(p, old, s, now, req)
-  local unit, full, rt = tb_unit(p), tb_full(p), p[2]
+  local unit, full = tb_unit(p), tb_full(p)
   local floor = tb_floor(p, req.max_wait)
-  local deficit, at = tb_deficit_at(p, old, s, now)
-  local behind = sub0(at, now)
-  local function wait(units) return behind + cdiv(units, rt) end
+  local level = tb_level(p, old, s, now)
+  local deficit = level.deficit
   local function decision(allowed, d, retry, reset)
     return {
       allowed = allowed,
@@ -87,18 +114,18 @@ function TB.decide(p, old, s, now, req)
   -- need = cost * unit, computed only when it fits under the floor.
   local need
   if req.cost <= idiv(floor, unit) then need = req.cost * unit end
-  if not need or deficit + need > floor then
+  if not need or deficit > floor - need then
     local retry = -1
-    -- (deficit - floor) first: exact for a deficit up to 2^53.
-    if need then retry = ceil_ms(wait(deficit - floor + need)) end
-    return decision(false, deficit, retry, wait(deficit)), nil
+    -- (need - floor) first: exact for a deficit up to 2^53 and beyond.
+    if need then retry = ceil_ms(tb_wait(p, level, need - floor)) end
+    return decision(false, deficit, retry, tb_wait(p, level, 0)), nil
   end
   local after = deficit + need
   local retry = 0
-  if after > full then retry = ceil_ms(wait(after - full)) end
-  local d = decision(true, after, retry, wait(after))
+  if after > full then retry = ceil_ms(cdiv(after - full, p[2])) end
+  local d = decision(true, after, retry, cdiv(after, p[2]))
   if req.read_only then return d, nil end
-  return d, { after, at }
+  return d, tb_anchored(p, level, after)
 end
 
 ALGORITHMS.tokenbucket = TB

@@ -17,6 +17,16 @@
 //!   they act, so the refunded tokens might not exist by the time they could be used.
 //!   Such a refund is dropped (never over-credits); refunds count again once the queue
 //!   has drained.
+//! - A token bucket whose state is **anchored ahead** at `A` (the latest act time of a
+//!   reservation that waits for *another* bucket of its `RL.ALL`, see
+//!   [`BucketState`]) holds, before `A`, the refill it could not have held until the
+//!   reservation acts as taken. A bucket charged `u` less might have been full since
+//!   the charge and until `A`, losing refill: the difference between the two shrinks by
+//!   at most the refill rate, from `u` at the charge. So a refund before `A` gives back
+//!   `u - r(since + (A - now))` (at least 0), applied to the deficit at `A` (at least
+//!   0): from then on the bucket never holds more than one charged the real costs, and
+//!   before `A` neither (until `A` the difference is still at least the reduced refund).
+//!   Charges stay anchored too.
 //! - A **charge** is recorded even when it does not fit (the work was done), into a
 //!   bounded debt: a token bucket down to `-capacity` tokens (a deficit of two full
 //!   buckets), a throttle to a TAT two bursts ahead of now. Windows have no debt: their
@@ -31,7 +41,7 @@ use crate::sliding_counter::{SlidingCounter, WindowPair};
 use crate::sliding_log::{SlidingLog, SlidingWindow};
 use crate::throttle::{Throttle, ThrottleState};
 use crate::time::Timestamp;
-use crate::token_bucket::{BucketState, TokenBucket};
+use crate::token_bucket::{BucketState, Level, TokenBucket};
 
 /// A correction to a limiter's usage, in the policy's units (tokens, requests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +218,7 @@ fn bucket(
     now: Timestamp,
     adjustment: Adjustment,
 ) -> Option<Limiter> {
-    let (deficit, at) = p.deficit_at(previous, now);
+    let Level { deficit, anchor } = p.level(previous, now);
     // In debt, reservations may be pending: a refund applied now would count as tokens
     // from now until they act, which a bucket charged less could not have held if it was
     // full meanwhile. It is not given back (see the module docs).
@@ -216,12 +226,14 @@ fn bucket(
         return None;
     }
     let ceiling = (2 * p.full()).min(p.floor(p.max_wait_ms()));
-    let refill = |ms: u64| u128::from(ms) * 1_000 * u128::from(p.refill_tokens());
-    let after = moved(deficit, adjustment, p.unit(), ceiling, refill);
-    (after != deficit).then(|| {
-        let deficit = u64::try_from(after).unwrap_or(u64::MAX);
-        Limiter::TokenBucket(p, BucketState { deficit, at })
-    })
+    // A bucket charged less may have been full, losing refill, since the charge and
+    // until its latest pending act time (the anchor): the refund comes back from then.
+    let pending = anchor.micros_since(now);
+    let lost = |ms: u64| p.refill_in(ms.saturating_mul(1_000).saturating_add(pending));
+    let after = moved(deficit, adjustment, p.unit(), ceiling, lost);
+    let before = p.anchored(deficit, anchor, now);
+    let state = p.anchored(after, anchor, now);
+    (state != before).then_some(Limiter::TokenBucket(p, state))
 }
 
 fn throttle(

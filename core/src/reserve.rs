@@ -6,27 +6,35 @@
 //! is within `MAXWAIT`, and every bucket is charged *as of `T`*: the provider counts the
 //! call when it is sent, not when it was reserved.
 //!
-//! A state is a deficit `d` measured at `at`, refilling `r` units per microsecond. The
-//! exact deficit after charging `c` at `T` is `max(0, d - r(T - at)) + c` from `T` on,
-//! and `d - r(t - at)` (the charge not yet made) before. One `(deficit, at)` pair cannot
-//! hold both, so the bucket stores `D = max(d, r(T - at)) + c` at `at`: **exactly** the
+//! A bucket's deficit is `d` now, refilling `r` units per microsecond. The exact deficit
+//! after charging `c` at `T` is `max(0, d - r(T - now)) + c` from `T` on, and
+//! `d - r(t - now)` (the charge not yet made) before. One line cannot hold both, so the
+//! bucket keeps the line `D(t) = max(d, r(T - now)) + c - r(t - now)`: **exactly** the
 //! charged bucket from `T` on, and never less than the exact deficit before `T` (the
 //! tokens that the bucket could not have held until `T` are counted as taken by the
 //! reservation). Nobody can use, before `T`, tokens the reservation needs at `T`; later
 //! reservations queue behind it: waiters are served in arrival order.
+//!
+//! The line is stored **anchored at the bucket's latest pending act time** `A =
+//! max(T, the anchor it had)`: the deficit `D(A)` at `A` (see
+//! [`BucketState`](crate::BucketState): before `A` the line extrapolates backwards). So a
+//! later refund knows how long the bucket still waits for a reservation: refill until
+//! `A` is padding that a bucket charged less might have lost, and a refund before `A`
+//! gives back at most the refund less that refill (`adjust.rs`).
 
 use crate::all::{AllOutcome, AllRequest, KeyStates};
 use crate::decision::{Decision, RetryAfter};
 use crate::limiter::{Limiter, Policy, WrongAlgorithm};
 use crate::time::Timestamp;
-use crate::token_bucket::{BucketState, TokenBucket};
+use crate::token_bucket::TokenBucket;
 use core::hash::Hash;
 use core::time::Duration;
 
-/// One bucket's view of the request: its deficit now, when it is measured, its cost.
+/// One bucket's view of the request: its deficit now, where its state is anchored, its
+/// cost.
 struct Standing {
     deficit: u128,
-    at: Timestamp,
+    anchor: Timestamp,
     need: u128,
 }
 
@@ -61,15 +69,12 @@ where
             continue;
         };
         let standing = standing(bucket, state.as_ref(), now, *cost)?;
-        let wait = earliest(bucket, &standing, now, *cost);
-        denied.push(pending_decision(bucket, &standing, now, wait, max_wait));
+        let wait = earliest(bucket, &standing, *cost);
+        denied.push(pending_decision(bucket, &standing, wait, max_wait));
         waits.push(wait);
         if standing.need > 0 {
-            *state = Some(charged(
-                *bucket,
-                &standing,
-                standing.deficit + standing.need,
-            ));
+            let deficit = standing.deficit + standing.need;
+            *state = Some(charged(*bucket, deficit, standing.anchor, now));
         }
     }
     let act_in = waits
@@ -95,14 +100,14 @@ where
         let standing = standing(bucket, state.as_ref(), now, *cost)?;
         if standing.need == 0 {
             // A zero cost only asks: it may act now, whatever the others wait for.
-            let reset = wait_for(bucket, &standing, now, standing.deficit);
+            let reset = bucket.time_to_refill(standing.deficit);
             decisions.push(bucket.decision(true, standing.deficit, RetryAfter::Now, reset));
             continue;
         }
-        let refilled_by_act =
-            u128::from(act_at.micros_since(standing.at)) * u128::from(bucket.refill_tokens());
+        let refilled_by_act = bucket.refill_in(act_at.micros_since(now));
+        // Measured now; `deficit - refilled_by_act` is the exact deficit at the act time.
         let deficit = standing.deficit.max(refilled_by_act) + standing.need;
-        if deficit - refilled_by_act.min(deficit) > bucket.full() {
+        if deficit - refilled_by_act > bucket.full() {
             // At the act time the bucket would have to hold more than it can: only costs
             // on one key summing above its capacity get here.
             let mut denied = denied;
@@ -112,9 +117,10 @@ where
             }
             return Ok(keys.outcome_denied(denied));
         }
-        let reset = wait_for(bucket, &standing, now, deficit);
+        let reset = bucket.time_to_refill(deficit);
         decisions.push(bucket.decision(true, deficit, retry_after, reset));
-        *state = Some(charged(*bucket, &standing, deficit));
+        // Anchored at the latest pending act time: this one or a later one already there.
+        *state = Some(charged(*bucket, deficit, standing.anchor.max(act_at), now));
         *changed = true;
     }
     Ok(keys.outcome(decisions, request.peek))
@@ -136,35 +142,25 @@ fn standing(
             });
         }
     };
-    let (deficit, at) = bucket.deficit_at(previous, now);
+    let level = bucket.level(previous, now);
     Ok(Standing {
-        deficit,
-        at,
+        deficit: level.deficit,
+        anchor: level.anchor,
         need: u128::from(cost) * bucket.unit(),
     })
 }
 
 /// When the bucket can take `cost` from `now`, without borrowing; `None`: never (a cost
 /// above the capacity: a provider never takes more than its budget at once).
-fn earliest(
-    bucket: &TokenBucket,
-    standing: &Standing,
-    now: Timestamp,
-    cost: u64,
-) -> Option<Duration> {
+fn earliest(bucket: &TokenBucket, standing: &Standing, cost: u64) -> Option<Duration> {
     if cost > bucket.capacity() {
         return None;
     }
     let after = standing.deficit + standing.need;
     Some(match after.checked_sub(bucket.full()) {
-        Some(missing) if missing > 0 => wait_for(bucket, standing, now, missing),
+        Some(missing) if missing > 0 => bucket.time_to_refill(missing),
         _ => Duration::ZERO,
     })
-}
-
-/// Time from `now` until the refill covers `units` of the standing deficit.
-fn wait_for(bucket: &TokenBucket, standing: &Standing, now: Timestamp, units: u128) -> Duration {
-    Duration::from_micros(standing.at.micros_since(now)) + bucket.time_to_refill(units)
 }
 
 /// The decision of one bucket when the request as a whole is denied: allowed when it
@@ -172,11 +168,10 @@ fn wait_for(bucket: &TokenBucket, standing: &Standing, now: Timestamp, units: u1
 fn pending_decision(
     bucket: &TokenBucket,
     standing: &Standing,
-    now: Timestamp,
     wait: Option<Duration>,
     max_wait: Duration,
 ) -> Decision {
-    let reset = wait_for(bucket, standing, now, standing.deficit);
+    let reset = bucket.time_to_refill(standing.deficit);
     match wait {
         None => bucket.decision(false, standing.deficit, RetryAfter::Never, reset),
         Some(wait) if wait.is_zero() => {
@@ -194,12 +189,7 @@ fn pending_decision(
     }
 }
 
-fn charged(bucket: TokenBucket, standing: &Standing, deficit: u128) -> Limiter {
-    Limiter::TokenBucket(
-        bucket,
-        BucketState {
-            deficit: u64::try_from(deficit).unwrap_or(u64::MAX),
-            at: standing.at,
-        },
-    )
+/// The bucket charged to `deficit` units measured at `now`, kept at `anchor`.
+fn charged(bucket: TokenBucket, deficit: u128, anchor: Timestamp, now: Timestamp) -> Limiter {
+    Limiter::TokenBucket(bucket, bucket.anchored(deficit, anchor, now))
 }

@@ -3,7 +3,9 @@
 //! Exact integer arithmetic: one token is `refill_ms * 1000` *units* and every
 //! microsecond adds `refill_tokens` units, so a level is an exact rational number of
 //! tokens with denominator `refill_ms * 1000`. The state keeps the *deficit* (units
-//! missing from a full bucket) and when it was measured.
+//! missing from a full bucket) and the moment it holds: the last change, or the latest
+//! act time of a pending reservation, before which the line extrapolates backwards (see
+//! [`BucketState`]).
 
 use crate::decision::{Decision, Outcome, Request, RetryAfter};
 use crate::error::{ArgumentError, at_most, count, duration, positive};
@@ -30,13 +32,33 @@ pub struct TokenBucket {
     refill_ms: u64,
 }
 
-/// What a token bucket remembers between requests.
+/// What a token bucket remembers between requests: the line of its deficit over time.
+///
+/// From `at` on, the deficit is `deficit` less the refill since `at` (at least 0). An
+/// `at` in the future is the latest act time of a pending reservation (`RL.ALL ...
+/// MAXWAIT` charges every bucket as of its act time, `reserve.rs`): before it, the
+/// deficit is the same line extrapolated backwards, `deficit + r(at - t)` with `r` the
+/// refill per microsecond. It is never less than the exact deficit before `at` (the
+/// refill the bucket could not have held until then is counted as taken) and exact from
+/// `at` on; a refund before `at` knows how long the bucket still waits (`adjust.rs`).
+/// A clock that moved back sees the same extrapolation: it grants nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BucketState {
     /// Units missing from a full bucket at `at` (above `capacity` tokens when borrowing).
     pub deficit: u64,
-    /// When `deficit` was measured.
+    /// When `deficit` holds: the last change, or the latest pending act time.
     pub at: Timestamp,
+}
+
+/// A bucket's deficit as a decision sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Level {
+    /// Units missing from a full bucket at the decision time, pending reservations'
+    /// padding included (see [`BucketState`]).
+    pub(crate) deficit: u128,
+    /// Where a new state is kept: the stored `at` when it is ahead (a pending act
+    /// time), else the decision time.
+    pub(crate) anchor: Timestamp,
 }
 
 impl TokenBucket {
@@ -131,18 +153,20 @@ impl TokenBucket {
         ceil_micros(units, u128::from(self.refill_tokens))
     }
 
-    /// The deficit of `previous` at `now`, in this policy's units, and the time it is
-    /// measured at (never earlier than the stored one: a clock that moved back grants nothing).
-    /// Under another policy than the stored one, the deficit is capped at a full bucket
-    /// at the stored moment: a downgrade leaves at worst a bucket just emptied, never a
-    /// debt to repay.
-    pub(crate) fn deficit_at(
-        &self,
-        previous: Option<(&Self, &BucketState)>,
-        now: Timestamp,
-    ) -> (u128, Timestamp) {
+    /// The level of `previous` at `now`, in this policy's units (see [`Level`]).
+    ///
+    /// A stored `at` in the future is the bucket's latest pending act time: the stored
+    /// deficit holds from then on, and before it the line is extrapolated backwards
+    /// (`deficit + r(at - now)`): a reservation's tokens are not there before it acts, and
+    /// a clock that moved back grants nothing. Under another policy than the stored one,
+    /// the deficit is capped at a full bucket at the stored moment: a downgrade leaves at
+    /// worst a bucket just emptied, never a debt to repay.
+    pub(crate) fn level(&self, previous: Option<(&Self, &BucketState)>, now: Timestamp) -> Level {
         let Some((policy, state)) = previous else {
-            return (0, now);
+            return Level {
+                deficit: 0,
+                anchor: now,
+            };
         };
         let deficit = rescale(u128::from(state.deficit), policy.unit(), self.unit());
         // Capped as of the stored moment, so that repeated calls under the new policy
@@ -152,8 +176,27 @@ impl TokenBucket {
         } else {
             deficit.min(self.full())
         };
-        let refilled = u128::from(now.micros_since(state.at)) * u128::from(self.refill_tokens);
-        (deficit.saturating_sub(refilled), now.max(state.at))
+        let refilled = self.refill_in(now.micros_since(state.at));
+        let ahead = self.refill_in(state.at.micros_since(now));
+        Level {
+            deficit: deficit.saturating_sub(refilled).saturating_add(ahead),
+            anchor: now.max(state.at),
+        }
+    }
+
+    /// Units the refill adds in `micros` microseconds.
+    pub(crate) fn refill_in(&self, micros: u64) -> u128 {
+        u128::from(micros) * u128::from(self.refill_tokens)
+    }
+
+    /// The state to store for `deficit` units measured at `now`, kept at `anchor` (now or
+    /// the latest pending act time): the same line, measured at the anchor (at least 0).
+    pub(crate) fn anchored(&self, deficit: u128, anchor: Timestamp, now: Timestamp) -> BucketState {
+        let deficit = deficit.saturating_sub(self.refill_in(anchor.micros_since(now)));
+        BucketState {
+            deficit: u64::try_from(deficit).unwrap_or(u64::MAX),
+            at: anchor,
+        }
     }
 
     /// Decides `request` at `now` against the bucket left by `previous` (`None`: a full bucket).
@@ -164,10 +207,8 @@ impl TokenBucket {
         now: Timestamp,
         request: Request,
     ) -> Outcome<BucketState> {
-        let (deficit, at) = self.deficit_at(previous, now);
-        // After a clock step back, refill resumes only at the stored time.
-        let wait =
-            |units: u128| Duration::from_micros(at.micros_since(now)) + self.time_to_refill(units);
+        let Level { deficit, anchor } = self.level(previous, now);
+        let wait = |units: u128| self.time_to_refill(units);
         let need = u128::from(request.cost) * self.unit();
         let floor = self.floor(request.max_wait_ms);
         let after = deficit + need;
@@ -188,10 +229,8 @@ impl TokenBucket {
             _ => RetryAfter::Now,
         };
         let decision = self.decision(true, after, retry_after, wait(after));
-        let update = (!request.is_read_only()).then(|| BucketState {
-            deficit: u64::try_from(after).unwrap_or(u64::MAX),
-            at,
-        });
+        // Kept at the anchor: a pending act time stays marked for refunds (`adjust.rs`).
+        let update = (!request.is_read_only()).then(|| self.anchored(after, anchor, now));
         Outcome { decision, update }
     }
 

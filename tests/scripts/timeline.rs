@@ -57,7 +57,9 @@ pub enum Family {
     /// `SINCE`) between decisions, on every algorithm it takes.
     Adjust,
     /// `RL.ALL ... MAXWAIT` reservations across token buckets (costs per key, keys
-    /// named twice, costs above a capacity), with refunds as a cancelled admission makes.
+    /// named twice, costs above a capacity), with refunds as a cancelled admission or a
+    /// settle makes (with and without `SINCE`), extra charges, and single-bucket
+    /// decisions and peeks on the same keys while reservations are pending.
     Reserve,
     /// `RL.USAGE.ADD` and `RL.USAGE` on usage counters (tiny to day-long buckets, rings
     /// of 1 to 1,440, a clock that steps back).
@@ -263,13 +265,35 @@ impl Timeline {
                 let amount = r.pick(&[0, 1, 1, 5, 100, 1_000_000_000]);
                 cmd.arg(&key).arg(amount).arg(p[0]).arg(p[1]);
             }
-            Family::Reserve if r.chance(15) => {
-                // A cancelled admission gives its reservation back.
+            Family::Reserve if r.chance(25) => {
+                // A cancelled admission gives its reservation back, a settle gives back
+                // what a call did not use (SINCE its act time), or takes more: on buckets
+                // that may hold reservations waiting for another bucket (anchored ahead).
+                let delta = match r.next() % 10 {
+                    0 => cost as i64,
+                    1 => -(r.range(0, 400) as i64),
+                    _ => -(cost as i64),
+                };
                 cmd = redis::cmd("RL.ADJUST");
-                cmd.arg(format!("{{diff:reserve}}:{k}")).arg(-(cost as i64));
-                cmd.arg("TOKENBUCKET").arg(p[0]).arg(p[1]).arg(p[2]);
-                if r.chance(50) {
-                    cmd.arg("SINCE").arg(r.range(0, 5_000));
+                cmd.arg(format!("{{diff:reserve}}:{k}")).arg(delta);
+                if r.chance(85) {
+                    cmd.arg("TOKENBUCKET").arg(p[0]).arg(p[1]).arg(p[2]);
+                }
+                if r.chance(60) {
+                    let (short, long) = (r.range(0, 5_000), r.range(5_000, 600_000));
+                    cmd.arg("SINCE").arg(r.pick(&[0, 1, short, long]));
+                }
+            }
+            Family::Reserve if r.chance(12) => {
+                // One bucket alone (a peek now and then) while reservations may be pending.
+                cmd = redis::cmd("RL.TOKENBUCKET");
+                cmd.arg(format!("{{diff:reserve}}:{k}"))
+                    .arg(p[0])
+                    .arg(p[1])
+                    .arg(p[2]);
+                options(&mut cmd, cost, r.chance(30));
+                if r.chance(30) {
+                    cmd.arg("MAXWAIT").arg(r.pick(&[50, 3_000, 60_000]));
                 }
             }
             Family::All | Family::Reserve => {

@@ -137,13 +137,16 @@ fn max_wait_borrows_in_arrival_order() {
     );
 }
 
+/// A stored time ahead of the clock (a pending act time, or a clock that moved back)
+/// reads as the line extrapolated backwards: the deficit plus the refill until then.
 #[test]
 fn a_clock_that_moves_back_grants_nothing() {
     let mut bucket = Bucket::new(2, 1, 1_000);
     bucket.take(at(10_000), Request::new(2));
     let earlier = bucket.take(at(5_000), Request::new(1));
     assert!(!earlier.allowed);
-    // Refill resumes when the clock is back at 10 s: one token at 11 s, 6 s from now.
+    assert_eq!(earlier.remaining, 0);
+    // 7 tokens missing at 5 s: one token at 11 s, 6 s from now.
     assert_eq!(earlier.retry_after, after_ms(6_000));
     assert_eq!(earlier.reset_after, Duration::from_millis(7_000));
     assert!(bucket.take(at(11_000), Request::new(1)).allowed);
@@ -331,9 +334,9 @@ impl Model {
         peek: bool,
         max_wait_ms: i128,
     ) -> (bool, i128, Option<i128>, i128) {
-        // A clock behind the last change: nothing refills until it catches up.
-        let lag = (self.last_us - now_us).max(0);
-        let now_us = now_us.max(self.last_us);
+        // A clock behind the last change sees the level extrapolated backwards (less
+        // than at the last change: the refill until then is not there yet), and a
+        // change it makes is kept at the last change's time.
         let gained = Ratio::new(
             (now_us - self.last_us) * self.rate_per_us.num,
             self.rate_per_us.den,
@@ -344,10 +347,7 @@ impl Model {
             self.rate_per_us.den,
         );
         let after = level.sub(Ratio::int(cost));
-        let wait = |this: &Self, tokens: Ratio| {
-            let micros = this.micros_to_gain(tokens);
-            if micros > 0 { micros + lag } else { 0 }
-        };
+        let wait = |this: &Self, tokens: Ratio| this.micros_to_gain(tokens).max(0);
         if after.lt(floor) {
             let never = self.capacity.sub(Ratio::int(cost)).lt(floor);
             let retry = (!never).then(|| wait(self, floor.sub(after)));
@@ -359,8 +359,12 @@ impl Model {
             );
         }
         if !peek && cost > 0 {
-            self.level = after;
-            self.last_us = now_us;
+            if now_us >= self.last_us {
+                self.level = after;
+                self.last_us = now_us;
+            } else {
+                self.level = after.sub(gained);
+            }
         }
         let retry = if after.lt(Ratio::int(0)) {
             wait(self, Ratio::int(0).sub(after))
