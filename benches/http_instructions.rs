@@ -71,12 +71,15 @@ fn main() {
         return;
     }
     let mut rest = args.iter().skip(1).filter(|arg| !arg.starts_with("--"));
-    let variant = rest.next().expect("a variant: none, redis, governor, memory, incr, redis2, memory2");
+    let variant = rest
+        .next()
+        .expect("a variant: none, redis, governor, memory, incr, redis2, memory2");
     let requests: usize = rest
         .next()
         .map_or(1000, |n| n.parse().expect("a number of requests"));
-    let threads = env::var("REDLIMIT_BENCH_APP_THREADS")
-        .map_or(0, |n| n.parse().expect("REDLIMIT_BENCH_APP_THREADS is a number"));
+    let threads = env::var("REDLIMIT_BENCH_APP_THREADS").map_or(0, |n| {
+        n.parse().expect("REDLIMIT_BENCH_APP_THREADS is a number")
+    });
     let runtime = match threads {
         0 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -137,7 +140,10 @@ async fn app_for(variant: &str) -> Router {
                 .get_multiplexed_async_connection()
                 .await
                 .expect("a connection to Redis");
-            app().layer(axum::middleware::from_fn_with_state(connection, incr_then_serve))
+            app().layer(axum::middleware::from_fn_with_state(
+                connection,
+                incr_then_serve,
+            ))
         }
         other => panic!("unknown variant {other}"),
     }
@@ -171,4 +177,3 @@ async fn drive(app: &Router, requests: usize) {
         assert_eq!(body.to_bytes().len(), 6);
     }
 }
-

@@ -20,7 +20,9 @@ pub(crate) async fn dispatch(
     let scripts = match remote.engine.uses_scripts() {
         Some(scripts) => scripts,
         None => {
-            let module = match has_module(connection.clone()).await {
+            // Boxed (as the script calls below): rare paths, kept out of the future of
+            // every call.
+            let module = match Box::pin(has_module(connection.clone())).await {
                 Ok(module) => module,
                 Err(error) if error.is_io_error() || error.is_timeout() => return Err(error),
                 // The server refuses the question (an ACL without COMMAND, a proxy): the
@@ -32,7 +34,7 @@ pub(crate) async fn dispatch(
         }
     };
     if scripts {
-        return run_script(connection, cmd).await;
+        return Box::pin(run_script(connection, cmd)).await;
     }
     if remote.engine.choice() != ServerEngine::Auto {
         return send(connection, cmd, slot).await;
@@ -42,7 +44,7 @@ pub(crate) async fn dispatch(
         // A node without the module took over (a failover, a resharding): the scripts
         // decide from now on, until the next connection asks again.
         remote.engine.found_module(false, &remote.node_name());
-        return run_script(connection, cmd).await;
+        return Box::pin(run_script(connection, cmd)).await;
     }
     result
 }
