@@ -303,33 +303,7 @@ impl Remote {
             result => result?,
         };
         // Error replies arrive as values: make them errors.
-        without_errors(value)
-    }
-}
-
-/// `value`, or the first error reply in it (as [`Value::extract_error`]), without
-/// rebuilding a reply that holds none (the usual case: decisions are integers).
-fn without_errors(value: Value) -> Result<Value> {
-    fn holds_error(value: &Value) -> bool {
-        match value {
-            Value::ServerError(_) => true,
-            Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
-                items.iter().any(holds_error)
-            }
-            Value::Map(pairs) => pairs.iter().any(|(k, v)| holds_error(k) || holds_error(v)),
-            Value::Attribute { data, attributes } => {
-                holds_error(data)
-                    || attributes
-                        .iter()
-                        .any(|(k, v)| holds_error(k) || holds_error(v))
-            }
-            _ => false,
-        }
-    }
-    if holds_error(&value) {
-        Ok(value.extract_error()?)
-    } else {
-        Ok(value)
+        crate::engine::without_errors(value)
     }
 }
 
