@@ -14,7 +14,8 @@
 # with N and 2N requests after the same warm-up: (I(2N) - I(N)) / N is the app's
 # user-space instructions per request (every thread: the app's runtime and redis-rs's
 # connection task), with set-up, connection and warm-up cancelled out. A current-thread
-# runtime by default (counts repeat within ~100); REDLIMIT_BENCH_APP_THREADS=2 runs the
+# runtime by default (counts repeat exactly, but tower_governor's, which move by up to
+# ~2,000); REDLIMIT_BENCH_APP_THREADS=2 runs the
 # bench's multi-thread runtime (counts move by ~1,000 from run to run). Not counted:
 # redis-server's work and the kernel's.
 #
