@@ -209,6 +209,13 @@ impl Remote {
         if let Some(connection) = self.current() {
             return Ok((connection, true));
         }
+        // Boxed: connecting is a large future that most calls never run; inline, every
+        // call's future would be that large (and moved, and allocated, at that size).
+        Box::pin(self.connect_anew(timeout)).await
+    }
+
+    /// [`connect`](Self::connect) when there was no connection.
+    async fn connect_anew(&self, timeout: Duration) -> Result<(Connection, bool)> {
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(connection) = self.current() {
             return Ok((connection, true));
@@ -286,13 +293,17 @@ impl Remote {
             Err(error) if reused && error.is_connection_dropped() => {
                 self.disconnect();
                 self.engine.forget();
-                let (connection, _) = self.connect(timeout).await?;
-                crate::engine::dispatch(self, connection, cmd, slot).await?
+                // Boxed, as connecting: rare, and the call's future stays small.
+                Box::pin(async {
+                    let (connection, _) = self.connect(timeout).await?;
+                    Ok::<_, Error>(crate::engine::dispatch(self, connection, cmd, slot).await?)
+                })
+                .await?
             }
             result => result?,
         };
         // Error replies arrive as values: make them errors.
-        Ok(value.extract_error()?)
+        crate::engine::without_errors(value)
     }
 }
 
@@ -487,7 +498,8 @@ pub(crate) async fn send(
     slot: Option<u16>,
 ) -> redis::RedisResult<Value> {
     match connection {
-        Connection::Multiplexed(mut connection) => connection.req_packed_command(cmd).await,
+        // The inherent method: `ConnectionLike::req_packed_command` boxes its future.
+        Connection::Multiplexed(mut connection) => connection.send_packed_command(cmd).await,
         Connection::Cluster(mut connection) => match slot {
             Some(slot) => {
                 let route = Route::new(slot, SlotAddr::Master);

@@ -62,13 +62,19 @@ pub(crate) fn span(operation: &'static str) -> Span {
 }
 
 /// `future` inside `span`: events of the call (backend errors, the breaker) belong to
-/// it. A span that is off costs a branch per poll.
+/// it. A span that is off costs a branch per poll (entering and leaving no span, and
+/// cloning and dropping it, would change nothing).
 #[cfg(feature = "tracing")]
 pub(crate) fn within<F: std::future::Future>(
     span: &Span,
     future: F,
-) -> tracing::instrument::Instrumented<F> {
-    tracing::Instrument::instrument(future, span.span.clone())
+) -> futures_util::future::Either<tracing::instrument::Instrumented<F>, F> {
+    use futures_util::future::Either;
+    if span.span.is_none() {
+        Either::Right(future)
+    } else {
+        Either::Left(tracing::Instrument::instrument(future, span.span.clone()))
+    }
 }
 
 /// `future` as it is (no `tracing` feature).

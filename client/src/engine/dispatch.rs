@@ -20,7 +20,9 @@ pub(crate) async fn dispatch(
     let scripts = match remote.engine.uses_scripts() {
         Some(scripts) => scripts,
         None => {
-            let module = match has_module(connection.clone()).await {
+            // Boxed (as the script calls below): rare paths, kept out of the future of
+            // every call.
+            let module = match Box::pin(has_module(connection.clone())).await {
                 Ok(module) => module,
                 Err(error) if error.is_io_error() || error.is_timeout() => return Err(error),
                 // The server refuses the question (an ACL without COMMAND, a proxy): the
@@ -32,7 +34,7 @@ pub(crate) async fn dispatch(
         }
     };
     if scripts {
-        return run_script(connection, cmd).await;
+        return Box::pin(run_script(connection, cmd)).await;
     }
     if remote.engine.choice() != ServerEngine::Auto {
         return send(connection, cmd, slot).await;
@@ -42,7 +44,7 @@ pub(crate) async fn dispatch(
         // A node without the module took over (a failover, a resharding): the scripts
         // decide from now on, until the next connection asks again.
         remote.engine.found_module(false, &remote.node_name());
-        return run_script(connection, cmd).await;
+        return Box::pin(run_script(connection, cmd)).await;
     }
     result
 }
@@ -120,5 +122,69 @@ async fn has_module(connection: Connection) -> RedisResult<bool> {
             }
             Ok(true)
         }
+    }
+}
+
+/// `value`, or the first error reply in it (as [`Value::extract_error`]), without
+/// rebuilding a reply that holds none (the usual case: decisions are integers).
+pub(crate) fn without_errors(value: Value) -> crate::error::Result<Value> {
+    fn holds_error(value: &Value) -> bool {
+        match value {
+            Value::ServerError(_) => true,
+            // Scalars answered without a call each (a decision is five integers).
+            Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
+                items.iter().any(|item| match item {
+                    Value::Int(_) | Value::Nil | Value::Okay | Value::BulkString(_) => false,
+                    other => holds_error(other),
+                })
+            }
+            Value::Map(pairs) => pairs.iter().any(|(k, v)| holds_error(k) || holds_error(v)),
+            Value::Attribute { data, attributes } => {
+                holds_error(data)
+                    || attributes
+                        .iter()
+                        .any(|(k, v)| holds_error(k) || holds_error(v))
+            }
+            _ => false,
+        }
+    }
+    if holds_error(&value) {
+        Ok(value.extract_error()?)
+    } else {
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(detail: &str) -> Value {
+        redis::parse_redis_value(format!("-ERR {detail}\r\n").as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn error_replies_anywhere_are_errors_as_extract_error_finds_them() {
+        let ints = Value::Array((1..=5).map(Value::Int).collect());
+        let replies = [
+            ints.clone(),
+            error("top"),
+            Value::Array(vec![Value::Int(1), error("in an array")]),
+            Value::Array(vec![ints.clone(), Value::Array(vec![error("nested")])]),
+            Value::Map(vec![(Value::Int(1), error("in a map"))]),
+            Value::Attribute {
+                data: Box::new(ints.clone()),
+                attributes: vec![(error("in attributes"), Value::Nil)],
+            },
+            Value::Set(vec![Value::Okay, error("first"), error("second")]),
+        ];
+        for reply in replies {
+            let ours = without_errors(reply.clone()).map_err(|e| e.to_string());
+            let theirs = reply
+                .extract_error()
+                .map_err(|e| crate::Error::from(e).to_string());
+            assert_eq!(ours, theirs);
+        }
+        assert_eq!(without_errors(ints.clone()).unwrap(), ints);
     }
 }

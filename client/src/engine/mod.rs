@@ -8,7 +8,7 @@ pub mod scripts;
 mod translate;
 mod verify;
 
-pub(crate) use dispatch::dispatch;
+pub(crate) use dispatch::{dispatch, without_errors};
 pub(crate) use verify::verify;
 
 use std::sync::{Mutex, PoisonError};

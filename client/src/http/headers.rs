@@ -254,10 +254,11 @@ fn legacy_remaining(headers: &HeaderMap) -> Option<u64> {
 /// items follow theirs. The legacy trio describes one limit: the one closest to
 /// exhaustion stays.
 pub(crate) fn merge(response: &mut HeaderMap, ours: RateHeaders) {
-    let keep_legacy = match (legacy_remaining(response), ours.legacy_remaining()) {
-        (Some(theirs), Some(ours)) => theirs <= ours,
-        _ => false,
-    };
+    // Theirs is read only when ours has a legacy trio (not with draft-11 headers alone).
+    let keep_legacy = ours
+        .legacy_remaining()
+        .and_then(|ours| Some(legacy_remaining(response)? <= ours))
+        .unwrap_or(false);
     for (i, (name, value)) in NAMES.into_iter().zip(ours.values).enumerate() {
         let Some(value) = value else { continue };
         let list = i == POLICY || i == STATE;

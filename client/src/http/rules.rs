@@ -11,6 +11,9 @@ use std::net::IpAddr;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathPattern {
     segments: Vec<Segment>,
+    /// The segments joined by `/` when all are non-empty literals: such a pattern
+    /// matches by one comparison (derived from `segments`).
+    literal: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,13 +57,36 @@ impl PathPattern {
                 literal => Segment::Literal(literal.to_owned()),
             });
         }
-        Ok(Self { segments })
+        let literal = (!segments.is_empty())
+            .then(|| {
+                segments
+                    .iter()
+                    .map(|segment| match segment {
+                        Segment::Literal(literal) if !literal.is_empty() => Some(literal.as_str()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<&str>>>()
+            })
+            .flatten()
+            .map(|literals| literals.join("/").into_boxed_str());
+        Ok(Self { segments, literal })
     }
 
     /// Whether `path` matches.
     #[must_use]
     pub fn matches(&self, path: &str) -> bool {
         let rest = path.strip_prefix('/').unwrap_or(path);
+        // Literals hold no `/`: splitting the path and comparing segment by segment is
+        // comparing it whole (without one trailing slash).
+        if let Some(literal) = &self.literal {
+            return !rest.is_empty() && rest.strip_suffix('/').unwrap_or(rest) == &**literal;
+        }
+        self.matches_segments(rest)
+    }
+
+    /// [`matches`](Self::matches) segment by segment; `rest` is the path without its
+    /// leading `/`.
+    fn matches_segments(&self, rest: &str) -> bool {
         // A trailing slash names the same resource: `a/` is `a`, and `/` alone is one
         // empty segment. (No segments at all for an empty rest.)
         let mut parts = (!rest.is_empty())
@@ -272,6 +298,46 @@ pub(crate) fn redis_key(prefix: &str, rule: &str, identity: &Identity, limit: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_patterns_match_as_segment_by_segment() {
+        let paths = [
+            "",
+            "/",
+            "//",
+            "/api",
+            "/api/",
+            "/api//",
+            "/api/hello",
+            "/api/hello/",
+            "/api/hello//",
+            "/api/hello/x",
+            "/api/hell",
+            "api/hello",
+            "/apihello",
+            "/api//hello",
+            "/API/hello",
+            "/api/hello/x/",
+        ];
+        for pattern in ["/api", "/api/", "/api/hello", "/api/hello/", "/a/b/c"] {
+            let p = PathPattern::parse(pattern).unwrap();
+            assert!(p.literal.is_some(), "{pattern}");
+            for path in paths {
+                let rest = path.strip_prefix('/').unwrap_or(path);
+                assert_eq!(
+                    p.matches(path),
+                    p.matches_segments(rest),
+                    "{pattern} on {path:?}"
+                );
+            }
+        }
+        for pattern in ["/", "/api//x", "/api/*", "/api/**"] {
+            assert!(
+                PathPattern::parse(pattern).unwrap().literal.is_none(),
+                "{pattern}"
+            );
+        }
+    }
 
     #[test]
     fn patterns_match_segments_wildcards_and_rests() {
