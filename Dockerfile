@@ -27,7 +27,7 @@ RUN for member in . core module client test-support; do \
       mkdir -p "$member/src" && touch "$member/src/lib.rs"; \
     done \
  && mkdir -p benches/server \
- && for bench in benches/core.rs benches/server/main.rs benches/client.rs benches/http.rs; do touch "$bench"; done \
+ && for bench in benches/core.rs benches/server/main.rs benches/client.rs benches/http.rs benches/http_instructions.rs; do touch "$bench"; done \
  && cargo build --release --locked -p redlimit-module
 
 # 2. The module's own sources: a change here rebuilds only core and module. COPY keeps

@@ -289,14 +289,18 @@ fn the_dependencies_are_built_from_every_members_manifest_before_the_sources() {
 fn every_declared_bench_has_a_placeholder_for_the_dependency_build() {
     // cargo refuses a workspace whose root package declares a bench with no file.
     let manifest = workspace_manifest();
-    assert_eq!(bench_names(&manifest), ["core", "server", "client", "http"]);
+    assert_eq!(
+        bench_names(&manifest),
+        ["core", "server", "client", "http", "http_instructions"]
+    );
     assert_eq!(
         bench_paths(&manifest),
         [
             "benches/core.rs",
             "benches/server/main.rs",
             "benches/client.rs",
-            "benches/http.rs"
+            "benches/http.rs",
+            "benches/http_instructions.rs"
         ]
     );
     check_bench_placeholders(&dockerfile(), &manifest).unwrap();
