@@ -47,65 +47,25 @@
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only says how to run it.
 
+mod http_app;
+
 use std::env;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use axum::routing::get;
-use redis::aio::MultiplexedConnection;
-use redlimit::http::{Config, Metrics, RateLimitLayer};
-use redlimit::{Backend, RateLimiter};
+use redlimit::RateLimiter;
+use redlimit::http::Metrics;
 use redlimit_test_support::{Server, ServerBuilder, available_servers, median};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Barrier;
-use tower_governor::GovernorLayer;
-use tower_governor::governor::GovernorConfigBuilder;
 
-/// The limiter's timeout for Redis in the bench.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// One rule on `/api/hello`, a token bucket no benchmark can empty.
-const ONE_RULE: &str = r#"
-[[rules]]
-name = "hello"
-path = "/api/hello"
-methods = ["GET"]
-key = "ip"
-limits = [{ name = "burst", algorithm = "token_bucket", capacity = 1000000000, refill_tokens = 1000000000, refill_ms = 1000 }]
-"#;
-
-/// The same, believing `X-Forwarded-For` from loopback: one key per connection.
-const ONE_RULE_BEHIND_PROXY: &str = r#"
-[identity]
-trusted_proxies = ["127.0.0.1/32"]
-
-[[rules]]
-name = "hello"
-path = "/api/hello"
-methods = ["GET"]
-key = "ip"
-limits = [{ name = "burst", algorithm = "token_bucket", capacity = 1000000000, refill_tokens = 1000000000, refill_ms = 1000 }]
-"#;
-
-/// Two limits on `/api/hello` (a token bucket and an hourly fixed window, one caller):
-/// one `RL.ALL` per request.
-const TWO_LIMITS: &str = r#"
-[[rules]]
-name = "hello"
-path = "/api/hello"
-methods = ["GET"]
-key = "ip"
-limits = [
-  { name = "burst", algorithm = "token_bucket", capacity = 1000000000, refill_tokens = 1000000000, refill_ms = 1000 },
-  { name = "hourly", algorithm = "fixed", limit = 1000000000, window_ms = 3600000 },
-]
-"#;
+use http_app::{
+    ONE_RULE, ONE_RULE_BEHIND_PROXY, TWO_LIMITS, app, incr_connection, incr_then_serve, on_redis,
+    redlimit_layer, with_governor,
+};
 
 fn main() {
     if !env::args().any(|arg| arg == "--bench") {
@@ -255,10 +215,6 @@ impl Variant {
     }
 }
 
-fn app() -> Router {
-    Router::new().route("/api/hello", get(|| async { "hello\n" }))
-}
-
 async fn serve(app: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("its address");
@@ -273,32 +229,13 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
-fn redlimit_layer(limiter: RateLimiter, config: &str) -> RateLimitLayer {
-    let config = Config::from_toml(config).expect("the bench's configuration parses");
-    RateLimitLayer::from_config(limiter, &config).expect("the bench's configuration is valid")
-}
-
 async fn start_variants(server: &Server) -> Vec<Variant> {
-    let redis = || {
-        RateLimiter::builder(Backend::redis(&server.url()).expect("a Redis URL"))
-            // Not the default 50 ms: on this shared machine a scheduling stall of 50 ms
-            // opens the circuit breaker, and a second of decisions goes to the in-memory
-            // fallback; that would measure the fallback, not Redis.
-            .timeout(REDIS_TIMEOUT)
-            .build()
-            .expect("a limiter")
-    };
+    let redis = || on_redis(&server.url());
     let on_redis = redlimit_layer(redis(), ONE_RULE);
     let on_redis_per_client = redlimit_layer(redis(), ONE_RULE_BEHIND_PROXY);
     let in_memory = redlimit_layer(RateLimiter::memory(), ONE_RULE);
     let on_redis_two = redlimit_layer(redis(), TWO_LIMITS);
     let in_memory_two = redlimit_layer(RateLimiter::memory(), TWO_LIMITS);
-    let governor = GovernorConfigBuilder::default()
-        .per_nanosecond(1)
-        .burst_size(u32::MAX)
-        .use_headers()
-        .finish()
-        .expect("a governor configuration");
 
     vec![
         Variant {
@@ -321,7 +258,7 @@ async fn start_variants(server: &Server) -> Vec<Variant> {
         },
         Variant {
             name: "(c) tower_governor 0.8 (in-process)",
-            addr: serve(app().layer(GovernorLayer::new(governor))).await,
+            addr: serve(with_governor(app())).await,
             forwarded_for: false,
             metrics: None,
         },
@@ -334,7 +271,7 @@ async fn start_variants(server: &Server) -> Vec<Variant> {
         Variant {
             name: "(e) reference: one INCR per request",
             addr: serve(app().layer(axum::middleware::from_fn_with_state(
-                incr_connection(server).await,
+                incr_connection(&server.url()).await,
                 incr_then_serve,
             )))
             .await,
@@ -354,30 +291,6 @@ async fn start_variants(server: &Server) -> Vec<Variant> {
             forwarded_for: false,
         },
     ]
-}
-
-/// A multiplexed redis-rs connection to `server`, as the limiter's own.
-async fn incr_connection(server: &Server) -> MultiplexedConnection {
-    redis::Client::open(server.url())
-        .expect("a Redis URL")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("a connection to Redis")
-}
-
-/// The floor of any limiter that asks Redis once per request: one `INCR` on one
-/// multiplexed connection, nothing else (no script, no module, no headers).
-async fn incr_then_serve(
-    State(mut connection): State<MultiplexedConnection>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let _: i64 = redis::cmd("INCR")
-        .arg("bench:incr")
-        .query_async(&mut connection)
-        .await
-        .expect("INCR");
-    next.run(request).await
 }
 
 /// What one variant did in one round.

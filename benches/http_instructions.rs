@@ -20,46 +20,22 @@
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only says how to run it.
 
+mod http_app;
+
 use std::env;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use axum::routing::get;
+use axum::extract::{ConnectInfo, Request};
 use http_body_util::BodyExt;
-use redis::aio::MultiplexedConnection;
-use redlimit::http::{Config, RateLimitLayer};
-use redlimit::{Backend, RateLimiter};
+use redlimit::RateLimiter;
 use tower::ServiceExt;
-use tower_governor::GovernorLayer;
-use tower_governor::governor::GovernorConfigBuilder;
 
-/// One rule on `/api/hello`, a token bucket no run can empty (as in `benches/http.rs`).
-const ONE_RULE: &str = r#"
-[[rules]]
-name = "hello"
-path = "/api/hello"
-methods = ["GET"]
-key = "ip"
-limits = [{ name = "burst", algorithm = "token_bucket", capacity = 1000000000, refill_tokens = 1000000000, refill_ms = 1000 }]
-"#;
-
-/// Two limits on `/api/hello`: one `RL.ALL` per request (as in `benches/http.rs`).
-const TWO_LIMITS: &str = r#"
-[[rules]]
-name = "hello"
-path = "/api/hello"
-methods = ["GET"]
-key = "ip"
-limits = [
-  { name = "burst", algorithm = "token_bucket", capacity = 1000000000, refill_tokens = 1000000000, refill_ms = 1000 },
-  { name = "hourly", algorithm = "fixed", limit = 1000000000, window_ms = 3600000 },
-]
-"#;
+use http_app::{
+    ONE_RULE, TWO_LIMITS, app, incr_connection, incr_then_serve, on_redis, redlimit_layer,
+    with_governor,
+};
 
 /// Requests before the counted ones (connections, allocator, caches).
 const WARM_UP: usize = 200;
@@ -98,69 +74,24 @@ fn main() {
     println!("{variant}: {requests} requests");
 }
 
-fn app() -> Router {
-    Router::new().route("/api/hello", get(|| async { "hello\n" }))
-}
-
 fn url() -> String {
     env::var("REDLIMIT_HTTP_URL").expect("REDLIMIT_HTTP_URL: a Redis URL with the module")
-}
-
-fn layer(limiter: RateLimiter, config: &str) -> RateLimitLayer {
-    let config = Config::from_toml(config).expect("the configuration parses");
-    RateLimitLayer::from_config(limiter, &config).expect("the configuration is valid")
-}
-
-fn on_redis() -> RateLimiter {
-    RateLimiter::builder(Backend::redis(&url()).expect("a Redis URL"))
-        .timeout(Duration::from_secs(1))
-        .build()
-        .expect("a limiter")
 }
 
 async fn app_for(variant: &str) -> Router {
     match variant {
         "none" => app(),
-        "redis" => app().layer(layer(on_redis(), ONE_RULE)),
-        "redis2" => app().layer(layer(on_redis(), TWO_LIMITS)),
-        "memory" => app().layer(layer(RateLimiter::memory(), ONE_RULE)),
-        "memory2" => app().layer(layer(RateLimiter::memory(), TWO_LIMITS)),
-        "governor" => {
-            let governor = GovernorConfigBuilder::default()
-                .per_nanosecond(1)
-                .burst_size(u32::MAX)
-                .use_headers()
-                .finish()
-                .expect("a governor configuration");
-            app().layer(GovernorLayer::new(governor))
-        }
-        "incr" => {
-            let connection = redis::Client::open(url())
-                .expect("a Redis URL")
-                .get_multiplexed_async_connection()
-                .await
-                .expect("a connection to Redis");
-            app().layer(axum::middleware::from_fn_with_state(
-                connection,
-                incr_then_serve,
-            ))
-        }
+        "redis" => app().layer(redlimit_layer(on_redis(&url()), ONE_RULE)),
+        "redis2" => app().layer(redlimit_layer(on_redis(&url()), TWO_LIMITS)),
+        "memory" => app().layer(redlimit_layer(RateLimiter::memory(), ONE_RULE)),
+        "memory2" => app().layer(redlimit_layer(RateLimiter::memory(), TWO_LIMITS)),
+        "governor" => with_governor(app()),
+        "incr" => app().layer(axum::middleware::from_fn_with_state(
+            incr_connection(&url()).await,
+            incr_then_serve,
+        )),
         other => panic!("unknown variant {other}"),
     }
-}
-
-/// The bare-`INCR` reference, as in `benches/http.rs`.
-async fn incr_then_serve(
-    State(mut connection): State<MultiplexedConnection>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let _: i64 = redis::cmd("INCR")
-        .arg("bench:incr")
-        .query_async(&mut connection)
-        .await
-        .expect("INCR");
-    next.run(request).await
 }
 
 /// Sends `requests` requests one at a time and reads every answer.
