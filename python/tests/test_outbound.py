@@ -145,17 +145,20 @@ def test_admit_settle_refund_is_reused(limiter: RateLimiter, key: str) -> None:
     assert retry is not None and 19_000 < retry <= 20_600
     permit.settle([1, 1200 + 850])  # the response says what was used
     assert permit.done
-    assert 17_940 <= left(limiter, tpm, TPM) <= 18_200
+    # 2,800 + 15,150 given back, less a third of a token per ms by which the permit's
+    # SINCE (counted from sending the admit) exceeds the server's time since it acted:
+    # the admit's latency, 300 ms at most here even on a loaded machine.
+    assert 17_850 <= left(limiter, tpm, TPM) <= 18_200
     # The refund is what the next call takes, at once.
     again = limiter.admit([(rpm, RPM, 1), (tpm, TPM, 10_000)], max_wait=0)
     assert again.waited.total_seconds() < 0.5
-    assert 7_940 <= again.decision.decisions[1].remaining <= 8_200
+    assert 7_850 <= again.decision.decisions[1].remaining <= 8_200
     with pytest.raises(RuntimeError, match="already settled"):
         permit.settle([1, 1])
     with pytest.raises(ValueError, match="settle takes 2 costs"):
         again.settle([1])
     again.cancel()  # never made: all back
-    assert 17_940 <= left(limiter, tpm, TPM) <= 18_300
+    assert 17_850 <= left(limiter, tpm, TPM) <= 18_300
     # The first call stays counted; the refund of the second loses the refill a
     # bucket charged less could not have held since (SINCE): a fraction of a token.
     assert left(limiter, rpm, RPM) in (18, 19)
