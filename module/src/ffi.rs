@@ -7,6 +7,7 @@ use crate::compact;
 use crate::datatype;
 use crate::error::CommandError;
 use crate::propagation;
+use crate::value;
 use redis_module::raw;
 use redlimit_core::Limiter;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
@@ -264,7 +265,7 @@ pub enum Content<'a> {
     /// Nothing.
     Empty,
     /// A limiter of this module.
-    Limiter(datatype::Stored<'a>),
+    Limiter(value::Stored<'a>),
     /// Any other type.
     Other,
 }
@@ -339,9 +340,9 @@ impl Key {
     pub fn content(&mut self) -> Content<'_> {
         match self.raw_content() {
             RawContent::Empty => Content::Empty,
-            // SAFETY: values of our type are always made by `datatype::Value`, owned by the
+            // SAFETY: values of our type are always made by `value::Value`, owned by the
             // key and borrowed here for no longer than the key handle.
-            RawContent::Ours(value) => match unsafe { datatype::stored(value.as_ptr()) } {
+            RawContent::Ours(value) => match unsafe { value::stored(value.as_ptr()) } {
                 Some(stored) => Content::Limiter(stored),
                 None => Content::Other,
             },
@@ -410,23 +411,20 @@ impl Key {
         // SAFETY: our value, owned by this key, opened for writing; no other reference
         // to its bytes is alive (this borrow of the key is the only one).
         let current = match content {
-            RawContent::Ours(value) => unsafe { datatype::stored_mut(value.as_ptr()) },
+            RawContent::Ours(value) => unsafe { value::stored_mut(value.as_ptr()) },
             _ => None,
         };
         let hint = match &current {
-            Some(datatype::StoredMut::Compact(bytes)) => Some(compact::id(bytes)),
+            Some(value::StoredMut::Compact(bytes)) => Some(compact::id(bytes)),
             _ => None,
         };
         let (written, value) = match compact::encode(limiter, hint) {
             Some(compact) => match (content, current) {
-                (RawContent::Ours(value), Some(datatype::StoredMut::Compact(bytes))) => {
+                (RawContent::Ours(value), Some(value::StoredMut::Compact(bytes))) => {
                     *bytes = compact;
                     (true, value)
                 }
-                _ => (
-                    false,
-                    self.put(content, datatype::Value::compact(&compact))?,
-                ),
+                _ => (false, self.put(content, value::Value::compact(&compact))?),
             },
             None => self.store_encoded(limiter, content, current)?,
         };
@@ -443,10 +441,10 @@ impl Key {
             }
         }
         self.signal_modified();
-        // SAFETY: the key's value, made by `datatype::Value`; the bytes live as long as
+        // SAFETY: the key's value, made by `value::Value`; the bytes live as long as
         // this borrow of the key, which nothing can change meanwhile.
-        Ok(match unsafe { datatype::stored(value.as_ptr()) } {
-            Some(datatype::Stored::Encoded(bytes)) => Some(bytes),
+        Ok(match unsafe { value::stored(value.as_ptr()) } {
+            Some(value::Stored::Encoded(bytes)) => Some(bytes),
             _ => None,
         })
     }
@@ -457,7 +455,7 @@ impl Key {
         &mut self,
         limiter: &Limiter,
         content: RawContent,
-        current: Option<datatype::StoredMut<'_>>,
+        current: Option<value::StoredMut<'_>>,
     ) -> Result<(bool, NonNull<c_void>), ()> {
         // One encoding pass for the common sizes (every limiter but long logs and
         // lease sets), written on the stack; a second pass counts the larger ones.
@@ -465,7 +463,7 @@ impl Key {
         let written = limiter.encode_into(&mut small);
         let small = written.and_then(|len| small.get(..len));
         let len = small.map_or_else(|| limiter.encoded_len(), <[u8]>::len);
-        if let (RawContent::Ours(value), Some(datatype::StoredMut::Encoded(bytes))) =
+        if let (RawContent::Ours(value), Some(value::StoredMut::Encoded(bytes))) =
             (content, current)
             && bytes.len() == len
         {
@@ -478,8 +476,8 @@ impl Key {
             return Ok((true, value));
         }
         let value = match small {
-            Some(encoding) => datatype::Value::new(encoding),
-            None => datatype::Value::encode(limiter, len),
+            Some(encoding) => value::Value::new(encoding),
+            None => value::Value::encode(limiter, len),
         };
         Ok((false, self.put(content, value)?))
     }
@@ -489,7 +487,7 @@ impl Key {
     fn put(
         &mut self,
         content: RawContent,
-        value: Option<datatype::Value>,
+        value: Option<value::Value>,
     ) -> Result<NonNull<c_void>, ()> {
         let value = value.ok_or(())?;
         match content {
@@ -501,7 +499,7 @@ impl Key {
 
     /// Swaps the key's value for `value`, keeping the key (and its expiry) where it is;
     /// without `RedisModule_ModuleTypeReplaceValue`, sets it anew. Returns the new value.
-    fn replace(&mut self, value: datatype::Value) -> Result<NonNull<c_void>, ()> {
+    fn replace(&mut self, value: value::Value) -> Result<NonNull<c_void>, ()> {
         let (Some(replace_value), Some(ptr)) = (replace_value_api(), self.ptr) else {
             return self.set_value(value);
         };
@@ -512,13 +510,13 @@ impl Key {
         let status = unsafe { replace_value(ptr.as_ptr(), datatype::raw_type(), new, &mut old) };
         if status == raw::REDISMODULE_OK as c_int {
             // SAFETY: the old value is ours again, and no longer in the keyspace.
-            drop(unsafe { datatype::Value::from_raw(old) });
+            drop(unsafe { value::Value::from_raw(old) });
             let new = NonNull::new(new).ok_or(())?;
             self.content = Some(RawContent::Ours(new));
             Ok(new)
         } else {
             // SAFETY: the server refused `new`, so it is still ours.
-            drop(unsafe { datatype::Value::from_raw(new) });
+            drop(unsafe { value::Value::from_raw(new) });
             Err(())
         }
     }
@@ -532,7 +530,7 @@ impl Key {
     }
 
     /// Replaces whatever the key holds by `value`.
-    fn set_value(&mut self, value: datatype::Value) -> Result<NonNull<c_void>, ()> {
+    fn set_value(&mut self, value: value::Value) -> Result<NonNull<c_void>, ()> {
         let set_value = api!(RedisModule_ModuleTypeSetValue).ok_or(())?;
         let ptr = self.ptr.ok_or(())?;
         // Whatever happens next, look the key up again if asked.
@@ -546,7 +544,7 @@ impl Key {
             return Ok(value);
         }
         // SAFETY: the server refused the value, so it is still ours.
-        drop(unsafe { datatype::Value::from_raw(value) });
+        drop(unsafe { value::Value::from_raw(value) });
         Err(())
     }
 

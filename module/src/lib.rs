@@ -29,6 +29,7 @@ mod policies;
 mod propagation;
 mod register;
 mod reply;
+mod value;
 
 use redis_module::{Context, RedisString, Status, raw};
 use std::ffi::c_int;
